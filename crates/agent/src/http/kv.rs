@@ -1,0 +1,135 @@
+//! `/v1/kv/*`: get (single, `recurse`, `keys` + `separator`, `raw`), put (`flags`, `cas`,
+//! `acquire`/`release`), delete (`recurse`, `cas`).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use cairn_store::state::topics;
+use cairn_types::command::{KvOp, KvRequest};
+use cairn_types::structs::DirEntry;
+use cairn_types::{Command, CommandResult};
+
+use super::{blocking, check_dc, json_response, set_meta, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+
+pub async fn get_root(agent: State<AgentRef>, q: RawQuery) -> HttpResult {
+    get(agent, Path(String::new()), q).await
+}
+
+pub async fn put_root(agent: State<AgentRef>, q: RawQuery, body: Bytes) -> HttpResult {
+    put(agent, Path(String::new()), q, body).await
+}
+
+pub async fn delete_root(agent: State<AgentRef>, q: RawQuery) -> HttpResult {
+    delete(agent, Path(String::new()), q).await
+}
+
+pub async fn get(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    if p.has("keys") {
+        let sep = p.get("separator").unwrap_or("").to_string();
+        let (meta, keys) = blocking(&agent, &q, vec![topics::kv_prefix(&key)], |st| st.kv_keys(&key, &sep)).await?;
+        // Not found only for a non-root prefix; the root lists as [].
+        if keys.is_empty() && !key.is_empty() {
+            return Ok(not_found(meta));
+        }
+        return Ok(json_response(Some(meta), q.pretty, &keys));
+    }
+    if p.has("recurse") {
+        let (meta, rows) = blocking(&agent, &q, vec![topics::kv_prefix(&key)], |st| st.kv_list(&key)).await?;
+        if rows.is_empty() {
+            return Ok(not_found(meta));
+        }
+        let rows: Vec<&DirEntry> = rows.iter().map(|r| &**r).collect();
+        let rows = q.filter_rows(rows)?;
+        return Ok(json_response(Some(meta), q.pretty, &rows));
+    }
+    if key.is_empty() {
+        return Err(HttpError::bad("Missing key name"));
+    }
+    let (meta, ent) = blocking(&agent, &q, vec![topics::kv(&key)], |st| st.kv_get(&key)).await?;
+    let Some(ent) = ent else { return Ok(not_found(meta)) };
+    if p.has("raw") {
+        // Never let a browser sniff a stored value as HTML (CVE-2020-25864).
+        let mut r = Response::new(Body::from(ent.value.clone().unwrap_or_default()));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r.headers_mut().insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+        set_meta(r.headers_mut(), meta);
+        return Ok(r);
+    }
+    Ok(json_response(Some(meta), q.pretty, &[&*ent]))
+}
+
+fn not_found(meta: super::Meta) -> Response {
+    let mut r = StatusCode::NOT_FOUND.into_response();
+    set_meta(r.headers_mut(), meta);
+    r
+}
+
+pub async fn put(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    if key.is_empty() {
+        return Err(HttpError::bad("Missing key name"));
+    }
+    let max = agent.config().kv_max_value_size;
+    if body.len() > max {
+        return Err(HttpError::too_large(format!(
+            "Request body({} bytes) too large, max size: {max} bytes. See limits.kv_max_value_size.",
+            body.len()
+        )));
+    }
+    let flags = p.u64("flags").map_err(|_| HttpError::bad("Invalid flags"))?.unwrap_or(0);
+    for verb in ["acquire", "release"] {
+        if let Some(s) = p.get(verb) {
+            // No session can exist until sessions land, so every session ID is unknown, which is
+            // exactly Consul's answer for an unknown session.
+            return Err(HttpError::internal(format!("invalid session {s:?}")));
+        }
+    }
+    let (op, cas) = match p.get("cas") {
+        Some(v) => (KvOp::Cas, v.parse::<u64>().map_err(|_| HttpError::bad("Invalid cas index"))?),
+        None => (KvOp::Set, 0),
+    };
+    let entry = DirEntry {
+        lock_index: 0,
+        key,
+        flags,
+        value: if body.is_empty() { None } else { Some(body.to_vec()) },
+        session: String::new(),
+        create_index: 0,
+        modify_index: cas,
+    };
+    let applied = agent.server.apply(Command::Kv(KvRequest { op, entry })).await?;
+    kv_answer(applied.result)
+}
+
+fn kv_answer(r: CommandResult) -> HttpResult {
+    match r {
+        CommandResult::Bool(b) => Ok(json_response(None, false, &b)),
+        CommandResult::Error(e) => Err(HttpError::internal(e)),
+        other => Err(HttpError::internal(format!("unexpected result {other}"))),
+    }
+}
+
+pub async fn delete(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let recurse = p.has("recurse");
+    if key.is_empty() && !recurse {
+        return Err(HttpError::bad("Missing key name"));
+    }
+    let (op, cas) = if recurse {
+        (KvOp::DeleteTree, 0)
+    } else if let Some(v) = p.get("cas") {
+        (KvOp::DeleteCas, v.parse::<u64>().map_err(|_| HttpError::bad("Invalid cas index"))?)
+    } else {
+        (KvOp::Delete, 0)
+    };
+    let entry = DirEntry { lock_index: 0, key, flags: 0, value: None, session: String::new(), create_index: 0, modify_index: cas };
+    let applied = agent.server.apply(Command::Kv(KvRequest { op, entry })).await?;
+    kv_answer(applied.result)
+}

@@ -1,0 +1,340 @@
+//! The Consul-compatible `/v1` HTTP API: one route table ([`router`]) and one file per endpoint group.
+//! Shared here: query-string parsing, the blocking-query loop, response headers, and the one
+//! exhaustive mapping from errors to status codes.
+
+mod agent;
+mod catalog;
+mod health;
+mod kv;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use serde::Serialize;
+
+use cairn_store::{State, Topic, WatchSet};
+use cairn_types::filter::Filter;
+
+use crate::Agent;
+
+pub type AgentRef = Arc<Agent>;
+
+/// Consul's limits on blocking queries.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Bodies other than KV values and transactions are capped here.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+pub fn router(agent: AgentRef) -> Router {
+    let kv_limit = agent.config().kv_max_value_size;
+    Router::new()
+        // KV: the value cap is enforced in the handler (413 with Consul's message), so the body
+        // limit here only stops a client from streaming without end.
+        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete).layer(DefaultBodyLimit::max(kv_limit.saturating_add(1))))
+        .route("/v1/kv/", get(kv::get_root).put(kv::put_root).delete(kv::delete_root))
+        .route("/v1/catalog/register", put(catalog::register))
+        .route("/v1/catalog/deregister", put(catalog::deregister))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/node/{node}", get(catalog::node))
+        .route("/v1/catalog/node-services/{node}", get(catalog::node_services))
+        .route("/v1/health/node/{node}", get(health::node))
+        .route("/v1/health/checks/{service}", get(health::checks))
+        .route("/v1/health/service/{service}", get(health::service))
+        .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/status/leader", get(status::leader))
+        .route("/v1/status/peers", get(status::peers))
+        .merge(agent::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(method_not_allowed_body))
+        .with_state(agent)
+}
+
+async fn not_found(req: Request) -> Response {
+    (StatusCode::NOT_FOUND, format!("Invalid URL path: not a recognized HTTP API endpoint: {}", req.uri().path())).into_response()
+}
+
+/// axum answers 405 with an empty body; Consul says which method.
+async fn method_not_allowed_body(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let (parts, _) = resp.into_parts();
+        let mut r = Response::from_parts(parts, Body::from(format!("method {method} not allowed")));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        return r;
+    }
+    resp
+}
+
+// ---- Errors ----------------------------------------------------------------------------------
+
+/// An HTTP error: Consul answers errors as plain text.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub msg: String,
+}
+
+impl HttpError {
+    pub fn bad(msg: impl Into<String>) -> Self {
+        HttpError { status: StatusCode::BAD_REQUEST, msg: msg.into() }
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        HttpError { status: StatusCode::NOT_FOUND, msg: msg.into() }
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        HttpError { status: StatusCode::INTERNAL_SERVER_ERROR, msg: msg.into() }
+    }
+    pub fn too_large(msg: impl Into<String>) -> Self {
+        HttpError { status: StatusCode::PAYLOAD_TOO_LARGE, msg: msg.into() }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, self.msg).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r
+    }
+}
+
+/// The one mapping from cluster errors to HTTP status codes.
+impl From<cairn_cluster::Error> for HttpError {
+    fn from(e: cairn_cluster::Error) -> Self {
+        use cairn_cluster::Error as E;
+        match e {
+            // Consul answers 500 "No cluster leader" for writes and default reads without a leader.
+            E::NoLeader | E::NotLeader { .. } => HttpError::internal("No cluster leader"),
+            E::Rejected(m) => HttpError::bad(m),
+            E::Fatal(m) | E::Storage(m) => HttpError::internal(m),
+            E::ShuttingDown => HttpError { status: StatusCode::SERVICE_UNAVAILABLE, msg: "agent is shutting down".into() },
+        }
+    }
+}
+
+pub type HttpResult = Result<Response, HttpError>;
+
+// ---- Query strings ---------------------------------------------------------------------------
+
+/// A parsed query string. Consul takes flags without values (`?recurse`), so presence matters.
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    map: HashMap<String, Vec<String>>,
+}
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Self {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        if let Some(q) = raw {
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                map.entry(k.into_owned()).or_default().push(v.into_owned());
+            }
+        }
+        Params { map }
+    }
+    pub fn has(&self, k: &str) -> bool {
+        self.map.contains_key(k)
+    }
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.map.get(k).and_then(|v| v.first()).map(String::as_str)
+    }
+    pub fn all(&self, k: &str) -> &[String] {
+        self.map.get(k).map(Vec::as_slice).unwrap_or(&[])
+    }
+    /// A flag that may be given bare (`?recurse`) or with a boolean (`?recurse=true`).
+    pub fn flag(&self, k: &str) -> bool {
+        match self.get(k) {
+            None => self.has(k),
+            Some("" | "true" | "1" | "True" | "TRUE") => true,
+            Some(_) => false,
+        }
+    }
+    pub fn u64(&self, k: &str) -> Result<Option<u64>, HttpError> {
+        match self.get(k) {
+            None | Some("") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| HttpError::bad(format!("Invalid {k}: {v:?} is not an unsigned integer"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Default,
+    Stale,
+    Consistent,
+}
+
+/// Options common to reads.
+pub struct QueryOpts {
+    pub index: u64,
+    pub wait: Duration,
+    pub consistency: Consistency,
+    pub filter: Option<Filter>,
+    pub pretty: bool,
+}
+
+impl QueryOpts {
+    pub fn parse(p: &Params) -> Result<Self, HttpError> {
+        let index = match p.get("index") {
+            None | Some("") => 0,
+            Some(v) => v.parse().map_err(|_| HttpError::bad("Invalid index"))?,
+        };
+        let wait = match p.get("wait") {
+            None | Some("") => DEFAULT_WAIT,
+            Some(v) => cairn_types::duration::parse(v).map_err(|_| HttpError::bad("Invalid wait time"))?,
+        };
+        let stale = p.has("stale");
+        let consistent = p.has("consistent");
+        if stale && consistent {
+            return Err(HttpError::bad("Cannot specify ?stale with ?consistent, conflicting semantics."));
+        }
+        let consistency = if stale {
+            Consistency::Stale
+        } else if consistent {
+            Consistency::Consistent
+        } else {
+            Consistency::Default
+        };
+        let filter = match p.get("filter") {
+            None | Some("") => None,
+            Some(f) => Some(Filter::parse(f).map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))?),
+        };
+        if let Some(dc) = p.get("dc") {
+            let _ = dc; // checked by the caller against the local datacenter
+        }
+        Ok(QueryOpts { index, wait: wait.min(MAX_WAIT), consistency, filter, pretty: p.has("pretty") })
+    }
+
+    /// The wait with Consul's jitter: up to wait/16 more, so that many waiters do not return together.
+    fn jittered_wait(&self) -> Duration {
+        let w = if self.wait.is_zero() { DEFAULT_WAIT } else { self.wait };
+        let j = w.as_millis() as u64 / 16;
+        w + Duration::from_millis(if j == 0 { 0 } else { rand::random::<u64>() % j })
+    }
+
+    /// Applies `?filter=` to rows serialised as JSON; the caller states which top-level fields exist.
+    pub fn filter_rows<T: Serialize>(&self, rows: Vec<T>) -> Result<Vec<serde_json::Value>, HttpError> {
+        let vals: Vec<serde_json::Value> = rows.into_iter().map(|r| serde_json::to_value(r).unwrap_or(serde_json::Value::Null)).collect();
+        match &self.filter {
+            None => Ok(vals),
+            Some(f) => Ok(vals.into_iter().filter(|v| f.matches(v)).collect()),
+        }
+    }
+}
+
+/// Response metadata: the index and the leader headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub index: u64,
+    pub known_leader: bool,
+    pub last_contact_ms: u64,
+}
+
+/// Runs a read as a blocking query: re-runs `f` each time one of `topics` fires, until the index
+/// passes `q.index` or the (jittered, clamped) wait ends. `f` returns (index, result).
+pub async fn blocking<T>(agent: &Agent, q: &QueryOpts, topics: Vec<Topic>, f: impl Fn(&State) -> (u64, T)) -> Result<(Meta, T), HttpError> {
+    check_dc_consistency(agent, q).await?;
+    let deadline = tokio::time::Instant::now() + q.jittered_wait();
+    let store = agent.server.store();
+    let ws = WatchSet::new();
+    loop {
+        let st = store.watch(&ws, topics.iter().cloned());
+        let (idx, res) = f(&st);
+        // X-Consul-Index is never 0: a client that sent 0 would not block on its next call.
+        let idx = idx.max(1);
+        let done = q.index == 0 || idx > q.index || tokio::time::Instant::now() >= deadline;
+        if done {
+            return Ok((agent.meta(idx), res));
+        }
+        tokio::select! {
+            _ = ws.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = agent.shutting_down() => {}
+        }
+    }
+}
+
+/// A non-blocking read with the same consistency handling.
+pub async fn read<T>(agent: &Agent, q: &QueryOpts, f: impl FnOnce(&State) -> (u64, T)) -> Result<(Meta, T), HttpError> {
+    check_dc_consistency(agent, q).await?;
+    let st = agent.server.store().snapshot();
+    let (idx, res) = f(&st);
+    Ok((agent.meta(idx.max(1)), res))
+}
+
+async fn check_dc_consistency(agent: &Agent, q: &QueryOpts) -> Result<(), HttpError> {
+    match q.consistency {
+        Consistency::Stale => Ok(()),
+        Consistency::Consistent => Ok(agent.server.consistent_barrier().await?),
+        // Default mode: the leader answers from its state without a quorum round trip.
+        Consistency::Default => {
+            if agent.server.is_leader() {
+                Ok(())
+            } else {
+                Err(cairn_cluster::Error::NoLeader.into())
+            }
+        }
+    }
+}
+
+/// Rejects `?dc=` naming another datacenter (no WAN federation yet) with Consul's message.
+pub fn check_dc(agent: &Agent, p: &Params) -> Result<(), HttpError> {
+    match p.get("dc") {
+        Some(dc) if !dc.is_empty() && !dc.eq_ignore_ascii_case(&agent.config().datacenter) => {
+            Err(HttpError::internal("No path to datacenter"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A JSON response with Consul's headers.
+pub fn json_response<T: Serialize + ?Sized>(meta: Option<Meta>, pretty: bool, body: &T) -> Response {
+    let bytes = if pretty { serde_json::to_vec_pretty(body) } else { serde_json::to_vec(body) };
+    let mut bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => return HttpError::internal(format!("failed to encode response: {e}")).into_response(),
+    };
+    if pretty {
+        bytes.push(b'\n');
+    }
+    let mut r = Response::new(Body::from(bytes));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(m) = meta {
+        set_meta(h, m);
+    }
+    r
+}
+
+pub fn set_meta(h: &mut HeaderMap, m: Meta) {
+    h.insert("X-Consul-Index", HeaderValue::from(m.index));
+    h.insert("X-Consul-KnownLeader", HeaderValue::from_static(if m.known_leader { "true" } else { "false" }));
+    h.insert("X-Consul-LastContact", HeaderValue::from(m.last_contact_ms));
+}
+
+/// Parses a JSON request body, Consul-leniently (case-insensitive, snake_case keys).
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(HttpError::bad("Request decode failed: empty body"));
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))?;
+    let v = cairn_types::normalize::normalize(v);
+    serde_json::from_value(v).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))
+}
+
+pub fn is_put_or_post(m: &Method) -> bool {
+    m == Method::PUT || m == Method::POST
+}

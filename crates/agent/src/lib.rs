@@ -1,0 +1,456 @@
+//! The agent: everything a user touches. `Agent::start` is the composition root: it loads the
+//! configuration, starts the Raft server (in server mode), the anti-entropy loop, the check runners
+//! and the HTTP API, and shuts them all down on one signal.
+//!
+//! Must not: hold consensus logic (that is `cairn-cluster`).
+//!
+//! Map: [`config`] (files, flags, validation), [`local`] (the agent's own services and checks and
+//! anti-entropy), [`checks`] (runners), [`http`] (the `/v1` API), [`logging`].
+
+pub mod checks;
+pub mod config;
+mod conn_limit;
+pub mod http;
+pub mod local;
+pub mod logging;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use cairn_cluster::leader::{reconcile_alive, Member};
+use cairn_cluster::{Server, ServerConfig};
+use cairn_types::structs::{HealthCheck, NodeService, ServiceAddress, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX};
+
+pub use config::{Config, ConfigError, Flags};
+
+use checks::{CheckDef, CheckRunner};
+use local::{LocalCheck, LocalState};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Cluster(#[from] cairn_cluster::Error),
+    #[error("failed to listen on {addr}: {err}")]
+    Bind { addr: String, err: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct Agent {
+    config: RwLock<Arc<Config>>,
+    flags: Flags,
+    pub server: Arc<Server>,
+    pub local: Arc<LocalState>,
+    pub checks: CheckRunner,
+    metrics: PrometheusHandle,
+    shutdown: watch::Sender<bool>,
+    started: Instant,
+    http_addrs: RwLock<Vec<SocketAddr>>,
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    static H: OnceLock<PrometheusHandle> = OnceLock::new();
+    H.get_or_init(|| {
+        let rec = PrometheusBuilder::new().build_recorder();
+        let h = rec.handle();
+        // In tests several agents share a process: only the first installs the global recorder.
+        let _ = metrics::set_global_recorder(rec);
+        h
+    })
+    .clone()
+}
+
+/// A stable Raft ID from the node UUID, so a restarted server keeps its identity.
+fn raft_id(node_id: &str) -> u64 {
+    let u = uuid::Uuid::parse_str(node_id).map(|u| u.as_u128()).unwrap_or(0);
+    ((u >> 64) as u64 ^ u as u64).max(1)
+}
+
+impl Agent {
+    /// Loads configuration from `flags` and starts everything. Returns once the HTTP API is
+    /// listening and (in server mode) a leader is known.
+    pub async fn start(flags: Flags) -> Result<Arc<Agent>, StartError> {
+        let mut cfg = Config::load(&flags)?;
+        cfg.ensure_node_id()?;
+        logging::init(&cfg.log_level, cfg.log_json);
+        for key in &cfg.ignored {
+            tracing::warn!(target: "agent.config", key = %key, "config key is accepted for Consul compatibility but not implemented yet; ignored");
+        }
+        if !cfg.server {
+            return Err(StartError::Other(
+                "client mode needs the LAN gossip pool, which is not implemented yet: run with -server or -dev".into(),
+            ));
+        }
+        let t0 = Instant::now();
+        let rpc_port = if cfg.ports.server > 0 { cfg.ports.server as u16 } else { 8300 };
+        let server = Server::start(ServerConfig {
+            node_id: raft_id(&cfg.node_id),
+            rpc_addr: SocketAddr::new(cfg.advertise_addr, rpc_port).to_string(),
+            data_dir: cfg.data_dir.clone(),
+            raft_multiplier: cfg.raft_multiplier,
+            snapshot_threshold: cfg.raft_snapshot_threshold,
+            trailing_logs: cfg.raft_trailing_logs,
+            bootstrap: cfg.bootstrap || cfg.bootstrap_expect == 1,
+        })
+        .await?;
+        server.wait_ready(Duration::from_secs(30)).await?;
+        tracing::info!(target: "agent", elapsed_ms = t0.elapsed().as_millis() as u64, "raft leader elected, state restored");
+        let (shutdown, _) = watch::channel(false);
+        let agent = Arc::new(Agent {
+            config: RwLock::new(Arc::new(cfg)),
+            flags,
+            server,
+            local: Arc::new(LocalState::new()),
+            checks: CheckRunner::default(),
+            metrics: metrics_handle(),
+            shutdown,
+            started: Instant::now(),
+            http_addrs: RwLock::new(Vec::new()),
+        });
+        agent.load_config_definitions(&agent.config())?;
+        agent.reconcile_self().await;
+        tokio::spawn(local::sync::run(agent.clone()));
+        tokio::spawn(reconcile_loop(agent.clone()));
+        agent.serve_http().await?;
+        Ok(agent)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config").clone()
+    }
+
+    pub fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn metrics_handle(&self) -> &PrometheusHandle {
+        &self.metrics
+    }
+
+    /// The addresses the HTTP API listens on.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http_addrs.read().expect("addrs").clone()
+    }
+
+    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Resolves when shutdown has been requested.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Asks every task to stop (`/v1/agent/leave`, signals).
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Stops checks and Raft. Call after [`Agent::request_shutdown`] once the API has drained.
+    pub async fn stop(&self) {
+        self.request_shutdown();
+        self.checks.stop_all();
+        self.server.shutdown().await;
+    }
+
+    pub fn meta(&self, index: u64) -> http::Meta {
+        http::Meta { index, known_leader: self.server.leader_addr().is_some(), last_contact_ms: self.server.last_contact_ms() }
+    }
+
+    /// `lan`/`wan` tagged addresses of this node, as Consul sets them.
+    pub fn tagged_addresses(&self) -> BTreeMap<String, String> {
+        let a = self.config().advertise_addr.to_string();
+        let v4 = self.config().advertise_addr.is_ipv4();
+        let mut m = BTreeMap::from([("lan".to_string(), a.clone()), ("wan".to_string(), a.clone())]);
+        let fam = if v4 { "ipv4" } else { "ipv6" };
+        m.insert(format!("lan_{fam}"), a.clone());
+        m.insert(format!("wan_{fam}"), a);
+        m
+    }
+
+    /// This agent as a pool member.
+    pub fn member(&self) -> Member {
+        let c = self.config();
+        Member {
+            node: c.node_name.clone(),
+            node_id: c.node_id.clone(),
+            address: c.advertise_addr.to_string(),
+            datacenter: c.datacenter.clone(),
+            server_port: if c.server { Some(if c.ports.server > 0 { c.ports.server as u16 } else { 8300 }) } else { None },
+        }
+    }
+
+    async fn reconcile_self(&self) {
+        if !self.server.is_leader() {
+            return;
+        }
+        if let Err(e) = reconcile_alive(&self.server, &self.member()).await {
+            tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile member into the catalog");
+        }
+    }
+
+    async fn serve_http(self: &Arc<Self>) -> Result<(), StartError> {
+        let cfg = self.config();
+        if cfg.ports.http < 0 {
+            return Ok(());
+        }
+        let addrs = cfg.http_addrs.clone().unwrap_or_else(|| cfg.client_addrs.clone());
+        let app = http::router(self.clone());
+        let mut bound = Vec::new();
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, cfg.ports.http as u16);
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|err| StartError::Bind { addr: addr.to_string(), err })?;
+            let local = l.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+            bound.push(local);
+            let listener = conn_limit::LimitedListener::new(l, cfg.http_max_conns_per_client);
+            let app = app.clone();
+            let me = self.clone();
+            tokio::spawn(async move {
+                let res = axum::serve(listener, app).with_graceful_shutdown(async move { me.shutting_down().await }).await;
+                if let Err(e) = res {
+                    tracing::error!(target: "agent.http", error = %e, "HTTP server failed");
+                }
+            });
+            tracing::info!(target: "agent", addr = %local, "HTTP API listening");
+        }
+        *self.http_addrs.write().expect("addrs") = bound;
+        Ok(())
+    }
+
+    // ---- Local services and checks ------------------------------------------------------------
+
+    /// Registers services and checks from config files. On reload, config-defined entries that
+    /// disappeared are removed.
+    fn load_config_definitions(&self, cfg: &Config) -> Result<(), StartError> {
+        for s in &cfg.services {
+            let v = cairn_types::normalize::normalize(s.clone());
+            self.add_service_def(&v, false).map_err(|e| StartError::Other(format!("service definition in config: {e}")))?;
+        }
+        for c in &cfg.checks {
+            let v = cairn_types::normalize::normalize(c.clone());
+            self.add_check_def(&v).map_err(|e| StartError::Other(format!("check definition in config: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Registers a service definition (already normalised): the service and its `Check`/`Checks`.
+    pub fn add_service_def(&self, v: &Value, replace_existing_checks: bool) -> Result<(), String> {
+        let cfg = self.config();
+        let svc = parse_service(v)?;
+        let mut defs: Vec<Value> = Vec::new();
+        if let Some(c) = v.get("Check").filter(|c| !c.is_null()) {
+            defs.push(c.clone());
+        }
+        if let Some(Value::Array(a)) = v.get("Checks") {
+            defs.extend(a.iter().cloned());
+        }
+        let n = defs.len();
+        let mut parsed = Vec::new();
+        for (i, d) in defs.iter().enumerate() {
+            let default_id = if n > 1 { format!("service:{}:{}", svc.id, i + 1) } else { format!("service:{}", svc.id) };
+            let default_name = format!("Service '{}' check", svc.service);
+            let (mut hc, def) = checks::parse_check(d, &cfg.node_name, &default_id, &default_name, cfg.enable_local_script_checks)?;
+            hc.service_id = svc.id.clone();
+            parsed.push((hc, def, d.get("Status").is_some()));
+        }
+        let id = svc.id.clone();
+        self.local.add_service(svc)?;
+        if replace_existing_checks {
+            let keep: Vec<String> = parsed.iter().map(|(c, _, _)| c.check_id.clone()).collect();
+            for c in self.local.service_checks(&id) {
+                if !keep.contains(&c.check_id) && !c.check_id.starts_with(SERVICE_MAINT_PREFIX) {
+                    self.remove_check(&c.check_id);
+                }
+            }
+        }
+        for (hc, def, explicit_status) in parsed {
+            self.add_check(hc, def, explicit_status)?;
+        }
+        Ok(())
+    }
+
+    /// Registers a standalone check definition (already normalised).
+    pub fn add_check_def(&self, v: &Value) -> Result<(), String> {
+        let cfg = self.config();
+        let (hc, def) = checks::parse_check(v, &cfg.node_name, "", "", cfg.enable_local_script_checks)?;
+        let explicit = v.get("Status").is_some();
+        self.add_check(hc, def, explicit)
+    }
+
+    fn add_check(&self, mut hc: HealthCheck, def: CheckDef, explicit_status: bool) -> Result<(), String> {
+        if let Some(prev) = self.local.check(&hc.check_id) {
+            // Re-registration keeps the last result unless the definition sets a status.
+            if !explicit_status {
+                hc.status = prev.check.status;
+                hc.output = prev.check.output;
+            }
+        }
+        let id = hc.check_id.clone();
+        self.local.add_check(LocalCheck { check: hc, def: def.clone() })?;
+        self.checks.start(&self.local, &id, &def);
+        Ok(())
+    }
+
+    pub fn remove_check(&self, id: &str) -> bool {
+        self.checks.stop(id);
+        self.local.remove_check(id)
+    }
+
+    pub fn remove_service(&self, id: &str) -> bool {
+        for c in self.local.service_checks(id) {
+            self.checks.stop(&c.check_id);
+        }
+        self.local.remove_service(id)
+    }
+
+    /// Node maintenance mode: a critical `_node_maintenance` check while enabled.
+    pub fn set_node_maintenance(&self, enable: bool, reason: &str) -> Result<(), String> {
+        if !enable {
+            self.remove_check(NODE_MAINT_CHECK_ID);
+            return Ok(());
+        }
+        let notes = if reason.is_empty() { "Maintenance mode is enabled for this node, but no reason was provided. This is a default message." } else { reason };
+        let hc = HealthCheck {
+            node: self.config().node_name.clone(),
+            check_id: NODE_MAINT_CHECK_ID.into(),
+            name: "Node Maintenance Mode".into(),
+            notes: notes.into(),
+            status: HEALTH_CRITICAL.into(),
+            check_type: "maintenance".into(),
+            definition: serde_json::json!({}),
+            ..Default::default()
+        };
+        self.add_check(hc, CheckDef::default(), true)
+    }
+
+    /// Service maintenance mode: a critical `_service_maintenance:<id>` check while enabled.
+    pub fn set_service_maintenance(&self, id: &str, enable: bool, reason: &str) -> Result<(), String> {
+        let check_id = format!("{SERVICE_MAINT_PREFIX}{id}");
+        if !enable {
+            self.remove_check(&check_id);
+            return Ok(());
+        }
+        let notes = if reason.is_empty() { "Maintenance mode is enabled for this service, but no reason was provided. This is a default message." } else { reason };
+        let hc = HealthCheck {
+            node: self.config().node_name.clone(),
+            check_id,
+            name: "Service Maintenance Mode".into(),
+            notes: notes.into(),
+            status: HEALTH_CRITICAL.into(),
+            service_id: id.into(),
+            check_type: "maintenance".into(),
+            definition: serde_json::json!({}),
+            ..Default::default()
+        };
+        self.add_check(hc, CheckDef::default(), true)
+    }
+
+    /// `/v1/agent/reload`: re-reads config files; applies the log level and the service and check
+    /// definitions. Settings that need a restart (ports, data dir, ...) keep their running values.
+    pub fn reload(&self) -> Result<(), String> {
+        let mut cfg = Config::load(&self.flags).map_err(|e| e.to_string())?;
+        let old = self.config();
+        cfg.node_id = old.node_id.clone();
+        logging::init(&cfg.log_level, cfg.log_json);
+        // Remove definitions that came from the old config, then add the new ones.
+        for s in &old.services {
+            if let Ok(svc) = parse_service(&cairn_types::normalize::normalize(s.clone())) {
+                self.remove_service(&svc.id);
+            }
+        }
+        for c in &old.checks {
+            let v = cairn_types::normalize::normalize(c.clone());
+            if let Ok((hc, _)) = checks::parse_check(&v, &old.node_name, "", "", true) {
+                self.remove_check(&hc.check_id);
+            }
+        }
+        let cfg = Arc::new(cfg);
+        *self.config.write().expect("config") = cfg.clone();
+        self.load_config_definitions(&cfg).map_err(|e| e.to_string())
+    }
+}
+
+/// Reconciles this server into the catalog every so often (and after leadership changes).
+async fn reconcile_loop(agent: Arc<Agent>) {
+    let mut shutdown = agent.shutdown_rx();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => agent.reconcile_self().await,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// A service definition (normalised JSON) to the service row, with Consul's validation.
+pub fn parse_service(v: &Value) -> Result<NodeService, String> {
+    if !v.is_object() {
+        return Err("service definition must be an object".into());
+    }
+    let name = s(v, "Name");
+    let name = if name.is_empty() { s(v, "Service") } else { name };
+    if name.is_empty() {
+        return Err("Missing service name".into());
+    }
+    let mut id = s(v, "ID");
+    if id.is_empty() {
+        id = name.clone();
+    }
+    let tags: Vec<String> = match v.get("Tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.iter().map(|t| t.as_str().map(str::to_string).ok_or("Tags must be strings")).collect::<Result<_, _>>()?,
+        Some(_) => return Err("Tags must be a list of strings".into()),
+    };
+    let meta: BTreeMap<String, String> = match v.get("Meta") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect(),
+        Some(_) => return Err("Meta must be an object of strings".into()),
+    };
+    let port = match v.get("Port") {
+        None | Some(Value::Null) => 0,
+        Some(p) => p.as_u64().filter(|p| *p <= 65535).ok_or("Invalid Port: must be 0-65535")? as u16,
+    };
+    let weights = match v.get("Weights") {
+        None | Some(Value::Null) => Weights::default(),
+        Some(w) => serde_json::from_value::<Weights>(w.clone()).map_err(|e| format!("Invalid Weights: {e}"))?,
+    };
+    if weights.passing < 1 {
+        return Err("Passing must be greater than 0".into());
+    }
+    let tagged_addresses: BTreeMap<String, ServiceAddress> = match v.get("TaggedAddresses") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(t) => serde_json::from_value(t.clone()).map_err(|e| format!("Invalid TaggedAddresses: {e}"))?,
+    };
+    let kind = s(v, "Kind");
+    Ok(NodeService {
+        kind,
+        id,
+        service: name,
+        tags,
+        address: s(v, "Address"),
+        tagged_addresses,
+        meta,
+        port,
+        weights,
+        enable_tag_override: v.get("EnableTagOverride").and_then(Value::as_bool).unwrap_or(false),
+        create_index: 0,
+        modify_index: 0,
+    })
+}

@@ -1,0 +1,299 @@
+//! A typed client for the `/v1` HTTP API, used by the CLI and by tests. It speaks to Cairn or to
+//! Consul alike.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use cairn_types::structs::{DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode};
+
+/// Response metadata of a read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryMeta {
+    pub index: u64,
+    pub known_leader: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    pub index: u64,
+    pub wait: Option<Duration>,
+    pub stale: bool,
+    pub consistent: bool,
+    pub filter: Option<String>,
+    pub datacenter: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// An error status from the agent, with its body.
+#[derive(Debug, thiserror::Error)]
+#[error("Unexpected response code: {status} ({body})")]
+pub struct ApiError {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Client {
+    /// `addr` is `host:port`, `http://host:port` or `https://host:port`.
+    pub fn new(addr: &str) -> Result<Self> {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") { addr.trim_end_matches('/').to_string() } else { format!("http://{addr}") };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(15 * 60)).build().context("building HTTP client")?;
+        Ok(Client { base, http, token: None })
+    }
+
+    /// From `CONSUL_HTTP_ADDR` (default `127.0.0.1:8500`) and `CONSUL_HTTP_TOKEN`.
+    pub fn from_env(addr_flag: Option<&str>) -> Result<Self> {
+        let env = std::env::var("CONSUL_HTTP_ADDR").ok();
+        let addr = addr_flag.map(str::to_string).or(env).unwrap_or_else(|| "127.0.0.1:8500".into());
+        let mut c = Self::new(&addr)?;
+        c.token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
+        Ok(c)
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str, q: &[(String, String)], opts: Option<&QueryOptions>) -> String {
+        let mut pairs: Vec<(String, String)> = q.to_vec();
+        if let Some(o) = opts {
+            if o.index > 0 {
+                pairs.push(("index".into(), o.index.to_string()));
+            }
+            if let Some(w) = o.wait {
+                pairs.push(("wait".into(), format!("{}ms", w.as_millis())));
+            }
+            if o.stale {
+                pairs.push(("stale".into(), String::new()));
+            }
+            if o.consistent {
+                pairs.push(("consistent".into(), String::new()));
+            }
+            if let Some(f) = &o.filter {
+                pairs.push(("filter".into(), f.clone()));
+            }
+            if let Some(dc) = &o.datacenter {
+                pairs.push(("dc".into(), dc.clone()));
+            }
+        }
+        let mut url = format!("{}{}", self.base, path);
+        if !pairs.is_empty() {
+            let mut ser = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &pairs {
+                ser.append_pair(k, v);
+            }
+            url.push('?');
+            url.push_str(&ser.finish());
+        }
+        url
+    }
+
+    async fn send(&self, method: Method, url: String, body: Option<Vec<u8>>) -> Result<reqwest::Response> {
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.header("X-Consul-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        req.send().await.with_context(|| format!("Error connecting to agent at {}", self.base))
+    }
+
+    fn meta(resp: &reqwest::Response) -> QueryMeta {
+        let h = resp.headers();
+        QueryMeta {
+            index: h.get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0),
+            known_leader: h.get("X-Consul-KnownLeader").map(|v| v == "true").unwrap_or(false),
+        }
+    }
+
+    async fn error(resp: reqwest::Response) -> anyhow::Error {
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        anyhow!(ApiError { status, body })
+    }
+
+    /// GET returning JSON; `None` on 404.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, q: &[(String, String)], opts: Option<&QueryOptions>) -> Result<(Option<T>, QueryMeta)> {
+        let resp = self.send(Method::GET, self.url(path, q, opts), None).await?;
+        let meta = Self::meta(&resp);
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok((None, meta));
+        }
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        let v = resp.json().await.context("decoding response")?;
+        Ok((Some(v), meta))
+    }
+
+    /// PUT with a body; returns the decoded JSON (or `Null` for an empty body).
+    pub async fn put(&self, path: &str, q: &[(String, String)], body: Option<Vec<u8>>) -> Result<Value> {
+        self.write(Method::PUT, path, q, body).await
+    }
+
+    pub async fn delete(&self, path: &str, q: &[(String, String)]) -> Result<Value> {
+        self.write(Method::DELETE, path, q, None).await
+    }
+
+    async fn write(&self, method: Method, path: &str, q: &[(String, String)], body: Option<Vec<u8>>) -> Result<Value> {
+        let resp = self.send(method, self.url(path, q, None), body).await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        let bytes = resp.bytes().await?;
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&bytes).context("decoding response")?)
+    }
+
+    // ---- KV ------------------------------------------------------------------------------------
+
+    pub async fn kv_get(&self, key: &str, opts: &QueryOptions) -> Result<(Option<DirEntry>, QueryMeta)> {
+        let (v, m) = self.get_json::<Vec<DirEntry>>(&kv_path(key), &[], Some(opts)).await?;
+        Ok((v.and_then(|mut v| v.pop()), m))
+    }
+
+    pub async fn kv_list(&self, prefix: &str, opts: &QueryOptions) -> Result<(Vec<DirEntry>, QueryMeta)> {
+        let (v, m) = self.get_json::<Vec<DirEntry>>(&kv_path(prefix), &[("recurse".into(), String::new())], Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn kv_keys(&self, prefix: &str, separator: &str, opts: &QueryOptions) -> Result<(Vec<String>, QueryMeta)> {
+        let mut q = vec![("keys".to_string(), String::new())];
+        if !separator.is_empty() {
+            q.push(("separator".into(), separator.into()));
+        }
+        let (v, m) = self.get_json::<Vec<String>>(&kv_path(prefix), &q, Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    /// Plain put (or CAS with `cas = Some(index)`); returns whether it was written.
+    pub async fn kv_put(&self, key: &str, value: &[u8], flags: u64, cas: Option<u64>) -> Result<bool> {
+        let mut q = Vec::new();
+        if flags != 0 {
+            q.push(("flags".to_string(), flags.to_string()));
+        }
+        if let Some(c) = cas {
+            q.push(("cas".into(), c.to_string()));
+        }
+        let v = self.put(&kv_path(key), &q, Some(value.to_vec())).await?;
+        v.as_bool().ok_or_else(|| anyhow!("unexpected response {v}"))
+    }
+
+    pub async fn kv_delete(&self, key: &str, recurse: bool, cas: Option<u64>) -> Result<bool> {
+        let mut q = Vec::new();
+        if recurse {
+            q.push(("recurse".to_string(), String::new()));
+        }
+        if let Some(c) = cas {
+            q.push(("cas".into(), c.to_string()));
+        }
+        let v = self.delete(&kv_path(key), &q).await?;
+        v.as_bool().ok_or_else(|| anyhow!("unexpected response {v}"))
+    }
+
+    // ---- Catalog, health, agent, status --------------------------------------------------------
+
+    pub async fn catalog_datacenters(&self) -> Result<Vec<String>> {
+        Ok(self.get_json("/v1/catalog/datacenters", &[], None).await?.0.unwrap_or_default())
+    }
+
+    pub async fn catalog_nodes(&self, opts: &QueryOptions) -> Result<(Vec<Node>, QueryMeta)> {
+        let (v, m) = self.get_json("/v1/catalog/nodes", &[], Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn catalog_services(&self, opts: &QueryOptions) -> Result<(std::collections::BTreeMap<String, Vec<String>>, QueryMeta)> {
+        let (v, m) = self.get_json("/v1/catalog/services", &[], Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn catalog_service(&self, name: &str, tag: Option<&str>, opts: &QueryOptions) -> Result<(Vec<ServiceNode>, QueryMeta)> {
+        let q: Vec<(String, String)> = tag.map(|t| vec![("tag".to_string(), t.to_string())]).unwrap_or_default();
+        let (v, m) = self.get_json(&format!("/v1/catalog/service/{}", seg(name)), &q, Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn health_service(&self, name: &str, passing: bool, opts: &QueryOptions) -> Result<(Vec<ServiceEntry>, QueryMeta)> {
+        let q: Vec<(String, String)> = if passing { vec![("passing".into(), String::new())] } else { vec![] };
+        let (v, m) = self.get_json(&format!("/v1/health/service/{}", seg(name)), &q, Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn health_node(&self, node: &str, opts: &QueryOptions) -> Result<(Vec<HealthCheck>, QueryMeta)> {
+        let (v, m) = self.get_json(&format!("/v1/health/node/{}", seg(node)), &[], Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn agent_self(&self) -> Result<Value> {
+        self.get_json("/v1/agent/self", &[], None).await?.0.ok_or_else(|| anyhow!("agent/self not found"))
+    }
+
+    pub async fn agent_members(&self, wan: bool) -> Result<Vec<Value>> {
+        let q: Vec<(String, String)> = if wan { vec![("wan".into(), "1".into())] } else { vec![] };
+        Ok(self.get_json("/v1/agent/members", &q, None).await?.0.unwrap_or_default())
+    }
+
+    pub async fn agent_service_register(&self, def: &Value) -> Result<()> {
+        self.put("/v1/agent/service/register", &[], Some(serde_json::to_vec(def)?)).await.map(|_| ())
+    }
+
+    pub async fn agent_service_deregister(&self, id: &str) -> Result<()> {
+        self.put(&format!("/v1/agent/service/deregister/{}", seg(id)), &[], None).await.map(|_| ())
+    }
+
+    pub async fn agent_checks(&self) -> Result<std::collections::BTreeMap<String, HealthCheck>> {
+        Ok(self.get_json("/v1/agent/checks", &[], None).await?.0.unwrap_or_default())
+    }
+
+    pub async fn agent_check_pass(&self, id: &str, note: &str) -> Result<()> {
+        self.put(&format!("/v1/agent/check/pass/{}", seg(id)), &[("note".into(), note.into())], None).await.map(|_| ())
+    }
+
+    pub async fn agent_leave(&self) -> Result<()> {
+        self.put("/v1/agent/leave", &[], None).await.map(|_| ())
+    }
+
+    pub async fn agent_reload(&self) -> Result<()> {
+        self.put("/v1/agent/reload", &[], None).await.map(|_| ())
+    }
+
+    pub async fn status_leader(&self) -> Result<String> {
+        Ok(self.get_json("/v1/status/leader", &[], None).await?.0.unwrap_or_default())
+    }
+
+    pub async fn status_peers(&self) -> Result<Vec<String>> {
+        Ok(self.get_json("/v1/status/peers", &[], None).await?.0.unwrap_or_default())
+    }
+}
+
+/// Percent-encodes one path segment.
+pub fn seg(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// KV keys keep their slashes; everything else is escaped.
+pub fn kv_path(key: &str) -> String {
+    let key = key.trim_start_matches('/');
+    let enc: Vec<String> = key.split('/').map(seg).collect();
+    format!("/v1/kv/{}", enc.join("/"))
+}
+
+/// Fails unless `s` names a usable agent address.
+pub fn check_addr(s: &str) -> Result<()> {
+    if s.is_empty() {
+        bail!("empty address");
+    }
+    Ok(())
+}

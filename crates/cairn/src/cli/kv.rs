@@ -1,0 +1,273 @@
+//! `cairn kv get|put|delete|export|import`, with Consul's flags and output.
+
+use std::io::Read;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use super::{columnize, HttpArgs};
+use crate::api::DirEntry;
+
+#[derive(Subcommand, Debug)]
+pub enum KvCmd {
+    /// Reads a value, or lists keys or entries under a prefix.
+    Get(GetArgs),
+    /// Writes a value.
+    Put(PutArgs),
+    /// Deletes a key or a prefix.
+    Delete(DeleteArgs),
+    /// Exports a prefix as JSON.
+    Export(ExportArgs),
+    /// Imports JSON produced by export.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[arg(long)]
+    pub recurse: bool,
+    #[arg(long)]
+    pub keys: bool,
+    #[arg(long, default_value = "/")]
+    pub separator: String,
+    #[arg(long)]
+    pub detailed: bool,
+    #[arg(long)]
+    pub base64: bool,
+    pub key: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Check-and-set: write only if the key's ModifyIndex is -modify-index (0: only if absent).
+    #[arg(long)]
+    pub cas: bool,
+    #[arg(long = "modify-index")]
+    pub modify_index: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    pub flags: u64,
+    /// The data is base64-encoded.
+    #[arg(long)]
+    pub base64: bool,
+    pub key: String,
+    /// The value, `@file`, or `-` for stdin. Empty if omitted.
+    #[arg(allow_hyphen_values = true)]
+    pub data: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[arg(long)]
+    pub recurse: bool,
+    #[arg(long)]
+    pub cas: bool,
+    #[arg(long = "modify-index")]
+    pub modify_index: Option<u64>,
+    pub key: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    pub prefix: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Prepended to every imported key.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// JSON, `@file`, or `-` for stdin.
+    #[arg(allow_hyphen_values = true)]
+    pub data: Option<String>,
+}
+
+/// The export format (`consul kv export`): lowercase keys, base64 values.
+#[derive(Serialize, Deserialize, Debug)]
+struct Exported {
+    key: String,
+    flags: u64,
+    value: String,
+}
+
+pub async fn run(cmd: KvCmd) -> Result<i32> {
+    match cmd {
+        KvCmd::Get(a) => get(a).await,
+        KvCmd::Put(a) => put(a).await,
+        KvCmd::Delete(a) => delete(a).await,
+        KvCmd::Export(a) => export(a).await,
+        KvCmd::Import(a) => import(a).await,
+    }
+}
+
+fn show_value(v: &Option<Vec<u8>>, b64: bool) -> String {
+    let v = v.clone().unwrap_or_default();
+    if b64 {
+        base64::engine::general_purpose::STANDARD.encode(v)
+    } else {
+        String::from_utf8_lossy(&v).into_owned()
+    }
+}
+
+fn detailed(e: &DirEntry, b64: bool) -> String {
+    let session = if e.session.is_empty() { "-".to_string() } else { e.session.clone() };
+    columnize(&[
+        vec!["CreateIndex".into(), e.create_index.to_string()],
+        vec!["Flags".into(), e.flags.to_string()],
+        vec!["Key".into(), e.key.clone()],
+        vec!["LockIndex".into(), e.lock_index.to_string()],
+        vec!["ModifyIndex".into(), e.modify_index.to_string()],
+        vec!["Session".into(), session],
+        vec!["Value".into(), show_value(&e.value, b64)],
+    ])
+}
+
+async fn get(a: GetArgs) -> Result<i32> {
+    let c = a.http.client()?;
+    let q = a.http.query();
+    let key = a.key.clone().unwrap_or_default();
+    if a.keys {
+        let sep = if a.recurse { "" } else { a.separator.as_str() };
+        let (keys, _) = c.kv_keys(&key, sep, &q).await?;
+        for k in keys {
+            println!("{k}");
+        }
+        return Ok(0);
+    }
+    if a.recurse {
+        let (entries, _) = c.kv_list(&key, &q).await?;
+        for (i, e) in entries.iter().enumerate() {
+            if a.detailed {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", detailed(e, a.base64));
+            } else {
+                println!("{}:{}", e.key, show_value(&e.value, a.base64));
+            }
+        }
+        return Ok(0);
+    }
+    if key.is_empty() {
+        bail!("Missing KEY argument");
+    }
+    match c.kv_get(&key, &q).await? {
+        (Some(e), _) => {
+            if a.detailed {
+                print!("{}", detailed(&e, a.base64));
+            } else {
+                println!("{}", show_value(&e.value, a.base64));
+            }
+            Ok(0)
+        }
+        (None, _) => {
+            eprintln!("Error! No key exists at: {key}");
+            Ok(1)
+        }
+    }
+}
+
+/// A value argument: literal, `@file`, or `-` for stdin.
+fn read_data(d: Option<&str>) -> Result<Vec<u8>> {
+    match d {
+        None => Ok(Vec::new()),
+        Some("-") => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b).context("reading stdin")?;
+            Ok(b)
+        }
+        Some(s) if s.starts_with('@') => std::fs::read(&s[1..]).with_context(|| format!("Failed to read file {:?}", &s[1..])),
+        Some(s) => Ok(s.as_bytes().to_vec()),
+    }
+}
+
+async fn put(a: PutArgs) -> Result<i32> {
+    let c = a.http.client()?;
+    let mut data = read_data(a.data.as_deref())?;
+    if a.base64 {
+        data = base64::engine::general_purpose::STANDARD.decode(String::from_utf8_lossy(&data).trim()).context("Failed to base64 decode data")?;
+    }
+    let cas = if a.cas {
+        match a.modify_index {
+            Some(i) => Some(i),
+            None => bail!("Must specify -modify-index with -cas!"),
+        }
+    } else {
+        None
+    };
+    if c.kv_put(&a.key, &data, a.flags, cas).await? {
+        println!("Success! Data written to: {}", a.key);
+        Ok(0)
+    } else {
+        eprintln!("Error! Did not write to {}: CAS failed", a.key);
+        Ok(1)
+    }
+}
+
+async fn delete(a: DeleteArgs) -> Result<i32> {
+    let c = a.http.client()?;
+    let key = a.key.clone().unwrap_or_default();
+    if key.is_empty() && !a.recurse {
+        bail!("Missing KEY argument");
+    }
+    if a.cas && a.recurse {
+        bail!("Cannot specify both -cas and -recurse!");
+    }
+    let cas = if a.cas {
+        match a.modify_index {
+            Some(i) => Some(i),
+            None => bail!("Must specify -modify-index with -cas!"),
+        }
+    } else {
+        None
+    };
+    if !c.kv_delete(&key, a.recurse, cas).await? {
+        eprintln!("Error! Did not delete key {key}: CAS failed");
+        return Ok(1);
+    }
+    if a.recurse {
+        println!("Success! Deleted keys with prefix: {key}");
+    } else {
+        println!("Success! Deleted key: {key}");
+    }
+    Ok(0)
+}
+
+async fn export(a: ExportArgs) -> Result<i32> {
+    let c = a.http.client()?;
+    let (entries, _) = c.kv_list(a.prefix.as_deref().unwrap_or(""), &a.http.query()).await?;
+    let out: Vec<Exported> = entries
+        .iter()
+        .map(|e| Exported { key: e.key.clone(), flags: e.flags, value: base64::engine::general_purpose::STANDARD.encode(e.value.clone().unwrap_or_default()) })
+        .collect();
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    out.serialize(&mut ser)?;
+    println!("{}", String::from_utf8_lossy(&buf));
+    Ok(0)
+}
+
+async fn import(a: ImportArgs) -> Result<i32> {
+    let c = a.http.client()?;
+    let data = read_data(a.data.as_deref())?;
+    let entries: Vec<Exported> = serde_json::from_slice(&data).context("Cannot unmarshal data")?;
+    for e in entries {
+        let value = base64::engine::general_purpose::STANDARD.decode(&e.value).with_context(|| format!("Cannot base 64 decode value of key {}", e.key))?;
+        let key = format!("{}{}", a.prefix, e.key);
+        c.kv_put(&key, &value, e.flags, None).await.with_context(|| format!("Error! Failed writing data for key {key}"))?;
+        println!("Imported: {key}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,16 @@
+//! Everything between agents and servers: Raft (openraft glue, a redb log store with group commit,
+//! the state machine over the store, snapshots), and the server side of each request: propose a
+//! command, answer reads with the consistency the caller asked for.
+//!
+//! Must not: know about HTTP or DNS.
+//!
+//! Map: [`raft`] wires openraft; [`server::Server`] is what the agent talks to; [`error::Error`] is what
+//! the caller must decide on.
+
+pub mod error;
+pub mod leader;
+pub mod raft;
+pub mod server;
+
+pub use error::Error;
+pub use server::{Server, ServerConfig};

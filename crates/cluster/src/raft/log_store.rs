@@ -1,0 +1,278 @@
+//! The Raft log and vote. Entries live in memory for readers (replication, re-apply) and, with a data
+//! directory, in redb, fsynced before Raft is told they are durable.
+//!
+//! Group commit: `append` returns at once and hands the entries to one writer thread, which drains
+//! every pending request into a single redb transaction and a single fsync, then completes all their
+//! callbacks. Under load many client writes share one fsync, which is where throughput comes from.
+//! Vote, truncate and purge wait for their own commit, as openraft requires.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{io_err, Entry, LogId, TypeConfig, Vote};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// At most this many queued requests go into one transaction.
+const MAX_BATCH: usize = 4096;
+
+#[derive(Default)]
+struct Mem {
+    log: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    purged: Option<LogId>,
+    committed: Option<LogId>,
+}
+
+enum DiskOp {
+    Append(Vec<(u64, Vec<u8>)>, IOFlushed<TypeConfig>),
+    Vote(Vec<u8>, tokio::sync::oneshot::Sender<std::io::Result<()>>),
+    Truncate(Option<u64>, tokio::sync::oneshot::Sender<std::io::Result<()>>),
+    Purge(u64, Vec<u8>, tokio::sync::oneshot::Sender<std::io::Result<()>>),
+    Committed(Vec<u8>),
+}
+
+struct Shared {
+    mem: Mutex<Mem>,
+    disk: Option<Mutex<mpsc::Sender<DiskOp>>>,
+}
+
+/// The log store handed to openraft; clones share state (the clone is the log reader).
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> std::io::Result<Vec<u8>> {
+    rmp_serde::to_vec_named(v).map_err(io_err)
+}
+
+fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
+    rmp_serde::from_slice(b).map_err(io_err)
+}
+
+impl LogStore {
+    /// A log that lives only in memory (`agent -dev` without a data dir).
+    pub fn in_memory() -> Self {
+        LogStore { shared: Arc::new(Shared { mem: Mutex::new(Mem::default()), disk: None }) }
+    }
+
+    /// Opens (or creates) `dir/raft.db`, loads it, and starts the writer thread.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::create(dir.join("raft.db")).map_err(io_err)?;
+        let mut mem = Mem::default();
+        {
+            let tx = db.begin_write().map_err(io_err)?;
+            // Create the tables on first open so that reads below find them.
+            tx.open_table(LOG).map_err(io_err)?;
+            tx.open_table(META).map_err(io_err)?;
+            tx.commit().map_err(io_err)?;
+        }
+        {
+            let tx = db.begin_read().map_err(io_err)?;
+            let log = tx.open_table(LOG).map_err(io_err)?;
+            for row in log.iter().map_err(io_err)? {
+                let (k, v) = row.map_err(io_err)?;
+                mem.log.insert(k.value(), dec(v.value())?);
+            }
+            let meta = tx.open_table(META).map_err(io_err)?;
+            if let Some(v) = meta.get("vote").map_err(io_err)? {
+                mem.vote = Some(dec(v.value())?);
+            }
+            if let Some(v) = meta.get("purged").map_err(io_err)? {
+                mem.purged = Some(dec(v.value())?);
+            }
+            if let Some(v) = meta.get("committed").map_err(io_err)? {
+                mem.committed = Some(dec(v.value())?);
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer(db, rx))?;
+        Ok(LogStore { shared: Arc::new(Shared { mem: Mutex::new(mem), disk: Some(Mutex::new(tx)) }) })
+    }
+
+    fn send(&self, op: DiskOp) -> std::io::Result<()> {
+        let Some(d) = &self.shared.disk else { return Ok(()) };
+        d.lock().expect("disk sender").send(op).map_err(|_| io_err("raft log writer stopped"))
+    }
+
+    async fn send_wait(&self, make: impl FnOnce(tokio::sync::oneshot::Sender<std::io::Result<()>>) -> DiskOp) -> std::io::Result<()> {
+        if self.shared.disk.is_none() {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| io_err("raft log writer stopped"))?
+    }
+
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.shared.mem.lock().expect("log mem")
+    }
+}
+
+/// The writer thread: one redb transaction and one fsync per drained batch.
+fn writer(db: Database, rx: mpsc::Receiver<DiskOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let res = write_batch(&db, &batch).map_err(|e| e.to_string());
+        for op in batch {
+            let r = res.clone().map_err(io_err);
+            match op {
+                DiskOp::Append(_, cb) => cb.io_completed(r),
+                DiskOp::Vote(_, tx) | DiskOp::Truncate(_, tx) | DiskOp::Purge(_, _, tx) => {
+                    let _ = tx.send(r);
+                }
+                DiskOp::Committed(_) => {}
+            }
+        }
+    }
+}
+
+fn write_batch(db: &Database, batch: &[DiskOp]) -> Result<(), Box<dyn std::error::Error>> {
+    // The committed pointer alone need not be fsynced: it rides along with the next durable commit.
+    let durable = batch.iter().any(|op| !matches!(op, DiskOp::Committed(_)));
+    let mut tx = db.begin_write()?;
+    tx.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+    {
+        let mut log = tx.open_table(LOG)?;
+        let mut meta = tx.open_table(META)?;
+        for op in batch {
+            match op {
+                DiskOp::Append(entries, _) => {
+                    for (i, b) in entries {
+                        log.insert(*i, b.as_slice())?;
+                    }
+                }
+                DiskOp::Vote(b, _) => {
+                    meta.insert("vote", b.as_slice())?;
+                }
+                DiskOp::Truncate(Some(after), _) => {
+                    log.retain_in((after + 1).., |_, _| false)?;
+                }
+                DiskOp::Truncate(None, _) => {
+                    log.retain_in(0u64.., |_, _| false)?;
+                }
+                DiskOp::Purge(upto, b, _) => {
+                    log.retain_in(..=*upto, |_, _| false)?;
+                    meta.insert("purged", b.as_slice())?;
+                }
+                DiskOp::Committed(b) => {
+                    meta.insert("committed", b.as_slice())?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, std::io::Error> {
+        Ok(self.mem().log.range(range).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
+        Ok(self.mem().vote.clone())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
+        let m = self.mem();
+        let last = m.log.values().next_back().map(|e| e.log_id.clone()).or_else(|| m.purged.clone());
+        Ok(LogState { last_purged_log_id: m.purged.clone(), last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
+        let b = enc(vote)?;
+        self.send_wait(|tx| DiskOp::Vote(b, tx)).await?;
+        self.mem().vote = Some(vote.clone());
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
+        if let Some(c) = &committed {
+            self.send(DiskOp::Committed(enc(c)?))?;
+        }
+        self.mem().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
+        Ok(self.mem().committed.clone())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), std::io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut encoded = Vec::with_capacity(entries.len());
+        if self.shared.disk.is_some() {
+            for e in &entries {
+                encoded.push((e.log_id.index, enc(e)?));
+            }
+        }
+        {
+            let mut m = self.mem();
+            for e in entries {
+                m.log.insert(e.log_id.index, e);
+            }
+        }
+        if self.shared.disk.is_some() {
+            self.send(DiskOp::Append(encoded, callback))?;
+        } else {
+            callback.io_completed(Ok(()));
+        }
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), std::io::Error> {
+        let after = last_log_id.map(|l| l.index);
+        {
+            let mut m = self.mem();
+            match after {
+                Some(a) => {
+                    let _ = m.log.split_off(&(a + 1));
+                }
+                None => m.log.clear(),
+            }
+        }
+        self.send_wait(|tx| DiskOp::Truncate(after, tx)).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
+        let upto = log_id.index;
+        let b = enc(&log_id)?;
+        {
+            let mut m = self.mem();
+            m.log = m.log.split_off(&(upto + 1));
+            m.purged = Some(log_id);
+        }
+        self.send_wait(|tx| DiskOp::Purge(upto, b, tx)).await
+    }
+}

@@ -1,0 +1,28 @@
+//! openraft glue. The whole integration with the (exactly pinned, still-alpha) openraft API lives in
+//! this module so that an upgrade touches only here.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use cairn_types::{Command, CommandResult};
+
+openraft::declare_raft_types!(
+    /// Cairn's Raft types: commands in, command results out, u64 server IDs.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+
+pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}

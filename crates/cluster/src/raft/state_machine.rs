@@ -1,0 +1,146 @@
+//! The Raft state machine: applies committed commands to the [`Store`] and answers each proposer with
+//! the command's result. Snapshots are the whole store state, msgpack-encoded, written to
+//! `snapshot.bin` atomically (temp file, fsync, rename) when a data directory is set; on start the
+//! state is rebuilt from that snapshot plus the log after it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use cairn_store::{State, Store};
+use cairn_types::CommandResult;
+
+use super::{io_err, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+#[derive(Serialize, Deserialize)]
+struct SnapData {
+    last_log_id: Option<LogId>,
+    membership: StoredMembership,
+    state: Arc<State>,
+}
+
+type Current = Arc<Mutex<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>;
+
+pub struct StateMachine {
+    store: Arc<Store>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    dir: Option<PathBuf>,
+    current: Current,
+}
+
+impl StateMachine {
+    /// Opens the state machine; with `dir`, loads the last snapshot into `store`.
+    pub fn open(store: Arc<Store>, dir: Option<PathBuf>) -> std::io::Result<Self> {
+        let mut sm = StateMachine { store, applied: None, membership: StoredMembership::default(), dir, current: Arc::default() };
+        if let Some(d) = &sm.dir {
+            std::fs::create_dir_all(d)?;
+            let path = d.join(SNAPSHOT_FILE);
+            if path.exists() {
+                let bytes = std::fs::read(&path)?;
+                let data: SnapData = rmp_serde::from_slice(&bytes).map_err(io_err)?;
+                sm.applied = data.last_log_id.clone();
+                sm.membership = data.membership.clone();
+                sm.store.restore((*data.state).clone());
+                let meta = SnapshotMeta { last_log_id: data.last_log_id, last_membership: data.membership };
+                *sm.current.lock().expect("snapshot") = Some((meta, Arc::new(bytes)));
+            }
+        }
+        Ok(sm)
+    }
+}
+
+fn persist(dir: &Option<PathBuf>, bytes: &[u8]) -> std::io::Result<()> {
+    let Some(d) = dir else { return Ok(()) };
+    let tmp = d.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, d.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(d)?.sync_all()?;
+    Ok(())
+}
+
+pub struct SnapshotBuilder {
+    data: SnapData,
+    dir: Option<PathBuf>,
+    current: Current,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, openraft::BasicNode, Vec<u8>>, std::io::Error> {
+        let bytes = rmp_serde::to_vec_named(&self.data).map_err(io_err)?;
+        persist(&self.dir, &bytes)?;
+        let meta = SnapshotMeta { last_log_id: self.data.last_log_id.clone(), last_membership: self.data.membership.clone() };
+        *self.current.lock().expect("snapshot") = Some((meta.clone(), Arc::new(bytes.clone())));
+        Ok(Snapshot { meta, snapshot: bytes })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
+        Ok((self.applied.clone(), self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), std::io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let index = entry.log_id.index;
+            let result = match &entry.payload {
+                EntryPayload::Blank => {
+                    self.store.note_index(index);
+                    CommandResult::None
+                }
+                EntryPayload::Normal(cmd) => self.store.apply(index, cmd),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                    self.store.note_index(index);
+                    CommandResult::None
+                }
+            };
+            self.applied = Some(entry.log_id.clone());
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            data: SnapData { last_log_id: self.applied.clone(), membership: self.membership.clone(), state: self.store.snapshot() },
+            dir: self.dir.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), std::io::Error> {
+        let data: SnapData = rmp_serde::from_slice(&snapshot).map_err(io_err)?;
+        persist(&self.dir, &snapshot)?;
+        self.store.restore((*data.state).clone());
+        self.applied = meta.last_log_id.clone();
+        self.membership = meta.last_membership.clone();
+        *self.current.lock().expect("snapshot") = Some((meta.clone(), Arc::new(snapshot)));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, openraft::BasicNode, Vec<u8>>>, std::io::Error> {
+        let cur = self.current.lock().expect("snapshot").clone();
+        Ok(cur.map(|(meta, bytes)| Snapshot { meta, snapshot: (*bytes).clone() }))
+    }
+}

@@ -1,0 +1,203 @@
+//! A Raft server: the store, the replicated log, and the server side of every request. Writes are
+//! proposed as [`Command`]s and answered once applied; reads pick a consistency mode.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{BasicNode, ReadPolicy, SnapshotPolicy};
+
+use cairn_store::Store;
+use cairn_types::{Command, CommandResult};
+
+use crate::error::Error;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This server's Raft ID.
+    pub node_id: u64,
+    /// The address peers reach this server's RPC port on (`ip:8300`), reported by `/v1/status/*`.
+    pub rpc_addr: String,
+    /// Where the Raft log, vote and snapshots live; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Consul's `performance.raft_multiplier`: scales every Raft timer (1 = fastest).
+    pub raft_multiplier: u64,
+    /// Consul's `raft_snapshot_threshold`: entries between snapshots.
+    pub snapshot_threshold: u64,
+    /// Consul's `raft_trailing_logs`: entries kept after a snapshot for slow followers.
+    pub trailing_logs: u64,
+    /// Form a one-server cluster if none exists (`-bootstrap`, `-dev`).
+    pub bootstrap: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_id: 1,
+            rpc_addr: "127.0.0.1:8300".into(),
+            data_dir: None,
+            raft_multiplier: 1,
+            snapshot_threshold: 16384,
+            trailing_logs: 10240,
+            bootstrap: true,
+        }
+    }
+}
+
+/// What a committed write returned, and the log index it committed at.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub index: u64,
+    pub result: CommandResult,
+}
+
+pub struct Server {
+    raft: Raft,
+    store: Arc<Store>,
+    cfg: ServerConfig,
+}
+
+impl Server {
+    pub async fn start(cfg: ServerConfig) -> Result<Arc<Server>, Error> {
+        let store = Arc::new(Store::new());
+        let raft_dir = cfg.data_dir.as_ref().map(|d| d.join("raft"));
+        let log = match &raft_dir {
+            Some(d) => LogStore::open(d).map_err(|e| Error::Storage(format!("{}: {e}", d.display())))?,
+            None => LogStore::in_memory(),
+        };
+        let sm = StateMachine::open(store.clone(), raft_dir.clone()).map_err(|e| Error::Storage(e.to_string()))?;
+        let m = cfg.raft_multiplier.clamp(1, 10);
+        // Consul's timers at multiplier 1 are heartbeat 1s / election 1s for LAN servers; a single
+        // dev server elects itself immediately on bootstrap, so these only govern failover.
+        let rc = openraft::Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: 100 * m,
+            election_timeout_min: 300 * m,
+            election_timeout_max: 600 * m,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_threshold.max(16)),
+            max_in_snapshot_log_to_keep: cfg.trailing_logs,
+            max_payload_entries: 1024,
+            ..Default::default()
+        };
+        let rc = Arc::new(rc.validate().map_err(|e| Error::Fatal(e.to_string()))?);
+        let raft = Raft::new(cfg.node_id, rc, Network, log, sm).await.map_err(|e| Error::Fatal(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
+        if !initialized && cfg.bootstrap {
+            let members = BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.rpc_addr))]);
+            raft.initialize(members).await.map_err(|e| Error::Fatal(e.to_string()))?;
+        }
+        Ok(Arc::new(Server { raft, store, cfg }))
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// Waits until some server leads and this one has applied everything it committed before.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let m = rx.borrow_watched();
+                if m.current_leader.is_some() && m.last_applied >= m.local_committed {
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::ShuttingDown),
+                Err(_) => return Err(Error::NoLeader),
+            }
+        }
+    }
+
+    /// Proposes `cmd` and waits until it is applied here.
+    pub async fn apply(&self, cmd: Command) -> Result<Applied, Error> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(Applied { index: resp.log_id.index, result: resp.data }),
+            Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                match f.leader_node {
+                    Some(n) => Err(Error::NotLeader { leader: Some(n.addr) }),
+                    None => Err(Error::NoLeader),
+                }
+            }
+            Err(openraft::error::RaftError::APIError(e)) => Err(Error::Fatal(e.to_string())),
+            Err(openraft::error::RaftError::Fatal(e)) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+
+    /// `?consistent`: confirms leadership with a quorum (ReadIndex) and waits until this server has
+    /// applied up to the read point, so the local store is linearizable.
+    pub async fn consistent_barrier(&self) -> Result<(), Error> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(openraft::error::RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f))) => {
+                match f.leader_node {
+                    Some(n) => Err(Error::NotLeader { leader: Some(n.addr) }),
+                    None => Err(Error::NoLeader),
+                }
+            }
+            Err(openraft::error::RaftError::APIError(_)) => Err(Error::NoLeader),
+            Err(openraft::error::RaftError::Fatal(e)) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.current_leader == Some(self.cfg.node_id)
+    }
+
+    /// The leader's RPC address, if one is known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let id = m.current_leader?;
+        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// Voters' RPC addresses.
+    pub fn peers(&self) -> Vec<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let mem = m.membership_config.membership();
+        mem.voter_ids().filter_map(|id| mem.get_node(&id).map(|n| n.addr.clone())).collect()
+    }
+
+    /// Milliseconds since the leader was last heard from, for `X-Consul-LastContact`: 0 on the
+    /// leader. Followers answer reads only once multi-server clusters land; until then 0 is exact.
+    pub fn last_contact_ms(&self) -> u64 {
+        0
+    }
+
+    /// Raft figures for `/v1/agent/self` `Stats.raft`.
+    pub fn stats(&self) -> BTreeMap<String, String> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let idx = |l: &Option<crate::raft::LogId>| l.as_ref().map(|l| l.index).unwrap_or(0).to_string();
+        BTreeMap::from([
+            ("state".into(), format!("{:?}", m.state)),
+            ("term".into(), m.current_term.to_string()),
+            ("last_log_index".into(), m.last_log_index.unwrap_or(0).to_string()),
+            ("commit_index".into(), idx(&m.local_committed)),
+            ("applied_index".into(), idx(&m.last_applied)),
+            ("last_snapshot_index".into(), idx(&m.snapshot)),
+            ("num_peers".into(), m.membership_config.membership().voter_ids().count().saturating_sub(1).to_string()),
+        ])
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,67 @@
+//! The replicated log entry. Every state change goes through Raft as one `Command`; the state machine
+//! applies it at a log index. Variants are serialized by name: never rename or reuse one, only add.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::structs::{DeregisterRequest, DirEntry, RegisterRequest};
+
+/// The KV verbs of Consul's `KVSRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
+    /// Plain set: ignores locks.
+    Set,
+    /// Check-and-set on `ModifyIndex` (`entry.modify_index`); 0 means create-only.
+    Cas,
+    Delete,
+    /// Delete if `ModifyIndex` matches (`entry.modify_index`).
+    DeleteCas,
+    /// Delete every key under the prefix `entry.key`.
+    DeleteTree,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvRequest {
+    pub op: KvOp,
+    pub entry: DirEntry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Kv(KvRequest),
+    Register(RegisterRequest),
+    Deregister(DeregisterRequest),
+    /// Several commands applied at one log index, all or nothing (used by anti-entropy to sync a
+    /// node's services and checks in one entry).
+    Batch(Vec<Command>),
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Kv(r) => write!(f, "Kv({:?} {})", r.op, r.entry.key),
+            Command::Register(r) => write!(f, "Register({})", r.node),
+            Command::Deregister(r) => write!(f, "Deregister({})", r.node),
+            Command::Batch(v) => write!(f, "Batch({})", v.len()),
+        }
+    }
+}
+
+/// What applying a command returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Entries with no state change (blank, membership).
+    None,
+    /// KV verbs answer true/false (CAS failure is `false`, not an error).
+    Bool(bool),
+    /// Applied.
+    Ok,
+    /// Rejected by the state machine (e.g. a check names an unknown service). Nothing was changed.
+    Error(String),
+}
+
+impl fmt::Display for CommandResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
