@@ -19,5 +19,5 @@ fi
 cd "$repo_root"
 export PYTHONDONTWRITEBYTECODE=1
 status=0
-"$venv/bin/python" -m pytest -q tests/py "$@" || status=$?
+"$venv/bin/python" -m pytest tests/py "$@" || status=$?
 exit "$status"

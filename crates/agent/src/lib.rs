@@ -25,7 +25,9 @@ use tokio::sync::watch;
 
 use cairn_cluster::leader::{reconcile_alive, Member};
 use cairn_cluster::{Server, ServerConfig};
-use cairn_types::structs::{HealthCheck, NodeService, ServiceAddress, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX};
+use cairn_types::structs::{
+    HealthCheck, NodeService, ServiceAddress, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX,
+};
 
 pub use config::{Config, ConfigError, Flags};
 
@@ -168,7 +170,11 @@ impl Agent {
     }
 
     pub fn meta(&self, index: u64) -> http::Meta {
-        http::Meta { index, known_leader: self.server.leader_addr().is_some(), last_contact_ms: self.server.last_contact_ms() }
+        http::Meta {
+            index,
+            known_leader: self.server.leader_addr().is_some(),
+            last_contact_ms: self.server.last_contact_ms(),
+        }
     }
 
     /// `lan`/`wan` tagged addresses of this node, as Consul sets them.
@@ -190,7 +196,11 @@ impl Agent {
             node_id: c.node_id.clone(),
             address: c.advertise_addr.to_string(),
             datacenter: c.datacenter.clone(),
-            server_port: if c.server { Some(if c.ports.server > 0 { c.ports.server as u16 } else { 8300 }) } else { None },
+            server_port: if c.server {
+                Some(if c.ports.server > 0 { c.ports.server as u16 } else { 8300 })
+            } else {
+                None
+            },
         }
     }
 
@@ -213,14 +223,17 @@ impl Agent {
         let mut bound = Vec::new();
         for ip in addrs {
             let addr = SocketAddr::new(ip, cfg.ports.http as u16);
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|err| StartError::Bind { addr: addr.to_string(), err })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|err| StartError::Bind { addr: addr.to_string(), err })?;
             let local = l.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
             bound.push(local);
             let listener = conn_limit::LimitedListener::new(l, cfg.http_max_conns_per_client);
             let app = app.clone();
             let me = self.clone();
             tokio::spawn(async move {
-                let res = axum::serve(listener, app).with_graceful_shutdown(async move { me.shutting_down().await }).await;
+                let res =
+                    axum::serve(listener, app).with_graceful_shutdown(async move { me.shutting_down().await }).await;
                 if let Err(e) = res {
                     tracing::error!(target: "agent.http", error = %e, "HTTP server failed");
                 }
@@ -238,7 +251,8 @@ impl Agent {
     fn load_config_definitions(&self, cfg: &Config) -> Result<(), StartError> {
         for s in &cfg.services {
             let v = cairn_types::normalize::normalize(s.clone());
-            self.add_service_def(&v, false).map_err(|e| StartError::Other(format!("service definition in config: {e}")))?;
+            self.add_service_def(&v, false)
+                .map_err(|e| StartError::Other(format!("service definition in config: {e}")))?;
         }
         for c in &cfg.checks {
             let v = cairn_types::normalize::normalize(c.clone());
@@ -261,9 +275,11 @@ impl Agent {
         let n = defs.len();
         let mut parsed = Vec::new();
         for (i, d) in defs.iter().enumerate() {
-            let default_id = if n > 1 { format!("service:{}:{}", svc.id, i + 1) } else { format!("service:{}", svc.id) };
+            let default_id =
+                if n > 1 { format!("service:{}:{}", svc.id, i + 1) } else { format!("service:{}", svc.id) };
             let default_name = format!("Service '{}' check", svc.service);
-            let (mut hc, def) = checks::parse_check(d, &cfg.node_name, &default_id, &default_name, cfg.enable_local_script_checks)?;
+            let (mut hc, def) =
+                checks::parse_check(d, &cfg.node_name, &default_id, &default_name, cfg.enable_local_script_checks)?;
             hc.service_id = svc.id.clone();
             parsed.push((hc, def, d.get("Status").is_some()));
         }
@@ -323,7 +339,11 @@ impl Agent {
             self.remove_check(NODE_MAINT_CHECK_ID);
             return Ok(());
         }
-        let notes = if reason.is_empty() { "Maintenance mode is enabled for this node, but no reason was provided. This is a default message." } else { reason };
+        let notes = if reason.is_empty() {
+            "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+        } else {
+            reason
+        };
         let hc = HealthCheck {
             node: self.config().node_name.clone(),
             check_id: NODE_MAINT_CHECK_ID.into(),
@@ -344,7 +364,11 @@ impl Agent {
             self.remove_check(&check_id);
             return Ok(());
         }
-        let notes = if reason.is_empty() { "Maintenance mode is enabled for this service, but no reason was provided. This is a default message." } else { reason };
+        let notes = if reason.is_empty() {
+            "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+        } else {
+            reason
+        };
         let hc = HealthCheck {
             node: self.config().node_name.clone(),
             check_id,
@@ -415,12 +439,17 @@ pub fn parse_service(v: &Value) -> Result<NodeService, String> {
     }
     let tags: Vec<String> = match v.get("Tags") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a.iter().map(|t| t.as_str().map(str::to_string).ok_or("Tags must be strings")).collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => {
+            a.iter().map(|t| t.as_str().map(str::to_string).ok_or("Tags must be strings")).collect::<Result<_, _>>()?
+        }
         Some(_) => return Err("Tags must be a list of strings".into()),
     };
     let meta: BTreeMap<String, String> = match v.get("Meta") {
         None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect(),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect(),
         Some(_) => return Err("Meta must be an object of strings".into()),
     };
     let port = match v.get("Port") {

@@ -1,1 +1,10 @@
+//! End-to-end tests: real `cairn` processes on loopback, driven by the CLI and the typed client.
+//! One test binary for the crate (linking dominates on two cores); modules by area.
 
+mod harness;
+
+mod api_client;
+mod bad_input;
+mod cli;
+mod config_and_lifecycle;
+mod restart;

@@ -200,7 +200,13 @@ fn bump_service(st: &mut State, name: &str, idx: u64, fired: &mut Vec<Topic>) {
     fired.push(topics::service(name));
 }
 
-fn ensure_service(st: &mut State, idx: u64, node: &str, svc: &NodeService, fired: &mut Vec<Topic>) -> Result<(), String> {
+fn ensure_service(
+    st: &mut State,
+    idx: u64,
+    node: &str,
+    svc: &NodeService,
+    fired: &mut Vec<Topic>,
+) -> Result<(), String> {
     let mut svc = svc.clone();
     if svc.id.is_empty() {
         svc.id = svc.service.clone();
@@ -277,7 +283,10 @@ fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fired: &m
     }
     if !c.service_id.is_empty() {
         let Some(svc) = st.services.get(&(node.to_string(), c.service_id.clone())) else {
-            return Err(format!("Missing service registration for check {:?}: no service {:?} on node {:?}", c.check_id, c.service_id, node));
+            return Err(format!(
+                "Missing service registration for check {:?}: no service {:?} on node {:?}",
+                c.check_id, c.service_id, node
+            ));
         };
         c.service_name = svc.service.clone();
         c.service_tags = svc.tags.clone();
@@ -334,7 +343,8 @@ fn delete_service(st: &mut State, idx: u64, node: &str, id: &str, fired: &mut Ve
     let key = (node.to_string(), id.to_string());
     let Some(svc) = st.services.remove(&key) else { return };
     st.services_by_name.remove(&(svc.service.clone(), node.to_string(), id.to_string()));
-    let check_ids: Vec<String> = st.checks_on(node).filter(|c| c.service_id == id).map(|c| c.check_id.clone()).collect();
+    let check_ids: Vec<String> =
+        st.checks_on(node).filter(|c| c.service_id == id).map(|c| c.check_id.clone()).collect();
     for cid in check_ids {
         st.checks.remove(&(node.to_string(), cid));
         bump(st, "checks", idx);

@@ -13,6 +13,9 @@ use cairn_types::structs::{
 
 use crate::watch::Topic;
 
+/// A node and the services registered on it.
+pub type NodeWithServices = (Arc<Node>, Vec<Arc<NodeService>>);
+
 /// One version of every table. Cloning is O(1): the maps share structure.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
@@ -163,28 +166,22 @@ impl State {
     fn instances<'a>(&'a self, name: &str) -> impl Iterator<Item = (Arc<Node>, Arc<NodeService>)> + 'a {
         let name = name.to_string();
         let start = (name.clone(), String::new(), String::new());
-        self.services_by_name
-            .range(start..)
-            .take_while(move |(n, _, _)| *n == name)
-            .filter_map(move |(_, node, id)| {
-                let svc = self.services.get(&(node.clone(), id.clone()))?;
-                let n = self.nodes.get(node)?;
-                Some((n.clone(), svc.clone()))
-            })
+        self.services_by_name.range(start..).take_while(move |(n, _, _)| *n == name).filter_map(move |(_, node, id)| {
+            let svc = self.services.get(&(node.clone(), id.clone()))?;
+            let n = self.nodes.get(node)?;
+            Some((n.clone(), svc.clone()))
+        })
     }
 
     /// `/v1/catalog/service/:name`, optionally requiring every tag in `tags`.
     pub fn service_nodes(&self, name: &str, tags: &[String]) -> (u64, Vec<ServiceNode>) {
-        let rows = self
-            .instances(name)
-            .filter(|(_, s)| has_tags(s, tags))
-            .map(|(n, s)| ServiceNode::new(&n, &s))
-            .collect();
+        let rows =
+            self.instances(name).filter(|(_, s)| has_tags(s, tags)).map(|(n, s)| ServiceNode::new(&n, &s)).collect();
         (self.service_index(name), rows)
     }
 
     /// The node and its services (`/v1/catalog/node/:node`).
-    pub fn node_services(&self, node: &str) -> (u64, Option<(Arc<Node>, Vec<Arc<NodeService>>)>) {
+    pub fn node_services(&self, node: &str) -> (u64, Option<NodeWithServices>) {
         let idx = self.max_index(&["nodes", "services"]);
         let Some(n) = self.nodes.get(node) else { return (idx, None) };
         (idx, Some((n.clone(), self.services_on(node).collect())))

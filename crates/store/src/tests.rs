@@ -48,7 +48,13 @@ fn svc(id: &str, name: &str, tags: &[&str]) -> NodeService {
 }
 
 fn check(id: &str, svc_id: &str, status: &str) -> HealthCheck {
-    HealthCheck { check_id: id.into(), name: id.into(), service_id: svc_id.into(), status: status.into(), ..Default::default() }
+    HealthCheck {
+        check_id: id.into(),
+        name: id.into(),
+        service_id: svc_id.into(),
+        status: status.into(),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -56,7 +62,6 @@ fn kv_set_get_and_indexes() {
     let s = Store::new();
     assert_eq!(put(&s, 5, "a/b", "1"), CommandResult::Bool(true));
     assert_eq!(put(&s, 6, "a/b", "2"), CommandResult::Bool(true));
-    let st = s.snapshot();
     put(&s, 7, "other", "x");
     let st = s.snapshot();
     let (idx, e) = st.kv_get("a/b");
@@ -238,10 +243,16 @@ fn deregister_service_node_and_check() {
     s.apply(1, &Command::Register(r));
     let ws = WatchSet::new();
     s.watch(&ws, [topics::CHECKS]);
-    s.apply(2, &Command::Deregister(DeregisterRequest { node: "n1".into(), check_id: "c2".into(), ..Default::default() }));
+    s.apply(
+        2,
+        &Command::Deregister(DeregisterRequest { node: "n1".into(), check_id: "c2".into(), ..Default::default() }),
+    );
     assert!(fired(&ws));
     assert_eq!(s.snapshot().checks.len(), 1);
-    s.apply(3, &Command::Deregister(DeregisterRequest { node: "n1".into(), service_id: "web1".into(), ..Default::default() }));
+    s.apply(
+        3,
+        &Command::Deregister(DeregisterRequest { node: "n1".into(), service_id: "web1".into(), ..Default::default() }),
+    );
     let st = s.snapshot();
     assert!(st.services.is_empty());
     assert!(st.checks.is_empty(), "a service's checks go with it");

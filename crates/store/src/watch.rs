@@ -95,7 +95,12 @@ impl WatchHub {
         }
         if let Topic::KvPrefix(p) = topic {
             // A tree delete: every watched key or prefix under p fires.
-            let keys: Vec<String> = self.prefixes.keys().filter(|q| q.starts_with(p.as_str()) || p.starts_with(q.as_str())).cloned().collect();
+            let keys: Vec<String> = self
+                .prefixes
+                .keys()
+                .filter(|q| q.starts_with(p.as_str()) || p.starts_with(q.as_str()))
+                .cloned()
+                .collect();
             for q in keys {
                 if let Some(list) = self.prefixes.remove(&q) {
                     wake(list);

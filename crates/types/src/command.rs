@@ -26,6 +26,9 @@ pub struct KvRequest {
     pub entry: DirEntry,
 }
 
+// Commands are built once per write and moved into the log; boxing the large variants would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Kv(KvRequest),

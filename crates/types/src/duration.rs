@@ -13,8 +13,8 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         return Err(format!("time: invalid duration {orig:?}"));
     }
     let s = s.strip_prefix('+').unwrap_or(s);
-    if s.starts_with('-') {
-        if s[1..].chars().all(|c| c == '0' || c == '.') {
+    if let Some(neg) = s.strip_prefix('-') {
+        if neg.chars().all(|c| c == '0' || c == '.') {
             return Ok(Duration::ZERO);
         }
         return Err(format!("negative duration {orig:?}"));
@@ -33,9 +33,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         if start == i {
             return Err(format!("time: invalid duration {orig:?}"));
         }
-        let num: f64 = s[start..i]
-            .parse()
-            .map_err(|_| format!("time: invalid duration {orig:?}"))?;
+        let num: f64 = s[start..i].parse().map_err(|_| format!("time: invalid duration {orig:?}"))?;
         let ustart = i;
         while i < bytes.len() && !(bytes[i].is_ascii_digit() || bytes[i] == b'.') {
             i += 1;

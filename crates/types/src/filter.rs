@@ -235,9 +235,7 @@ fn dotted_segments(raw: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     for seg in raw.split('.') {
         let bytes = seg.as_bytes();
-        let ok = !bytes.is_empty()
-            && is_ident_start(bytes[0])
-            && bytes.iter().all(|b| is_ident_byte(*b));
+        let ok = !bytes.is_empty() && is_ident_start(bytes[0]) && bytes.iter().all(|b| is_ident_byte(*b));
         if !ok {
             return None;
         }
@@ -262,22 +260,14 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        Parser {
-            src,
-            bytes: src.as_bytes(),
-            pos: 0,
-            depth: 0,
-        }
+        Parser { src, bytes: src.as_bytes(), pos: 0, depth: 0 }
     }
 
     // ----- errors ---------------------------------------------------------
 
     fn error_at(&self, pos: usize, msg: impl AsRef<str>) -> FilterError {
         let (line, col) = line_col(self.src, pos);
-        FilterError {
-            message: format!("filter: {line}:{col} ({pos}): {}", msg.as_ref()),
-            offset: pos,
-        }
+        FilterError { message: format!("filter: {line}:{col} ({pos}): {}", msg.as_ref()), offset: pos }
     }
 
     /// Describe the input at `pos` for "found ..." in error messages.
@@ -285,24 +275,14 @@ impl<'a> Parser<'a> {
         match self.src.get(pos..) {
             None | Some("") => "end of input".to_string(),
             Some(rest) => {
-                let tok: String = rest
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .take(16)
-                    .collect();
+                let tok: String = rest.chars().take_while(|c| !c.is_whitespace()).take(16).collect();
                 format!("{tok:?}")
             }
         }
     }
 
     fn expected(&self, what: &str) -> FilterError {
-        self.error_at(
-            self.pos,
-            format!(
-                "no match found, expected: {what}, found: {}",
-                self.found_at(self.pos)
-            ),
-        )
+        self.error_at(self.pos, format!("no match found, expected: {what}, found: {}", self.found_at(self.pos)))
     }
 
     fn invalid_selector(&self, start: usize) -> FilterError {
@@ -337,8 +317,7 @@ impl<'a> Parser<'a> {
     /// `index` are read as selectors rather than `not`/`in` + garbage.
     fn at_keyword(&self, kw: &str) -> bool {
         let end = self.pos + kw.len();
-        self.bytes.get(self.pos..end) == Some(kw.as_bytes())
-            && !self.bytes.get(end).is_some_and(|b| is_ident_byte(*b))
+        self.bytes.get(self.pos..end) == Some(kw.as_bytes()) && !self.bytes.get(end).is_some_and(|b| is_ident_byte(*b))
     }
 
     fn eat_keyword(&mut self, kw: &str) -> bool {
@@ -371,10 +350,7 @@ impl<'a> Parser<'a> {
     fn enter(&mut self, at: usize) -> Result<(), FilterError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.error_at(
-                at,
-                format!("expression nesting exceeds the maximum depth of {MAX_DEPTH}"),
-            ));
+            return Err(self.error_at(at, format!("expression nesting exceeds the maximum depth of {MAX_DEPTH}")));
         }
         Ok(())
     }
@@ -390,11 +366,7 @@ impl<'a> Parser<'a> {
             }
             items.push(self.parse_and()?);
         }
-        Ok(if items.len() == 1 {
-            items.remove(0)
-        } else {
-            Node::Or(items)
-        })
+        Ok(if items.len() == 1 { items.remove(0) } else { Node::Or(items) })
     }
 
     fn parse_and(&mut self) -> Result<Node, FilterError> {
@@ -406,11 +378,7 @@ impl<'a> Parser<'a> {
             }
             items.push(self.parse_unary()?);
         }
-        Ok(if items.len() == 1 {
-            items.remove(0)
-        } else {
-            Node::And(items)
-        })
+        Ok(if items.len() == 1 { items.remove(0) } else { Node::And(items) })
     }
 
     fn parse_unary(&mut self) -> Result<Node, FilterError> {
@@ -454,41 +422,24 @@ impl<'a> Parser<'a> {
                     Operand::Indexed(sel) => {
                         return Err(self.error_at(
                             sel.offset,
-                            format!(
-                                "expected a value before \"in\", found the selector {:?}",
-                                sel.text
-                            ),
+                            format!("expected a value before \"in\", found the selector {:?}", sel.text),
                         ))
                     }
                 };
                 let selector = self.parse_selector()?;
-                (
-                    selector,
-                    Op::Contains {
-                        negate: kind == OpKind::NotIn,
-                        value,
-                    },
-                )
+                (selector, Op::Contains { negate: kind == OpKind::NotIn, value })
             }
             _ => {
                 let selector = self.operand_into_selector(operand)?;
                 let op = match kind {
                     OpKind::Eq | OpKind::Ne => {
                         let (value, _) = self.parse_value()?;
-                        Op::Equal {
-                            negate: kind == OpKind::Ne,
-                            value,
-                        }
+                        Op::Equal { negate: kind == OpKind::Ne, value }
                     }
-                    OpKind::IsEmpty | OpKind::IsNotEmpty => Op::Empty {
-                        negate: kind == OpKind::IsNotEmpty,
-                    },
+                    OpKind::IsEmpty | OpKind::IsNotEmpty => Op::Empty { negate: kind == OpKind::IsNotEmpty },
                     OpKind::Contains | OpKind::NotContains => {
                         let (value, _) = self.parse_value()?;
-                        Op::Contains {
-                            negate: kind == OpKind::NotContains,
-                            value,
-                        }
+                        Op::Contains { negate: kind == OpKind::NotContains, value }
                     }
                     OpKind::Matches | OpKind::NotMatches => {
                         let (pattern, at) = self.parse_value()?;
@@ -499,20 +450,10 @@ impl<'a> Parser<'a> {
                             .map_err(|e| {
                                 // The regex crate's message spans several
                                 // lines; flatten it for an HTTP error body.
-                                let detail = e
-                                    .to_string()
-                                    .split_whitespace()
-                                    .collect::<Vec<_>>()
-                                    .join(" ");
-                                self.error_at(
-                                    at,
-                                    format!("invalid regular expression {pattern:?}: {detail}"),
-                                )
+                                let detail = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                                self.error_at(at, format!("invalid regular expression {pattern:?}: {detail}"))
                             })?;
-                        Op::Matches {
-                            negate: kind == OpKind::NotMatches,
-                            re,
-                        }
+                        Op::Matches { negate: kind == OpKind::NotMatches, re }
                     }
                     OpKind::In | OpKind::NotIn => unreachable!("handled above"),
                 };
@@ -525,15 +466,8 @@ impl<'a> Parser<'a> {
     fn operand_into_selector(&self, operand: Operand) -> Result<Selector, FilterError> {
         match operand {
             Operand::Indexed(sel) => Ok(sel),
-            Operand::Bare {
-                selector: Some(sel),
-                ..
-            } => Ok(sel),
-            Operand::Bare {
-                selector: None,
-                offset,
-                ..
-            } => Err(self.invalid_selector(offset)),
+            Operand::Bare { selector: Some(sel), .. } => Ok(sel),
+            Operand::Bare { selector: None, offset, .. } => Err(self.invalid_selector(offset)),
             Operand::Str { offset, .. } => Err(self.error_at(
                 offset,
                 "expected a selector, found a quoted string (a quoted value may only appear \
@@ -547,10 +481,7 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'"' | b'`') => {
                 let value = self.parse_string()?;
-                Ok(Operand::Str {
-                    value,
-                    offset: start,
-                })
+                Ok(Operand::Str { value, offset: start })
             }
             Some(b) if is_bare_byte(b) => {
                 let raw = self.scan_while(is_bare_byte);
@@ -560,24 +491,12 @@ impl<'a> Parser<'a> {
                     let Some(segments) = segments else {
                         return Err(self.invalid_selector(start));
                     };
-                    let mut sel = Selector {
-                        segments,
-                        text: String::new(),
-                        offset: start,
-                    };
+                    let mut sel = Selector { segments, text: String::new(), offset: start };
                     self.parse_selector_tail(&mut sel)?;
                     return Ok(Operand::Indexed(sel));
                 }
-                let selector = segments.map(|segments| Selector {
-                    segments,
-                    text: raw.to_string(),
-                    offset: start,
-                });
-                Ok(Operand::Bare {
-                    raw: raw.to_string(),
-                    offset: start,
-                    selector,
-                })
+                let selector = segments.map(|segments| Selector { segments, text: raw.to_string(), offset: start });
+                Ok(Operand::Bare { raw: raw.to_string(), offset: start, selector })
             }
             _ => Err(self.expected(EXPECT_OPERAND)),
         }
@@ -597,17 +516,9 @@ impl<'a> Parser<'a> {
                 self.skip_ws();
             }
             if !self.eat_keyword("empty") {
-                return Err(self.expected(if negate {
-                    r#""empty""#
-                } else {
-                    r#""empty" or "not""#
-                }));
+                return Err(self.expected(if negate { r#""empty""# } else { r#""empty" or "not""# }));
             }
-            return Ok(if negate {
-                OpKind::IsNotEmpty
-            } else {
-                OpKind::IsEmpty
-            });
+            return Ok(if negate { OpKind::IsNotEmpty } else { OpKind::IsEmpty });
         }
         if self.eat_keyword("in") {
             return Ok(OpKind::In);
@@ -642,11 +553,7 @@ impl<'a> Parser<'a> {
             return Err(self.expected("a selector"));
         }
         let first = self.scan_while(is_ident_byte).to_string();
-        let mut sel = Selector {
-            segments: vec![first],
-            text: String::new(),
-            offset: start,
-        };
+        let mut sel = Selector { segments: vec![first], text: String::new(), offset: start };
         self.parse_selector_tail(&mut sel)?;
         // Catch `Node.Meta.my-key` here: otherwise the error would surface
         // later as confusing trailing garbage.
@@ -743,12 +650,7 @@ impl<'a> Parser<'a> {
 
     /// Go-style escapes, since bexpr unquotes double-quoted strings the way
     /// Go's `strconv.Unquote` does.
-    fn parse_escape(
-        &mut self,
-        out: &mut String,
-        str_start: usize,
-        esc_start: usize,
-    ) -> Result<(), FilterError> {
+    fn parse_escape(&mut self, out: &mut String, str_start: usize, esc_start: usize) -> Result<(), FilterError> {
         let Some(c) = self.src[self.pos..].chars().next() else {
             return Err(self.error_at(str_start, "unterminated string literal"));
         };
@@ -783,9 +685,7 @@ impl<'a> Parser<'a> {
                 v
             }
             other => {
-                return Err(
-                    self.error_at(esc_start, format!("invalid escape sequence \"\\{other}\""))
-                );
+                return Err(self.error_at(esc_start, format!("invalid escape sequence \"\\{other}\"")));
             }
         };
         match char::from_u32(code) {
@@ -793,23 +693,17 @@ impl<'a> Parser<'a> {
                 out.push(ch);
                 Ok(())
             }
-            None => Err(self.error_at(
-                esc_start,
-                "escape sequence is not a valid Unicode code point",
-            )),
+            None => Err(self.error_at(esc_start, "escape sequence is not a valid Unicode code point")),
         }
     }
 
     fn read_radix(&mut self, n: usize, radix: u32, esc_start: usize) -> Result<u32, FilterError> {
-        let digits = self
-            .src
-            .get(self.pos..self.pos + n)
-            .filter(|d| d.chars().all(|c| c.is_digit(radix)));
+        let digits = self.src.get(self.pos..self.pos + n).filter(|d| d.chars().all(|c| c.is_digit(radix)));
         let Some(digits) = digits else {
             return Err(self.error_at(esc_start, "malformed escape sequence"));
         };
-        let v = u32::from_str_radix(digits, radix)
-            .map_err(|_| self.error_at(esc_start, "malformed escape sequence"))?;
+        let v =
+            u32::from_str_radix(digits, radix).map_err(|_| self.error_at(esc_start, "malformed escape sequence"))?;
         self.pos += n;
         Ok(v)
     }
@@ -824,11 +718,7 @@ fn eval_node(node: &Node, row: &Value) -> bool {
         Node::Or(items) => items.iter().any(|n| eval_node(n, row)),
         Node::And(items) => items.iter().all(|n| eval_node(n, row)),
         Node::Not(inner) => !eval_node(inner, row),
-        Node::Match(m) => eval_path(Some(row), &m.selector.segments, &|target: Option<
-            &Value,
-        >| {
-            m.op.test(target)
-        }),
+        Node::Match(m) => eval_path(Some(row), &m.selector.segments, &|target: Option<&Value>| m.op.test(target)),
     }
 }
 
@@ -918,9 +808,7 @@ fn contains(target: &Value, raw: &str) -> bool {
 fn regex_match(re: &Regex, target: &Value) -> bool {
     match target {
         Value::String(s) => re.is_match(s),
-        Value::Array(items) => items
-            .iter()
-            .any(|item| item.as_str().is_some_and(|s| re.is_match(s))),
+        Value::Array(items) => items.iter().any(|item| item.as_str().is_some_and(|s| re.is_match(s))),
         _ => false,
     }
 }
@@ -1125,12 +1013,7 @@ mod tests {
     fn regex_errors_are_parse_errors() {
         let e = perr(r#"Service.ID matches "(""#);
         assert_eq!(e.offset, 19);
-        assert!(
-            e.message
-                .starts_with("filter: 1:20 (19): invalid regular expression"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("filter: 1:20 (19): invalid regular expression"), "{}", e.message);
         assert!(!e.message.contains('\n'));
         let e = perr(r#"Service.ID not matches `[a-`"#);
         assert_eq!(e.offset, 23);
@@ -1210,14 +1093,8 @@ mod tests {
         assert!(m("Service.Service == redis"));
         assert!(m("Service.ID == redis-1"));
         assert!(m("Node.Address == 10.1.10.12"));
-        assert!(m_on(
-            "Kind == connect-proxy",
-            json!({"Kind": "connect-proxy"})
-        ));
-        assert!(m_on(
-            "Addr == unix:/tmp/sock",
-            json!({"Addr": "unix:/tmp/sock"})
-        ));
+        assert!(m_on("Kind == connect-proxy", json!({"Kind": "connect-proxy"})));
+        assert!(m_on("Addr == unix:/tmp/sock", json!({"Addr": "unix:/tmp/sock"})));
     }
 
     #[test]
@@ -1236,9 +1113,7 @@ mod tests {
         assert!(!m_on(r#"Checks.Status != "passing""#, none));
         assert!(m("Checks.ServiceTags contains primary"));
         assert!(m("Checks.Output is empty"));
-        assert!(m(
-            r#"Checks.CheckID == serfHealth and Checks.Status == critical"#
-        ));
+        assert!(m(r#"Checks.CheckID == serfHealth and Checks.Status == critical"#));
     }
 
     #[test]
@@ -1271,12 +1146,7 @@ mod tests {
     fn error_missing_operator_reports_position() {
         let e = perr("Service.Port 8000");
         assert_eq!(e.offset, 13);
-        assert!(
-            e.message
-                .starts_with("filter: 1:14 (13): no match found, expected: "),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("filter: 1:14 (13): no match found, expected: "), "{}", e.message);
         assert!(e.message.contains(r#""==""#));
         assert!(e.message.contains(r#""!=""#));
         assert!(e.message.contains(r#"found: "8000""#), "{}", e.message);
@@ -1317,12 +1187,7 @@ mod tests {
     fn error_trailing_input_and_unbalanced_parens() {
         let e = perr("Service.ID == web )");
         assert_eq!(e.offset, 18);
-        assert!(
-            e.message
-                .contains(r#"expected: "and", "or" or end of input"#),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains(r#"expected: "and", "or" or end of input"#), "{}", e.message);
         let e = perr("(Service.ID == web");
         assert_eq!(e.offset, 18);
         assert!(e.message.contains("found: end of input"), "{}", e.message);
@@ -1338,11 +1203,7 @@ mod tests {
         assert_eq!(perr("   ").offset, 3);
         let e = perr("Service.Tags is");
         assert_eq!(e.offset, 15);
-        assert!(
-            e.message.contains(r#"expected: "empty" or "not""#),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains(r#"expected: "empty" or "not""#), "{}", e.message);
         let e = perr("Service.Tags is not");
         assert!(e.message.contains(r#"expected: "empty","#), "{}", e.message);
         let e = perr("Service.Tags not foo");
@@ -1365,11 +1226,7 @@ mod tests {
         // Dashes need the bracket form.
         let e = perr("Node.Meta.my-key == dashed");
         assert_eq!(e.offset, 0);
-        assert!(
-            e.message.contains(r#"invalid selector "Node.Meta.my-key""#),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains(r#"invalid selector "Node.Meta.my-key""#), "{}", e.message);
         let e = perr(r#""x" in Node.Meta.my-key"#);
         assert_eq!(e.offset, 7);
         assert!(e.message.contains("invalid selector"));
@@ -1399,11 +1256,7 @@ mod tests {
         let e = perr(&format!("{}Service.ID == web", "not ".repeat(65)));
         assert_eq!(e.offset, 256);
         // Mixed nesting counts both.
-        let e = perr(&format!(
-            "{}Service.ID == web{}",
-            "not (".repeat(33),
-            ")".repeat(33)
-        ));
+        let e = perr(&format!("{}Service.ID == web{}", "not (".repeat(33), ")".repeat(33)));
         assert!(e.message.contains("maximum depth"));
         // Long flat chains are not nesting.
         let chain = vec!["Service.ID == web"; 150].join(" or ");
@@ -1426,33 +1279,23 @@ mod tests {
     #[test]
     fn validate_selectors_checks_first_segment() {
         let fields = ["Node", "Service", "Checks"];
-        let f = parse(
-            r#"Service.ID == web and ("primary" in Service.Tags or Checks.Status == passing)"#,
-        );
+        let f = parse(r#"Service.ID == web and ("primary" in Service.Tags or Checks.Status == passing)"#);
         assert!(f.validate_selectors(&fields).is_ok());
-        assert!(parse(r#"Node.Meta["my-key"] == x"#)
-            .validate_selectors(&fields)
-            .is_ok());
+        assert!(parse(r#"Node.Meta["my-key"] == x"#).validate_selectors(&fields).is_ok());
 
         let f = parse("Service.ID == web and Bogus.X == 1");
         let e = f.validate_selectors(&fields).unwrap_err();
         assert_eq!(e.message, r#"Selector "Bogus.X" is not valid"#);
         assert_eq!(e.offset, 22);
 
-        let e = parse(r#""x" in Foo"#)
-            .validate_selectors(&fields)
-            .unwrap_err();
+        let e = parse(r#""x" in Foo"#).validate_selectors(&fields).unwrap_err();
         assert_eq!(e.message, r#"Selector "Foo" is not valid"#);
         assert_eq!(e.offset, 7);
 
         // Case-sensitive, like Consul's field names.
-        assert!(parse("service.ID == x")
-            .validate_selectors(&fields)
-            .is_err());
+        assert!(parse("service.ID == x").validate_selectors(&fields).is_err());
         // Selectors under `not` are checked too.
-        assert!(parse("not Nope is empty")
-            .validate_selectors(&fields)
-            .is_err());
+        assert!(parse("not Nope is empty").validate_selectors(&fields).is_err());
     }
 
     #[test]

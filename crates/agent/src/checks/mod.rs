@@ -29,7 +29,13 @@ pub enum CheckKind {
     #[default]
     Manual,
     Ttl(Duration),
-    Http { url: String, method: String, header: Vec<(String, String)>, body: String, tls_skip_verify: bool },
+    Http {
+        url: String,
+        method: String,
+        header: Vec<(String, String)>,
+        body: String,
+        tls_skip_verify: bool,
+    },
     Tcp(String),
     Script(Vec<String>),
     /// Known to Consul, not run by Cairn yet (gRPC, H2PING, UDP, Docker, alias, OS service).
@@ -58,14 +64,22 @@ fn dur_of(v: &Value, k: &str) -> Result<Option<Duration>, String> {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => duration::parse(s).map(Some).map_err(|e| format!("Invalid {k}: {e}")),
-        Some(Value::Number(n)) => n.as_u64().map(|n| Some(Duration::from_nanos(n))).ok_or_else(|| format!("Invalid {k}")),
+        Some(Value::Number(n)) => {
+            n.as_u64().map(|n| Some(Duration::from_nanos(n))).ok_or_else(|| format!("Invalid {k}"))
+        }
         Some(_) => Err(format!("Invalid {k}: expected a duration string")),
     }
 }
 
 /// Parses a (normalised, PascalCase) check definition into the catalog row and the runner's def.
 /// `service_id` binds it to a service; `default_id` is used when the body has no ID.
-pub fn parse_check(v: &Value, node: &str, default_id: &str, default_name: &str, script_ok: bool) -> Result<(HealthCheck, CheckDef), String> {
+pub fn parse_check(
+    v: &Value,
+    node: &str,
+    default_id: &str,
+    default_name: &str,
+    script_ok: bool,
+) -> Result<(HealthCheck, CheckDef), String> {
     if !v.is_object() {
         return Err("check definition must be an object".into());
     }
@@ -87,7 +101,9 @@ pub fn parse_check(v: &Value, node: &str, default_id: &str, default_name: &str, 
     let timeout = dur_of(v, "Timeout")?.unwrap_or(Duration::from_secs(10));
     let ttl = dur_of(v, "TTL")?;
     let mut args: Vec<String> = match get(v, "Args").or_else(|| get(v, "ScriptArgs")) {
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_string).ok_or("Args must be strings")).collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => {
+            a.iter().map(|x| x.as_str().map(str::to_string).ok_or("Args must be strings")).collect::<Result<_, _>>()?
+        }
         Some(_) => return Err("Args must be a list of strings".into()),
         None => Vec::new(),
     };
@@ -115,7 +131,9 @@ pub fn parse_check(v: &Value, node: &str, default_id: &str, default_name: &str, 
             Some(Value::Object(o)) => o
                 .iter()
                 .flat_map(|(k, vals)| match vals {
-                    Value::Array(a) => a.iter().filter_map(|x| x.as_str()).map(|x| (k.clone(), x.to_string())).collect::<Vec<_>>(),
+                    Value::Array(a) => {
+                        a.iter().filter_map(|x| x.as_str()).map(|x| (k.clone(), x.to_string())).collect::<Vec<_>>()
+                    }
                     Value::String(s) => vec![(k.clone(), s.clone())],
                     _ => vec![],
                 })
@@ -146,7 +164,10 @@ pub fn parse_check(v: &Value, node: &str, default_id: &str, default_name: &str, 
     } else if !str_of(v, "AliasNode").is_empty() || !str_of(v, "AliasService").is_empty() {
         (CheckKind::Unsupported("alias"), "alias", Duration::ZERO)
     } else {
-        return Err("Must provide TTL or Script/DockerContainerID/HTTP/H2PING/TCP/UDP/GRPC/AliasNode/AliasService and Interval".into());
+        return Err(
+            "Must provide TTL or Script/DockerContainerID/HTTP/H2PING/TCP/UDP/GRPC/AliasNode/AliasService and Interval"
+                .into(),
+        );
     };
     let mut status = str_of(v, "Status");
     if status.is_empty() {
@@ -156,7 +177,8 @@ pub fn parse_check(v: &Value, node: &str, default_id: &str, default_name: &str, 
         return Err(format!("Invalid initial status {status:?}: must be passing, warning or critical"));
     }
     let dca = dur_of(v, "DeregisterCriticalServiceAfter")?;
-    let output_max = get(v, "OutputMaxSize").and_then(Value::as_u64).map(|n| n as usize).filter(|n| *n > 0).unwrap_or(OUTPUT_MAX);
+    let output_max =
+        get(v, "OutputMaxSize").and_then(Value::as_u64).map(|n| n as usize).filter(|n| *n > 0).unwrap_or(OUTPUT_MAX);
     let check = HealthCheck {
         node: node.to_string(),
         check_id: id,
@@ -174,10 +196,13 @@ pub fn parse_check(v: &Value, node: &str, default_id: &str, default_name: &str, 
     Ok((check, CheckDef { kind, interval, timeout, deregister_critical_after: dca, output_max }))
 }
 
+/// A running check: its task, and for TTL checks the heartbeat channel that resets the timer.
+type Running = (JoinHandle<()>, Option<watch::Sender<u64>>);
+
 /// Runs checks in background tasks, one per check.
 #[derive(Default)]
 pub struct CheckRunner {
-    tasks: Mutex<HashMap<String, (JoinHandle<()>, Option<watch::Sender<u64>>)>>,
+    tasks: Mutex<HashMap<String, Running>>,
 }
 
 impl CheckRunner {
@@ -252,12 +277,16 @@ async fn run_periodic(local: Arc<LocalState>, id: String, def: CheckDef) {
     let stagger = Duration::from_millis(rand::random::<u64>() % (def.interval.as_millis() as u64).clamp(1, 1000));
     tokio::time::sleep(stagger).await;
     let client = match &def.kind {
-        CheckKind::Http { tls_skip_verify, .. } => reqwest::Client::builder().timeout(def.timeout).danger_accept_invalid_certs(*tls_skip_verify).build().ok(),
+        CheckKind::Http { tls_skip_verify, .. } => {
+            reqwest::Client::builder().timeout(def.timeout).danger_accept_invalid_certs(*tls_skip_verify).build().ok()
+        }
         _ => None,
     };
     loop {
         let (status, output) = match &def.kind {
-            CheckKind::Http { url, method, header, body, .. } => http_check(client.as_ref(), url, method, header, body, def.output_max).await,
+            CheckKind::Http { url, method, header, body, .. } => {
+                http_check(client.as_ref(), url, method, header, body, def.output_max).await
+            }
             CheckKind::Tcp(addr) => tcp_check(addr, def.timeout).await,
             CheckKind::Script(args) => script_check(args, def.timeout, def.output_max).await,
             _ => return,
@@ -280,7 +309,14 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-async fn http_check(client: Option<&reqwest::Client>, url: &str, method: &str, header: &[(String, String)], body: &str, max: usize) -> (&'static str, String) {
+async fn http_check(
+    client: Option<&reqwest::Client>,
+    url: &str,
+    method: &str,
+    header: &[(String, String)],
+    body: &str,
+    max: usize,
+) -> (&'static str, String) {
     let Some(client) = client else { return (HEALTH_CRITICAL, "HTTP client unavailable".into()) };
     let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
         return (HEALTH_CRITICAL, format!("invalid HTTP method {method:?}"));
@@ -297,7 +333,14 @@ async fn http_check(client: Option<&reqwest::Client>, url: &str, method: &str, h
         Ok(resp) => {
             let code = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            let out = truncate(format!("HTTP {method} {url}: {} {} Output: {text}", code.as_u16(), code.canonical_reason().unwrap_or("")), max);
+            let out = truncate(
+                format!(
+                    "HTTP {method} {url}: {} {} Output: {text}",
+                    code.as_u16(),
+                    code.canonical_reason().unwrap_or("")
+                ),
+                max,
+            );
             // Consul: 2xx passing, 429 Too Many Requests warning, anything else critical.
             let status = if code.is_success() {
                 HEALTH_PASSING
@@ -350,10 +393,15 @@ mod tests {
         assert_eq!(c.check_type, "ttl");
         assert_eq!(c.status, "critical");
         assert_eq!(d.kind, CheckKind::Ttl(Duration::from_secs(15)));
-        let (c, _) = parse_check(&json!({"Name": "h", "HTTP": "http://x/", "Interval": "10s"}), "n", "", "", false).unwrap();
+        let (c, _) =
+            parse_check(&json!({"Name": "h", "HTTP": "http://x/", "Interval": "10s"}), "n", "", "", false).unwrap();
         assert_eq!((c.check_type.as_str(), c.interval.as_str(), c.timeout.as_str()), ("http", "10s", "10s"));
-        assert!(parse_check(&json!({"Name": "h", "HTTP": "http://x/"}), "n", "", "", false).unwrap_err().contains("Interval"));
-        assert!(parse_check(&json!({"Name": "s", "Args": ["true"], "Interval": "1s"}), "n", "", "", false).unwrap_err().contains("Scripts are disabled"));
+        assert!(parse_check(&json!({"Name": "h", "HTTP": "http://x/"}), "n", "", "", false)
+            .unwrap_err()
+            .contains("Interval"));
+        assert!(parse_check(&json!({"Name": "s", "Args": ["true"], "Interval": "1s"}), "n", "", "", false)
+            .unwrap_err()
+            .contains("Scripts are disabled"));
         assert!(parse_check(&json!({"Name": "x"}), "n", "", "", false).is_err());
         assert!(parse_check(&json!({"Name": "x", "TTL": "bogus"}), "n", "", "", false).is_err());
         assert!(parse_check(&json!({"Name": "x", "TTL": "5s", "Status": "great"}), "n", "", "", false).is_err());

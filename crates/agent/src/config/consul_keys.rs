@@ -63,10 +63,7 @@ pub struct Key {
 
 macro_rules! k {
     ($name:literal, $kind:expr) => {
-        Key {
-            name: $name,
-            kind: $kind,
-        }
+        Key { name: $name, kind: $kind }
     };
 }
 
@@ -115,13 +112,7 @@ const ACL: &[Key] = &[
 // ---------------------------------------------------------------------------
 
 /// `addresses { ... }`: bind addresses (or go-sockaddr templates / unix://).
-const ADDRESSES: &[Key] = &[
-    k!("dns", Str),
-    k!("http", Str),
-    k!("https", Str),
-    k!("grpc", Str),
-    k!("grpc_tls", Str),
-];
+const ADDRESSES: &[Key] = &[k!("dns", Str), k!("http", Str), k!("https", Str), k!("grpc", Str), k!("grpc_tls", Str)];
 
 /// `ports { ... }`
 const PORTS: &[Key] = &[
@@ -178,8 +169,7 @@ const AUTO_CONFIG_STATIC: &[Key] = &[
 ];
 
 /// `auto_config.authorization { ... }`
-const AUTO_CONFIG_AUTHORIZATION: &[Key] =
-    &[k!("enabled", Bool), k!("static", Block(AUTO_CONFIG_STATIC))];
+const AUTO_CONFIG_AUTHORIZATION: &[Key] = &[k!("enabled", Bool), k!("static", Block(AUTO_CONFIG_STATIC))];
 
 /// `auto_config { ... }`
 const AUTO_CONFIG: &[Key] = &[
@@ -193,12 +183,7 @@ const AUTO_CONFIG: &[Key] = &[
 ];
 
 /// `auto_encrypt { ... }`
-const AUTO_ENCRYPT: &[Key] = &[
-    k!("tls", Bool),
-    k!("dns_san", StrList),
-    k!("ip_san", StrList),
-    k!("allow_tls", Bool),
-];
+const AUTO_ENCRYPT: &[Key] = &[k!("tls", Bool), k!("dns_san", StrList), k!("ip_san", StrList), k!("allow_tls", Bool)];
 
 // ---------------------------------------------------------------------------
 // autopilot / cache / cloud / config_entries / connect
@@ -252,38 +237,24 @@ const CONNECT: &[Key] = &[
 // consul { ... } (internal tuning, not user-facing, but decoded)
 // ---------------------------------------------------------------------------
 
-const CONSUL_COORDINATE: &[Key] = &[
-    k!("update_batch_size", Int),
-    k!("update_max_batches", Int),
-    k!("update_period", Duration),
-];
+const CONSUL_COORDINATE: &[Key] =
+    &[k!("update_batch_size", Int), k!("update_max_batches", Int), k!("update_period", Duration)];
 
-const CONSUL_RAFT: &[Key] = &[
-    k!("election_timeout", Duration),
-    k!("heartbeat_timeout", Duration),
-    k!("leader_lease_timeout", Duration),
-];
+const CONSUL_RAFT: &[Key] =
+    &[k!("election_timeout", Duration), k!("heartbeat_timeout", Duration), k!("leader_lease_timeout", Duration)];
 
 const CONSUL_SERVER: &[Key] = &[k!("health_interval", Duration)];
 
 /// `consul { ... }`
-const CONSUL_INTERNAL: &[Key] = &[
-    k!("coordinate", Block(CONSUL_COORDINATE)),
-    k!("raft", Block(CONSUL_RAFT)),
-    k!("server", Block(CONSUL_SERVER)),
-];
+const CONSUL_INTERNAL: &[Key] =
+    &[k!("coordinate", Block(CONSUL_COORDINATE)), k!("raft", Block(CONSUL_RAFT)), k!("server", Block(CONSUL_SERVER))];
 
 // ---------------------------------------------------------------------------
 // dns_config
 // ---------------------------------------------------------------------------
 
 /// `dns_config.soa { ... }` (seconds, unsigned).
-const DNS_SOA: &[Key] = &[
-    k!("refresh", Int),
-    k!("retry", Int),
-    k!("expire", Int),
-    k!("min_ttl", Int),
-];
+const DNS_SOA: &[Key] = &[k!("refresh", Int), k!("retry", Int), k!("expire", Int), k!("min_ttl", Int)];
 
 /// `dns_config { ... }`
 const DNS_CONFIG: &[Key] = &[
@@ -408,22 +379,14 @@ const RAFT_LOGSTORE: &[Key] = &[
 const REPORTING_LICENSE: &[Key] = &[k!("enabled", Bool)];
 
 /// `reporting { ... }`
-const REPORTING: &[Key] = &[
-    k!("license", Block(REPORTING_LICENSE)),
-    k!("snapshot_retention_time", Duration),
-];
+const REPORTING: &[Key] = &[k!("license", Block(REPORTING_LICENSE)), k!("snapshot_retention_time", Duration)];
 
 /// `rpc { ... }`
 const RPC: &[Key] = &[k!("enable_streaming", Bool)];
 
 /// `segments = [ { ... } ]`
-const SEGMENT: &[Key] = &[
-    k!("name", Str),
-    k!("bind", Str),
-    k!("port", Int),
-    k!("advertise", Str),
-    k!("rpc_listener", Bool),
-];
+const SEGMENT: &[Key] =
+    &[k!("name", Str), k!("bind", Str), k!("port", Int), k!("advertise", Str), k!("rpc_listener", Bool)];
 
 // ---------------------------------------------------------------------------
 // telemetry
@@ -496,11 +459,8 @@ const TLS: &[Key] = &[
 const UI_METRICS_PROXY_HEADER: &[Key] = &[k!("name", Str), k!("value", Str)];
 
 /// `ui_config.metrics_proxy { ... }`
-const UI_METRICS_PROXY: &[Key] = &[
-    k!("base_url", Str),
-    k!("add_headers", BlockList(UI_METRICS_PROXY_HEADER)),
-    k!("path_allowlist", StrList),
-];
+const UI_METRICS_PROXY: &[Key] =
+    &[k!("base_url", Str), k!("add_headers", BlockList(UI_METRICS_PROXY_HEADER)), k!("path_allowlist", StrList)];
 
 /// `ui_config { ... }`
 const UI_CONFIG: &[Key] = &[
@@ -781,10 +741,7 @@ pub static DEPRECATED: &[(&str, &str)] = &[
     ("verify_incoming_https", "tls.https.verify_incoming"),
     ("verify_incoming_rpc", "tls.internal_rpc.verify_incoming"),
     ("verify_outgoing", "tls.defaults.verify_outgoing"),
-    (
-        "verify_server_hostname",
-        "tls.internal_rpc.verify_server_hostname",
-    ),
+    ("verify_server_hostname", "tls.internal_rpc.verify_server_hostname"),
     ("start_join", "retry_join"),
     ("start_join_wan", "retry_join_wan"),
     ("raft_boltdb", "raft_logstore.boltdb"),
@@ -855,9 +812,7 @@ pub static FLOAT_KEYS: &[&str] = &[
 /// Finds `name` among `keys`: exact match first, then ASCII case-insensitive
 /// (Consul's decoder falls back to a case-insensitive field match).
 pub fn find(keys: &'static [Key], name: &str) -> Option<&'static Key> {
-    keys.iter()
-        .find(|key| key.name == name)
-        .or_else(|| keys.iter().find(|key| key.name.eq_ignore_ascii_case(name)))
+    keys.iter().find(|key| key.name == name).or_else(|| keys.iter().find(|key| key.name.eq_ignore_ascii_case(name)))
 }
 
 /// Walks the tree from [`TOP`] along `path` (one key per element; list
@@ -906,25 +861,13 @@ mod tests {
         assert_eq!(lookup(&["reconnect_timeout"]), Some(Kind::Duration));
         assert_eq!(at("acl.tokens.initial_management"), Some(Kind::Str));
         assert_eq!(at("tls.grpc.use_auto_cert"), Some(Kind::Bool));
-        assert_eq!(
-            at("tls.internal_rpc.verify_server_hostname"),
-            Some(Kind::Bool)
-        );
-        assert_eq!(
-            at("telemetry.prometheus_retention_time"),
-            Some(Kind::Duration)
-        );
+        assert_eq!(at("tls.internal_rpc.verify_server_hostname"), Some(Kind::Bool));
+        assert_eq!(at("telemetry.prometheus_retention_time"), Some(Kind::Duration));
         assert_eq!(at("limits.request_limits.mode"), Some(Kind::Str));
         assert_eq!(at("raft_logstore.wal.segment_size_mb"), Some(Kind::Int));
-        assert_eq!(
-            at("ui_config.metrics_proxy.add_headers.name"),
-            Some(Kind::Str)
-        );
+        assert_eq!(at("ui_config.metrics_proxy.add_headers.name"), Some(Kind::Str));
         assert_eq!(at("segments.rpc_listener"), Some(Kind::Bool));
-        assert_eq!(
-            at("acl.tokens.managed_service_provider.secret_id"),
-            Some(Kind::Str)
-        );
+        assert_eq!(at("acl.tokens.managed_service_provider.secret_id"), Some(Kind::Str));
         assert!(matches!(lookup(&["acl"]), Some(Kind::Block(_))));
         assert!(matches!(lookup(&["segments"]), Some(Kind::BlockList(_))));
     }
@@ -951,10 +894,7 @@ mod tests {
         assert_eq!(at("connect.ca_config.leaf_cert_ttl"), Some(Kind::Any));
         assert_eq!(at("node_meta.rack"), Some(Kind::Str));
         assert_eq!(at("node_meta.rack.deeper"), None);
-        assert_eq!(
-            at("http_config.response_headers.Access-Control-Allow-Origin"),
-            Some(Kind::Str)
-        );
+        assert_eq!(at("http_config.response_headers.Access-Control-Allow-Origin"), Some(Kind::Str));
     }
 
     #[test]
@@ -1018,11 +958,7 @@ mod tests {
         fn check(keys: &'static [Key], at: &str) {
             for (i, a) in keys.iter().enumerate() {
                 for b in &keys[i + 1..] {
-                    assert!(
-                        !a.name.eq_ignore_ascii_case(b.name),
-                        "duplicate key {} in {at}",
-                        a.name
-                    );
+                    assert!(!a.name.eq_ignore_ascii_case(b.name), "duplicate key {} in {at}", a.name);
                 }
                 if let Kind::Block(sub) | Kind::BlockList(sub) = a.kind {
                     check(sub, &format!("{at}.{}", a.name));

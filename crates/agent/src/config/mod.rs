@@ -113,15 +113,50 @@ pub struct ConfigError(pub String);
 
 /// Dotted paths that Cairn acts on. Everything else Consul accepts is logged as ignored.
 const IMPLEMENTED: &[&str] = &[
-    "datacenter", "primary_datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap",
-    "bootstrap_expect", "bind_addr", "advertise_addr", "client_addr", "addresses.http", "ports.http",
-    "ports.https", "ports.dns", "ports.grpc", "ports.grpc_tls", "ports.serf_lan", "ports.serf_wan",
-    "ports.server", "log_level", "log_json", "pid_file", "enable_script_checks",
-    "enable_local_script_checks", "performance.raft_multiplier", "raft_snapshot_threshold",
-    "raft_trailing_logs", "node_meta", "limits.kv_max_value_size", "limits.txn_max_req_len",
-    "limits.http_max_conns_per_client", "check_update_interval", "leave_on_terminate",
-    "skip_leave_on_interrupt", "service", "services", "check", "checks", "domain",
-    "disable_update_check", "disable_anonymous_signature", "ui", "ui_config.enabled",
+    "datacenter",
+    "primary_datacenter",
+    "node_name",
+    "node_id",
+    "data_dir",
+    "server",
+    "bootstrap",
+    "bootstrap_expect",
+    "bind_addr",
+    "advertise_addr",
+    "client_addr",
+    "addresses.http",
+    "ports.http",
+    "ports.https",
+    "ports.dns",
+    "ports.grpc",
+    "ports.grpc_tls",
+    "ports.serf_lan",
+    "ports.serf_wan",
+    "ports.server",
+    "log_level",
+    "log_json",
+    "pid_file",
+    "enable_script_checks",
+    "enable_local_script_checks",
+    "performance.raft_multiplier",
+    "raft_snapshot_threshold",
+    "raft_trailing_logs",
+    "node_meta",
+    "limits.kv_max_value_size",
+    "limits.txn_max_req_len",
+    "limits.http_max_conns_per_client",
+    "check_update_interval",
+    "leave_on_terminate",
+    "skip_leave_on_interrupt",
+    "service",
+    "services",
+    "check",
+    "checks",
+    "domain",
+    "disable_update_check",
+    "disable_anonymous_signature",
+    "ui",
+    "ui_config.enabled",
 ];
 
 impl Config {
@@ -151,7 +186,9 @@ impl Config {
         let int = |path: &[&str], d: i64| at(path).and_then(as_i64).unwrap_or(d);
         let ip = |k: &str, d: &str| -> Result<IpAddr, ConfigError> {
             let v = s(k).unwrap_or_else(|| d.to_string());
-            v.parse().map_err(|_| ConfigError(format!("{k}: invalid IP address {v:?} (go-sockaddr templates are not supported yet)")))
+            v.parse().map_err(|_| {
+                ConfigError(format!("{k}: invalid IP address {v:?} (go-sockaddr templates are not supported yet)"))
+            })
         };
         let client_addrs = s("client_addr")
             .unwrap_or_else(|| "127.0.0.1".into())
@@ -182,14 +219,24 @@ impl Config {
             serf_wan: int(&["ports", "serf_wan"], 8302),
             server: int(&["ports", "server"], 8300),
         };
-        for (name, p) in [("http", ports.http), ("https", ports.https), ("dns", ports.dns), ("grpc", ports.grpc), ("serf_lan", ports.serf_lan), ("serf_wan", ports.serf_wan), ("server", ports.server)] {
+        for (name, p) in [
+            ("http", ports.http),
+            ("https", ports.https),
+            ("dns", ports.dns),
+            ("grpc", ports.grpc),
+            ("serf_lan", ports.serf_lan),
+            ("serf_wan", ports.serf_wan),
+            ("server", ports.server),
+        ] {
             if !(p == -1 || (0..=65535).contains(&p)) {
                 return Err(ConfigError(format!("ports.{name}: invalid port {p}: must be -1 (off) or 0-65535")));
             }
         }
         let datacenter = s("datacenter").unwrap_or_else(|| "dc1".into()).to_lowercase();
         if datacenter.is_empty() || !datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(ConfigError(format!("datacenter: invalid value {datacenter:?}: only alphanumerics, '-' and '_' are allowed")));
+            return Err(ConfigError(format!(
+                "datacenter: invalid value {datacenter:?}: only alphanumerics, '-' and '_' are allowed"
+            )));
         }
         let node_name = match s("node_name") {
             Some(n) if !n.is_empty() => n,
@@ -200,7 +247,9 @@ impl Config {
         }
         let log_level = s("log_level").unwrap_or_else(|| "info".into()).to_lowercase();
         if !["trace", "debug", "info", "warn", "err", "error"].contains(&log_level.as_str()) {
-            return Err(ConfigError(format!("log_level: invalid level {log_level:?}: want trace, debug, info, warn or err")));
+            return Err(ConfigError(format!(
+                "log_level: invalid level {log_level:?}: want trace, debug, info, warn or err"
+            )));
         }
         let data_dir = s("data_dir").filter(|d| !d.is_empty()).map(PathBuf::from);
         let server = b("server");
@@ -340,12 +389,18 @@ fn sources(flags: &Flags) -> Result<Vec<(String, Value)>, ConfigError> {
 
 /// Parses one config file, by extension (or `-config-format`).
 pub fn read_file(path: &Path, format: Option<&str>) -> Result<Value, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("Error reading {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError(format!("Error reading {}: {e}", path.display())))?;
     let ext = format.map(str::to_string).or_else(|| path.extension().and_then(|e| e.to_str()).map(str::to_string));
     let v = match ext.as_deref() {
         Some("json") => serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}")),
         Some("hcl") => parse_hcl(&text),
-        _ => return Err(ConfigError(format!("Error reading {}: unknown config format: use a .json or .hcl extension, or -config-format", path.display()))),
+        _ => {
+            return Err(ConfigError(format!(
+                "Error reading {}: unknown config format: use a .json or .hcl extension, or -config-format",
+                path.display()
+            )))
+        }
     }
     .map_err(|e| ConfigError(format!("Error parsing {}: {e}", path.display())))?;
     if !v.is_object() {
@@ -372,7 +427,13 @@ fn parse_hcl(text: &str) -> Result<Value, String> {
 }
 
 /// Checks a parsed source against the schema of keys Consul accepts.
-fn check_tree(v: &Value, keys: &'static [Key], path: &mut Vec<String>, src: &str, ignored: &mut Vec<String>) -> Result<(), ConfigError> {
+fn check_tree(
+    v: &Value,
+    keys: &'static [Key],
+    path: &mut Vec<String>,
+    src: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), ConfigError> {
     let Value::Object(o) = v else {
         return Err(ConfigError(format!("Error parsing {src}: {}: expected an object", dotted(path))));
     };
@@ -395,8 +456,15 @@ fn check_tree(v: &Value, keys: &'static [Key], path: &mut Vec<String>, src: &str
     Ok(())
 }
 
-fn check_value(v: &Value, kind: Kind, path: &mut Vec<String>, src: &str, ignored: &mut Vec<String>) -> Result<(), ConfigError> {
-    let bad = |want: &str| ConfigError(format!("Error parsing {src}: {}: expected {want}, got {}", dotted(path), short(v)));
+fn check_value(
+    v: &Value,
+    kind: Kind,
+    path: &mut Vec<String>,
+    src: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let bad =
+        |want: &str| ConfigError(format!("Error parsing {src}: {}: expected {want}, got {}", dotted(path), short(v)));
     match kind {
         Kind::Str => {
             if !(v.is_string() || v.is_number() || v.is_boolean()) {
@@ -626,7 +694,8 @@ fn flag_values(f: &Flags) -> Result<Value, ConfigError> {
     if !f.node_meta.is_empty() {
         let mut meta = Map::new();
         for kv in &f.node_meta {
-            let (k, v) = kv.split_once(':').ok_or_else(|| ConfigError(format!("-node-meta: {kv:?} is not key:value")))?;
+            let (k, v) =
+                kv.split_once(':').ok_or_else(|| ConfigError(format!("-node-meta: {kv:?} is not key:value")))?;
             meta.insert(k.into(), json!(v));
         }
         m.insert("node_meta".into(), Value::Object(meta));
@@ -681,7 +750,11 @@ mod tests {
     fn hcl_and_json_files_merge_and_flags_win() {
         let d = tempfile::tempdir().unwrap();
         let a = write(d.path(), "a.hcl", "ports { http = 8501 }\nnode_name = \"n1\"\ndatacenter = \"DC2\"\nperformance { raft_multiplier = 3 }\nservice { name = \"web\" }\n");
-        let b = write(d.path(), "b.json", r#"{"ports": {"dns": -1}, "services": [{"name": "db"}], "enable_script_checks": true}"#);
+        let b = write(
+            d.path(),
+            "b.json",
+            r#"{"ports": {"dns": -1}, "services": [{"name": "db"}], "enable_script_checks": true}"#,
+        );
         let flags = Flags { dev: true, config_files: vec![a, b], node: Some("flagnode".into()), ..Default::default() };
         let c = Config::load(&flags).unwrap();
         assert_eq!(c.ports.http, 8501);
@@ -715,7 +788,11 @@ mod tests {
     #[test]
     fn known_but_unimplemented_keys_are_ignored_by_name() {
         let d = tempfile::tempdir().unwrap();
-        let a = write(d.path(), "c.hcl", "telemetry { prometheus_retention_time = \"30s\" }\nacl { enabled = false }\nretry_join = [\"1.2.3.4\"]\n");
+        let a = write(
+            d.path(),
+            "c.hcl",
+            "telemetry { prometheus_retention_time = \"30s\" }\nacl { enabled = false }\nretry_join = [\"1.2.3.4\"]\n",
+        );
         let c = Config::load(&Flags { dev: true, config_files: vec![a], ..Default::default() }).unwrap();
         assert!(c.ignored.contains(&"telemetry.prometheus_retention_time".to_string()), "{:?}", c.ignored);
         assert!(c.ignored.contains(&"acl.enabled".to_string()));

@@ -13,7 +13,10 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use cairn_store::state::aggregate_status;
-use cairn_types::structs::{HealthCheck, NodeService, HEALTH_CRITICAL, HEALTH_MAINT, HEALTH_PASSING, HEALTH_WARNING, NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX};
+use cairn_types::structs::{
+    HealthCheck, NodeService, HEALTH_CRITICAL, HEALTH_MAINT, HEALTH_PASSING, HEALTH_WARNING, NODE_MAINT_CHECK_ID,
+    SERVICE_MAINT_PREFIX,
+};
 use cairn_types::{CAIRN_VERSION, CONSUL_COMPAT_VERSION};
 
 use super::{decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
@@ -242,7 +245,8 @@ async fn service(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery
         if want_hash.is_empty() || want_hash != hash || tokio::time::Instant::now() >= deadline {
             v["ContentHash"] = json!(hash);
             let mut r = json_response(None, q.pretty, &v);
-            r.headers_mut().insert("X-Consul-ContentHash", HeaderValue::from_str(&hash).unwrap_or(HeaderValue::from_static("")));
+            r.headers_mut()
+                .insert("X-Consul-ContentHash", HeaderValue::from_str(&hash).unwrap_or(HeaderValue::from_static("")));
             return Ok(r);
         }
         tokio::select! {
@@ -267,7 +271,9 @@ async fn service_register(State(agent): State<AgentRef>, RawQuery(raw): RawQuery
 
 async fn service_deregister(State(agent): State<AgentRef>, Path(id): Path<String>) -> HttpResult {
     if !agent.remove_service(&id) {
-        return Err(HttpError::not_found(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
+        return Err(HttpError::not_found(format!(
+            "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+        )));
     }
     Ok(StatusCode::OK.into_response())
 }
@@ -365,7 +371,11 @@ async fn node_maintenance(State(agent): State<AgentRef>, RawQuery(raw): RawQuery
     Ok(StatusCode::OK.into_response())
 }
 
-async fn service_maintenance(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+async fn service_maintenance(
+    State(agent): State<AgentRef>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let enable = enable_param(&p)?;
     if agent.local.service(&id).is_none() {
@@ -384,8 +394,14 @@ fn service_health(agent: &Agent, s: &NodeService) -> (String, Vec<HealthCheck>) 
         .map(|c| c.check)
         .filter(|c| c.service_id == s.id || c.service_id.is_empty())
         .collect();
-    let maint = checks.iter().any(|c| c.check_id == NODE_MAINT_CHECK_ID || c.check_id == format!("{SERVICE_MAINT_PREFIX}{}", s.id));
-    let status = if maint { HEALTH_MAINT.to_string() } else { aggregate_status(checks.iter().map(|c| c.status.as_str())).to_string() };
+    let maint = checks
+        .iter()
+        .any(|c| c.check_id == NODE_MAINT_CHECK_ID || c.check_id == format!("{SERVICE_MAINT_PREFIX}{}", s.id));
+    let status = if maint {
+        HEALTH_MAINT.to_string()
+    } else {
+        aggregate_status(checks.iter().map(|c| c.status.as_str())).to_string()
+    };
     let own: Vec<HealthCheck> = checks.into_iter().filter(|c| c.service_id == s.id).collect();
     (status, own)
 }
@@ -405,7 +421,11 @@ fn text(status: StatusCode, body: String) -> Response {
     r
 }
 
-async fn health_by_name(State(agent): State<AgentRef>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+async fn health_by_name(
+    State(agent): State<AgentRef>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let dc = agent.config().datacenter.clone();
     let mut worst = HEALTH_PASSING.to_string();
@@ -419,7 +439,11 @@ async fn health_by_name(State(agent): State<AgentRef>, Path(name): Path<String>,
     }
     if out.is_empty() {
         let msg = format!("ServiceName {name} Not Found");
-        return Ok(if p.get("format") == Some("text") { text(StatusCode::NOT_FOUND, msg) } else { (StatusCode::NOT_FOUND, json_response(None, false, &out)).into_response() });
+        return Ok(if p.get("format") == Some("text") {
+            text(StatusCode::NOT_FOUND, msg)
+        } else {
+            (StatusCode::NOT_FOUND, json_response(None, false, &out)).into_response()
+        });
     }
     let code = status_code(&worst);
     if p.get("format") == Some("text") {
@@ -432,7 +456,11 @@ async fn health_by_id(State(agent): State<AgentRef>, Path(id): Path<String>, Raw
     let p = Params::parse(raw.as_deref());
     let Some(s) = agent.local.service(&id) else {
         let msg = format!("ServiceId {id} not found");
-        return Ok(if p.get("format") == Some("text") { text(StatusCode::NOT_FOUND, msg) } else { (StatusCode::NOT_FOUND, json_response(None, false, &Value::Null)).into_response() });
+        return Ok(if p.get("format") == Some("text") {
+            text(StatusCode::NOT_FOUND, msg)
+        } else {
+            (StatusCode::NOT_FOUND, json_response(None, false, &Value::Null)).into_response()
+        });
     };
     let (status, checks) = service_health(&agent, &s);
     let code = status_code(&status);
@@ -464,7 +492,8 @@ async fn metrics(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Http
     let text_fmt = agent.metrics_handle().render();
     if p.get("format") == Some("prometheus") {
         let mut r = Response::new(Body::from(text_fmt));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
         return Ok(r);
     }
     Ok(json_response(None, p.has("pretty"), &metrics_json(&text_fmt)))

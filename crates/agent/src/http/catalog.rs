@@ -6,7 +6,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 
 use cairn_store::state::topics;
-use cairn_types::structs::{DeregisterRequest, NodeService, NodeServiceList, NodeServices, RegisterRequest, ServiceNode, HEALTH_CRITICAL};
+use cairn_types::structs::{
+    DeregisterRequest, NodeService, NodeServiceList, NodeServices, RegisterRequest, ServiceNode, HEALTH_CRITICAL,
+};
 use cairn_types::{Command, CommandResult};
 
 use super::{blocking, check_dc, decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
@@ -63,7 +65,10 @@ pub async fn register(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, bo
             return Err(HttpError::bad(format!("Invalid check status {:?}", c.status)));
         }
         if !c.node.is_empty() && c.node != req.node {
-            return Err(HttpError::bad(format!("Check node {:?} does not match registration node {:?}", c.node, req.node)));
+            return Err(HttpError::bad(format!(
+                "Check node {:?} does not match registration node {:?}",
+                c.node, req.node
+            )));
         }
         if c.check_id.is_empty() && c.name.is_empty() {
             return Err(HttpError::bad("Must provide check ID or name"));
@@ -106,9 +111,10 @@ pub async fn deregister(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, 
     applied_ok(applied.result)
 }
 
-pub async fn datacenters(State(agent): State<AgentRef>) -> HttpResult {
+pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
     // Sorted by round-trip time in Consul; with one datacenter the order is trivial.
-    Ok(json_response(None, false, &[agent.config().datacenter.clone()]))
+    Ok(json_response(None, p.has("pretty"), &[agent.config().datacenter.clone()]))
 }
 
 pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -191,7 +197,11 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     Ok(json_response(Some(meta), q.pretty, &out))
 }
 
-pub async fn node_services(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+pub async fn node_services(
+    State(agent): State<AgentRef>,
+    Path(node): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;

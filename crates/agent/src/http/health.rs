@@ -33,7 +33,8 @@ pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, Raw
     let q = QueryOpts::parse(&p)?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let passing = p.flag("passing");
-    let (meta, entries) = blocking(&agent, &q, vec![topics::service(&svc)], |st| st.check_service_nodes(&svc, &tags, passing)).await?;
+    let (meta, entries) =
+        blocking(&agent, &q, vec![topics::service(&svc)], |st| st.check_service_nodes(&svc, &tags, passing)).await?;
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(entries)?))
 }
 

@@ -69,7 +69,12 @@ fn not_found(meta: super::Meta) -> Response {
     r
 }
 
-pub async fn put(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
+pub async fn put(
+    State(agent): State<AgentRef>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     if key.is_empty() {
@@ -129,7 +134,15 @@ pub async fn delete(State(agent): State<AgentRef>, Path(key): Path<String>, RawQ
     } else {
         (KvOp::Delete, 0)
     };
-    let entry = DirEntry { lock_index: 0, key, flags: 0, value: None, session: String::new(), create_index: 0, modify_index: cas };
+    let entry = DirEntry {
+        lock_index: 0,
+        key,
+        flags: 0,
+        value: None,
+        session: String::new(),
+        create_index: 0,
+        modify_index: cas,
+    };
     let applied = agent.server.apply(Command::Kv(KvRequest { op, entry })).await?;
     kv_answer(applied.result)
 }

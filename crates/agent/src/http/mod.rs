@@ -39,7 +39,10 @@ pub fn router(agent: AgentRef) -> Router {
     Router::new()
         // KV: the value cap is enforced in the handler (413 with Consul's message), so the body
         // limit here only stops a client from streaming without end.
-        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete).layer(DefaultBodyLimit::max(kv_limit.saturating_add(1))))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete).layer(DefaultBodyLimit::max(kv_limit.saturating_add(1))),
+        )
         .route("/v1/kv/", get(kv::get_root).put(kv::put_root).delete(kv::delete_root))
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/deregister", put(catalog::deregister))
@@ -63,7 +66,8 @@ pub fn router(agent: AgentRef) -> Router {
 }
 
 async fn not_found(req: Request) -> Response {
-    (StatusCode::NOT_FOUND, format!("Invalid URL path: not a recognized HTTP API endpoint: {}", req.uri().path())).into_response()
+    (StatusCode::NOT_FOUND, format!("Invalid URL path: not a recognized HTTP API endpoint: {}", req.uri().path()))
+        .into_response()
 }
 
 /// axum answers 405 with an empty body; Consul says which method.
@@ -120,7 +124,9 @@ impl From<cairn_cluster::Error> for HttpError {
             E::NoLeader | E::NotLeader { .. } => HttpError::internal("No cluster leader"),
             E::Rejected(m) => HttpError::bad(m),
             E::Fatal(m) | E::Storage(m) => HttpError::internal(m),
-            E::ShuttingDown => HttpError { status: StatusCode::SERVICE_UNAVAILABLE, msg: "agent is shutting down".into() },
+            E::ShuttingDown => {
+                HttpError { status: StatusCode::SERVICE_UNAVAILABLE, msg: "agent is shutting down".into() }
+            }
         }
     }
 }
@@ -165,7 +171,10 @@ impl Params {
     pub fn u64(&self, k: &str) -> Result<Option<u64>, HttpError> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| HttpError::bad(format!("Invalid {k}: {v:?} is not an unsigned integer"))),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| HttpError::bad(format!("Invalid {k}: {v:?} is not an unsigned integer"))),
         }
     }
 }
@@ -210,7 +219,10 @@ impl QueryOpts {
         };
         let filter = match p.get("filter") {
             None | Some("") => None,
-            Some(f) => Some(Filter::parse(f).map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))?),
+            Some(f) => Some(
+                Filter::parse(f)
+                    .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))?,
+            ),
         };
         if let Some(dc) = p.get("dc") {
             let _ = dc; // checked by the caller against the local datacenter
@@ -227,7 +239,8 @@ impl QueryOpts {
 
     /// Applies `?filter=` to rows serialised as JSON; the caller states which top-level fields exist.
     pub fn filter_rows<T: Serialize>(&self, rows: Vec<T>) -> Result<Vec<serde_json::Value>, HttpError> {
-        let vals: Vec<serde_json::Value> = rows.into_iter().map(|r| serde_json::to_value(r).unwrap_or(serde_json::Value::Null)).collect();
+        let vals: Vec<serde_json::Value> =
+            rows.into_iter().map(|r| serde_json::to_value(r).unwrap_or(serde_json::Value::Null)).collect();
         match &self.filter {
             None => Ok(vals),
             Some(f) => Ok(vals.into_iter().filter(|v| f.matches(v)).collect()),
@@ -245,7 +258,12 @@ pub struct Meta {
 
 /// Runs a read as a blocking query: re-runs `f` each time one of `topics` fires, until the index
 /// passes `q.index` or the (jittered, clamped) wait ends. `f` returns (index, result).
-pub async fn blocking<T>(agent: &Agent, q: &QueryOpts, topics: Vec<Topic>, f: impl Fn(&State) -> (u64, T)) -> Result<(Meta, T), HttpError> {
+pub async fn blocking<T>(
+    agent: &Agent,
+    q: &QueryOpts,
+    topics: Vec<Topic>,
+    f: impl Fn(&State) -> (u64, T),
+) -> Result<(Meta, T), HttpError> {
     check_dc_consistency(agent, q).await?;
     let deadline = tokio::time::Instant::now() + q.jittered_wait();
     let store = agent.server.store();
@@ -302,7 +320,7 @@ pub fn check_dc(agent: &Agent, p: &Params) -> Result<(), HttpError> {
 
 /// A JSON response with Consul's headers.
 pub fn json_response<T: Serialize + ?Sized>(meta: Option<Meta>, pretty: bool, body: &T) -> Response {
-    let bytes = if pretty { serde_json::to_vec_pretty(body) } else { serde_json::to_vec(body) };
+    let bytes = if pretty { to_vec_indented(body) } else { serde_json::to_vec(body) };
     let mut bytes = match bytes {
         Ok(b) => b,
         Err(e) => return HttpError::internal(format!("failed to encode response: {e}")).into_response(),
@@ -319,6 +337,15 @@ pub fn json_response<T: Serialize + ?Sized>(meta: Option<Meta>, pretty: bool, bo
     r
 }
 
+/// Consul's `?pretty` indents with four spaces.
+fn to_vec_indented<T: Serialize + ?Sized>(body: &T) -> serde_json::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    body.serialize(&mut ser)?;
+    Ok(buf)
+}
+
 pub fn set_meta(h: &mut HeaderMap, m: Meta) {
     h.insert("X-Consul-Index", HeaderValue::from(m.index));
     h.insert("X-Consul-KnownLeader", HeaderValue::from_static(if m.known_leader { "true" } else { "false" }));
@@ -330,7 +357,8 @@ pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Htt
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(HttpError::bad("Request decode failed: empty body"));
     }
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))?;
     let v = cairn_types::normalize::normalize(v);
     serde_json::from_value(v).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))
 }

@@ -134,7 +134,14 @@ impl LocalState {
 
     /// Checks bound to one service.
     pub fn service_checks(&self, id: &str) -> Vec<HealthCheck> {
-        self.inner.lock().expect("local").checks.values().filter(|c| c.check.service_id == id).map(|c| c.check.clone()).collect()
+        self.inner
+            .lock()
+            .expect("local")
+            .checks
+            .values()
+            .filter(|c| c.check.service_id == id)
+            .map(|c| c.check.clone())
+            .collect()
     }
 
     pub fn version(&self) -> u64 {

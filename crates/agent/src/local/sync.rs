@@ -75,7 +75,13 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
     };
     let node_ok = st
         .node(&node)
-        .map(|n| n.id == want_node.id && n.address == want_node.address && n.tagged_addresses == want_node.tagged_addresses && n.meta == want_node.meta && n.datacenter == want_node.datacenter)
+        .map(|n| {
+            n.id == want_node.id
+                && n.address == want_node.address
+                && n.tagged_addresses == want_node.tagged_addresses
+                && n.meta == want_node.meta
+                && n.datacenter == want_node.datacenter
+        })
         .unwrap_or(false);
     let base = RegisterRequest {
         datacenter: cfg.datacenter.clone(),
@@ -93,19 +99,29 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
     }
     let local_services = agent.local.services();
     let local_checks = agent.local.checks();
-    let remote_services: BTreeMap<String, Arc<NodeService>> = st.services_on(&node).map(|s| (s.id.clone(), s)).collect();
-    let remote_checks: BTreeMap<String, Arc<HealthCheck>> = st.checks_on(&node).map(|c| (c.check_id.clone(), c)).collect();
+    let remote_services: BTreeMap<String, Arc<NodeService>> =
+        st.services_on(&node).map(|s| (s.id.clone(), s)).collect();
+    let remote_checks: BTreeMap<String, Arc<HealthCheck>> =
+        st.checks_on(&node).map(|c| (c.check_id.clone(), c)).collect();
     for (id, s) in &remote_services {
         let leader_owned = id == "consul" && cfg.server;
         if !local_services.contains_key(id) && !leader_owned {
-            cmds.push(Command::Deregister(DeregisterRequest { node: node.clone(), service_id: id.clone(), ..Default::default() }));
+            cmds.push(Command::Deregister(DeregisterRequest {
+                node: node.clone(),
+                service_id: id.clone(),
+                ..Default::default()
+            }));
         }
         let _ = s;
     }
-    for (id, _) in &remote_checks {
+    for id in remote_checks.keys() {
         if !local_checks.contains_key(id) && id != SERF_CHECK_ID {
             // A check of a service removed above goes with it; deregistering it again is harmless.
-            cmds.push(Command::Deregister(DeregisterRequest { node: node.clone(), check_id: id.clone(), ..Default::default() }));
+            cmds.push(Command::Deregister(DeregisterRequest {
+                node: node.clone(),
+                check_id: id.clone(),
+                ..Default::default()
+            }));
         }
     }
     for (id, s) in &local_services {

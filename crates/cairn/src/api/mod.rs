@@ -45,8 +45,13 @@ pub struct ApiError {
 impl Client {
     /// `addr` is `host:port`, `http://host:port` or `https://host:port`.
     pub fn new(addr: &str) -> Result<Self> {
-        let base = if addr.starts_with("http://") || addr.starts_with("https://") { addr.trim_end_matches('/').to_string() } else { format!("http://{addr}") };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(15 * 60)).build().context("building HTTP client")?;
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(15 * 60)).build().context("building HTTP client")?;
         Ok(Client { base, http, token: None })
     }
 
@@ -123,7 +128,12 @@ impl Client {
     }
 
     /// GET returning JSON; `None` on 404.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, q: &[(String, String)], opts: Option<&QueryOptions>) -> Result<(Option<T>, QueryMeta)> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        q: &[(String, String)],
+        opts: Option<&QueryOptions>,
+    ) -> Result<(Option<T>, QueryMeta)> {
         let resp = self.send(Method::GET, self.url(path, q, opts), None).await?;
         let meta = Self::meta(&resp);
         if resp.status() == StatusCode::NOT_FOUND {
@@ -154,7 +164,7 @@ impl Client {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(Value::Null);
         }
-        Ok(serde_json::from_slice(&bytes).context("decoding response")?)
+        serde_json::from_slice(&bytes).context("decoding response")
     }
 
     // ---- KV ------------------------------------------------------------------------------------
@@ -165,11 +175,17 @@ impl Client {
     }
 
     pub async fn kv_list(&self, prefix: &str, opts: &QueryOptions) -> Result<(Vec<DirEntry>, QueryMeta)> {
-        let (v, m) = self.get_json::<Vec<DirEntry>>(&kv_path(prefix), &[("recurse".into(), String::new())], Some(opts)).await?;
+        let (v, m) =
+            self.get_json::<Vec<DirEntry>>(&kv_path(prefix), &[("recurse".into(), String::new())], Some(opts)).await?;
         Ok((v.unwrap_or_default(), m))
     }
 
-    pub async fn kv_keys(&self, prefix: &str, separator: &str, opts: &QueryOptions) -> Result<(Vec<String>, QueryMeta)> {
+    pub async fn kv_keys(
+        &self,
+        prefix: &str,
+        separator: &str,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<String>, QueryMeta)> {
         let mut q = vec![("keys".to_string(), String::new())];
         if !separator.is_empty() {
             q.push(("separator".into(), separator.into()));
@@ -214,18 +230,31 @@ impl Client {
         Ok((v.unwrap_or_default(), m))
     }
 
-    pub async fn catalog_services(&self, opts: &QueryOptions) -> Result<(std::collections::BTreeMap<String, Vec<String>>, QueryMeta)> {
+    pub async fn catalog_services(
+        &self,
+        opts: &QueryOptions,
+    ) -> Result<(std::collections::BTreeMap<String, Vec<String>>, QueryMeta)> {
         let (v, m) = self.get_json("/v1/catalog/services", &[], Some(opts)).await?;
         Ok((v.unwrap_or_default(), m))
     }
 
-    pub async fn catalog_service(&self, name: &str, tag: Option<&str>, opts: &QueryOptions) -> Result<(Vec<ServiceNode>, QueryMeta)> {
+    pub async fn catalog_service(
+        &self,
+        name: &str,
+        tag: Option<&str>,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<ServiceNode>, QueryMeta)> {
         let q: Vec<(String, String)> = tag.map(|t| vec![("tag".to_string(), t.to_string())]).unwrap_or_default();
         let (v, m) = self.get_json(&format!("/v1/catalog/service/{}", seg(name)), &q, Some(opts)).await?;
         Ok((v.unwrap_or_default(), m))
     }
 
-    pub async fn health_service(&self, name: &str, passing: bool, opts: &QueryOptions) -> Result<(Vec<ServiceEntry>, QueryMeta)> {
+    pub async fn health_service(
+        &self,
+        name: &str,
+        passing: bool,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<ServiceEntry>, QueryMeta)> {
         let q: Vec<(String, String)> = if passing { vec![("passing".into(), String::new())] } else { vec![] };
         let (v, m) = self.get_json(&format!("/v1/health/service/{}", seg(name)), &q, Some(opts)).await?;
         Ok((v.unwrap_or_default(), m))

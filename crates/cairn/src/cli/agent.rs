@@ -131,7 +131,12 @@ pub async fn run_agent(args: AgentArgs) -> i32 {
             return 1;
         }
     }
-    eprintln!("==> Cairn agent running! Node {:?} in datacenter {:?}, HTTP on {:?}", cfg.node_name, cfg.datacenter, agent.http_addrs());
+    eprintln!(
+        "==> Cairn agent running! Node {:?} in datacenter {:?}, HTTP on {:?}",
+        cfg.node_name,
+        cfg.datacenter,
+        agent.http_addrs()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("signal handler");
     loop {
@@ -189,7 +194,12 @@ pub async fn members(a: MembersArgs) -> Result<i32> {
     if a.detailed {
         rows.push(vec!["Node".into(), "Address".into(), "Status".into(), "Tags".into()]);
     } else {
-        rows.push(["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Partition", "Segment"].iter().map(|s| s.to_string()).collect());
+        rows.push(
+            ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Partition", "Segment"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
     }
     for m in &ms {
         let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -202,7 +212,10 @@ pub async fn members(a: MembersArgs) -> Result<i32> {
         }
         let addr = format!("{}:{}", s("Addr"), m["Port"].as_i64().unwrap_or(0));
         if a.detailed {
-            let mut tags: Vec<String> = m["Tags"].as_object().map(|o| o.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect()).unwrap_or_default();
+            let mut tags: Vec<String> = m["Tags"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+                .unwrap_or_default();
             tags.sort();
             rows.push(vec![s("Name"), addr, status, tags.join(",")]);
         } else {

@@ -62,7 +62,8 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
     q.filter = a.filter.clone();
     let mut nodes = c.catalog_nodes(&q).await?.0;
     if let Some(svc) = &a.service {
-        let names: Vec<String> = c.catalog_service(svc, None, &a.http.query()).await?.0.into_iter().map(|s| s.node).collect();
+        let names: Vec<String> =
+            c.catalog_service(svc, None, &a.http.query()).await?.0.into_iter().map(|s| s.node).collect();
         nodes.retain(|n| names.contains(&n.node));
     }
     if nodes.is_empty() {
@@ -71,7 +72,14 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
     }
     let mut rows = vec![];
     if a.detailed {
-        rows.push(vec!["Node".into(), "ID".into(), "Address".into(), "DC".into(), "TaggedAddresses".into(), "Meta".into()]);
+        rows.push(vec![
+            "Node".into(),
+            "ID".into(),
+            "Address".into(),
+            "DC".into(),
+            "TaggedAddresses".into(),
+            "Meta".into(),
+        ]);
     } else {
         rows.push(vec!["Node".into(), "ID".into(), "Address".into(), "DC".into()]);
     }
@@ -79,7 +87,8 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
         let id = if a.detailed { n.id.clone() } else { n.id.chars().take(8).collect() };
         let mut row = vec![n.node.clone(), id, n.address.clone(), n.datacenter.clone()];
         if a.detailed {
-            let kv = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+            let kv =
+                |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
             row.push(kv(&n.tagged_addresses));
             row.push(kv(&n.meta));
         }
@@ -93,12 +102,17 @@ async fn services(a: ServicesArgs) -> Result<i32> {
     let c = a.http.client()?;
     let services: BTreeMap<String, Vec<String>> = match &a.node {
         Some(node) => {
-            let (v, _) = c.get_json::<Value>(&format!("/v1/catalog/node/{}", crate::api::seg(node)), &[], Some(&a.http.query())).await?;
+            let (v, _) = c
+                .get_json::<Value>(&format!("/v1/catalog/node/{}", crate::api::seg(node)), &[], Some(&a.http.query()))
+                .await?;
             let mut m = BTreeMap::new();
             if let Some(svcs) = v.as_ref().and_then(|v| v.get("Services")).and_then(Value::as_object) {
                 for s in svcs.values() {
                     let name = s["Service"].as_str().unwrap_or_default().to_string();
-                    let tags: Vec<String> = s["Tags"].as_array().map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                    let tags: Vec<String> = s["Tags"]
+                        .as_array()
+                        .map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
                     m.entry(name).or_insert_with(Vec::new).extend(tags);
                 }
             }
@@ -181,7 +195,9 @@ pub async fn run_services(cmd: ServicesCmd) -> Result<i32> {
         ServicesCmd::Register(a) => {
             let c = a.http.client()?;
             let defs = if a.files.is_empty() {
-                let Some(name) = &a.name else { bail!("Service name must be specified with the -name flag or a definition file") };
+                let Some(name) = &a.name else {
+                    bail!("Service name must be specified with the -name flag or a definition file")
+                };
                 let mut meta = serde_json::Map::new();
                 for kv in &a.meta {
                     let Some((k, v)) = kv.split_once('=') else { bail!("Invalid -meta {kv:?}: want key=value") };
@@ -216,7 +232,8 @@ pub async fn run_services(cmd: ServicesCmd) -> Result<i32> {
                     let mut ids = Vec::new();
                     for f in &a.files {
                         for d in defs_from_file(f)? {
-                            let id = d["ID"].as_str().filter(|s| !s.is_empty()).or(d["Name"].as_str()).unwrap_or_default();
+                            let id =
+                                d["ID"].as_str().filter(|s| !s.is_empty()).or(d["Name"].as_str()).unwrap_or_default();
                             ids.push(id.to_string());
                         }
                     }

@@ -187,7 +187,9 @@ fn read_data(d: Option<&str>) -> Result<Vec<u8>> {
             std::io::stdin().read_to_end(&mut b).context("reading stdin")?;
             Ok(b)
         }
-        Some(s) if s.starts_with('@') => std::fs::read(&s[1..]).with_context(|| format!("Failed to read file {:?}", &s[1..])),
+        Some(s) if s.starts_with('@') => {
+            std::fs::read(&s[1..]).with_context(|| format!("Failed to read file {:?}", &s[1..]))
+        }
         Some(s) => Ok(s.as_bytes().to_vec()),
     }
 }
@@ -196,7 +198,9 @@ async fn put(a: PutArgs) -> Result<i32> {
     let c = a.http.client()?;
     let mut data = read_data(a.data.as_deref())?;
     if a.base64 {
-        data = base64::engine::general_purpose::STANDARD.decode(String::from_utf8_lossy(&data).trim()).context("Failed to base64 decode data")?;
+        data = base64::engine::general_purpose::STANDARD
+            .decode(String::from_utf8_lossy(&data).trim())
+            .context("Failed to base64 decode data")?;
     }
     let cas = if a.cas {
         match a.modify_index {
@@ -249,7 +253,11 @@ async fn export(a: ExportArgs) -> Result<i32> {
     let (entries, _) = c.kv_list(a.prefix.as_deref().unwrap_or(""), &a.http.query()).await?;
     let out: Vec<Exported> = entries
         .iter()
-        .map(|e| Exported { key: e.key.clone(), flags: e.flags, value: base64::engine::general_purpose::STANDARD.encode(e.value.clone().unwrap_or_default()) })
+        .map(|e| Exported {
+            key: e.key.clone(),
+            flags: e.flags,
+            value: base64::engine::general_purpose::STANDARD.encode(e.value.clone().unwrap_or_default()),
+        })
         .collect();
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
@@ -264,9 +272,13 @@ async fn import(a: ImportArgs) -> Result<i32> {
     let data = read_data(a.data.as_deref())?;
     let entries: Vec<Exported> = serde_json::from_slice(&data).context("Cannot unmarshal data")?;
     for e in entries {
-        let value = base64::engine::general_purpose::STANDARD.decode(&e.value).with_context(|| format!("Cannot base 64 decode value of key {}", e.key))?;
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(&e.value)
+            .with_context(|| format!("Cannot base 64 decode value of key {}", e.key))?;
         let key = format!("{}{}", a.prefix, e.key);
-        c.kv_put(&key, &value, e.flags, None).await.with_context(|| format!("Error! Failed writing data for key {key}"))?;
+        c.kv_put(&key, &value, e.flags, None)
+            .await
+            .with_context(|| format!("Error! Failed writing data for key {key}"))?;
         println!("Imported: {key}");
     }
     Ok(0)

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::Client;
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", about = "Cairn: service discovery and configuration, Consul-compatible", disable_version_flag = true)]
+#[command(
+    name = "cairn",
+    about = "Cairn: service discovery and configuration, Consul-compatible",
+    disable_version_flag = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -19,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Runs an agent (server or client).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Interacts with the key-value store.
     Kv {
         #[command(subcommand)]
@@ -123,7 +127,7 @@ pub fn main(args: Vec<String>) -> i32 {
 
 async fn run(cli: Cli) -> i32 {
     let res = match cli.cmd {
-        Cmd::Agent(a) => return agent::run_agent(a).await,
+        Cmd::Agent(a) => return agent::run_agent(*a).await,
         Cmd::Kv { cmd } => kv::run(cmd).await,
         Cmd::Catalog { cmd } => catalog::run_catalog(cmd).await,
         Cmd::Services { cmd } => catalog::run_services(cmd).await,

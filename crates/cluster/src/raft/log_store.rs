@@ -104,7 +104,10 @@ impl LogStore {
         d.lock().expect("disk sender").send(op).map_err(|_| io_err("raft log writer stopped"))
     }
 
-    async fn send_wait(&self, make: impl FnOnce(tokio::sync::oneshot::Sender<std::io::Result<()>>) -> DiskOp) -> std::io::Result<()> {
+    async fn send_wait(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<std::io::Result<()>>) -> DiskOp,
+    ) -> std::io::Result<()> {
         if self.shared.disk.is_none() {
             return Ok(());
         }
@@ -189,7 +192,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
-        Ok(self.mem().vote.clone())
+        Ok(self.mem().vote)
     }
 }
 
@@ -198,8 +201,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
         let m = self.mem();
-        let last = m.log.values().next_back().map(|e| e.log_id.clone()).or_else(|| m.purged.clone());
-        Ok(LogState { last_purged_log_id: m.purged.clone(), last_log_id: last })
+        let last = m.log.values().next_back().map(|e| e.log_id).or_else(|| m.purged);
+        Ok(LogState { last_purged_log_id: m.purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -209,7 +212,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
         let b = enc(vote)?;
         self.send_wait(|tx| DiskOp::Vote(b, tx)).await?;
-        self.mem().vote = Some(vote.clone());
+        self.mem().vote = Some(*vote);
         Ok(())
     }
 
@@ -222,7 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
-        Ok(self.mem().committed.clone())
+        Ok(self.mem().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), std::io::Error>

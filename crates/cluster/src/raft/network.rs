@@ -39,7 +39,11 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
     }
 
-    async fn vote(&mut self, _rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
     }
 

@@ -39,14 +39,20 @@ pub struct StateMachine {
 impl StateMachine {
     /// Opens the state machine; with `dir`, loads the last snapshot into `store`.
     pub fn open(store: Arc<Store>, dir: Option<PathBuf>) -> std::io::Result<Self> {
-        let mut sm = StateMachine { store, applied: None, membership: StoredMembership::default(), dir, current: Arc::default() };
+        let mut sm = StateMachine {
+            store,
+            applied: None,
+            membership: StoredMembership::default(),
+            dir,
+            current: Arc::default(),
+        };
         if let Some(d) = &sm.dir {
             std::fs::create_dir_all(d)?;
             let path = d.join(SNAPSHOT_FILE);
             if path.exists() {
                 let bytes = std::fs::read(&path)?;
                 let data: SnapData = rmp_serde::from_slice(&bytes).map_err(io_err)?;
-                sm.applied = data.last_log_id.clone();
+                sm.applied = data.last_log_id;
                 sm.membership = data.membership.clone();
                 sm.store.restore((*data.state).clone());
                 let meta = SnapshotMeta { last_log_id: data.last_log_id, last_membership: data.membership };
@@ -77,10 +83,15 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
-    async fn build_snapshot(&mut self) -> Result<Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, openraft::BasicNode, Vec<u8>>, std::io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<
+        Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, openraft::BasicNode, Vec<u8>>,
+        std::io::Error,
+    > {
         let bytes = rmp_serde::to_vec_named(&self.data).map_err(io_err)?;
         persist(&self.dir, &bytes)?;
-        let meta = SnapshotMeta { last_log_id: self.data.last_log_id.clone(), last_membership: self.data.membership.clone() };
+        let meta = SnapshotMeta { last_log_id: self.data.last_log_id, last_membership: self.data.membership.clone() };
         *self.current.lock().expect("snapshot") = Some((meta.clone(), Arc::new(bytes.clone())));
         Ok(Snapshot { meta, snapshot: bytes })
     }
@@ -91,7 +102,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
-        Ok((self.applied.clone(), self.membership.clone()))
+        Ok((self.applied, self.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), std::io::Error>
@@ -108,12 +119,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(cmd) => self.store.apply(index, cmd),
                 EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                    self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     self.store.note_index(index);
                     CommandResult::None
                 }
             };
-            self.applied = Some(entry.log_id.clone());
+            self.applied = Some(entry.log_id);
             if let Some(r) = responder {
                 r.send(result);
             }
@@ -123,7 +134,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            data: SnapData { last_log_id: self.applied.clone(), membership: self.membership.clone(), state: self.store.snapshot() },
+            data: SnapData {
+                last_log_id: self.applied,
+                membership: self.membership.clone(),
+                state: self.store.snapshot(),
+            },
             dir: self.dir.clone(),
             current: self.current.clone(),
         }
@@ -133,13 +148,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data: SnapData = rmp_serde::from_slice(&snapshot).map_err(io_err)?;
         persist(&self.dir, &snapshot)?;
         self.store.restore((*data.state).clone());
-        self.applied = meta.last_log_id.clone();
+        self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         *self.current.lock().expect("snapshot") = Some((meta.clone(), Arc::new(snapshot)));
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, openraft::BasicNode, Vec<u8>>>, std::io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<
+        Option<Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, openraft::BasicNode, Vec<u8>>>,
+        std::io::Error,
+    > {
         let cur = self.current.lock().expect("snapshot").clone();
         Ok(cur.map(|(meta, bytes)| Snapshot { meta, snapshot: (*bytes).clone() }))
     }

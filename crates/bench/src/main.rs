@@ -1,0 +1,784 @@
+//! `cairn-bench`: Cairn's KV HTTP API against a single-node etcd, both started by this program in
+//! the same run, on the same machine, driven by the same HTTP client (reqwest, HTTP/1.1
+//! keep-alive, one connection per simulated client).
+//!
+//! Fairness: Cairn runs as a `-server -bootstrap` agent with a data dir, so every write is fsynced
+//! through its Raft log; etcd fsyncs every write by default. Reads are leader reads on both sides
+//! (Cairn's default consistency, etcd's default linearizable range). etcd is driven through its
+//! v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`), i.e. over HTTP/JSON like Cairn, not gRPC.
+//!
+//! Targets (informational; the exit code only reflects failures): put with 64 clients >= 1.5x
+//! etcd's throughput, get >= 2x, 1-client put p50 no slower than etcd's, `agent -dev` ready in
+//! < 150 ms and idle RSS < 30 MB.
+
+use std::fmt;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+const USAGE: &str = "\
+usage: cairn-bench [options]
+
+  --cairn-bin PATH      Cairn binary (default target/release/cairn)
+  --etcd-bin PATH       etcd binary (default `etcd` on PATH, else /usr/bin/etcd)
+  --duration-secs N     length of each measured round (default 5)
+  --rounds N            rounds per workload and system; medians are reported (default 3)
+  --quick               shorthand for --duration-secs 1 --rounds 1
+  -h, --help            this text
+";
+
+/// Concurrency of the many-clients workloads (and of the preload).
+const CONCURRENCY: usize = 64;
+const VALUE_LEN: usize = 128;
+/// The get workloads read `bench/<c>/<n>` for c < CONCURRENCY, n < this; written up front.
+const PRELOAD_PER_CLIENT: u64 = 16;
+/// A server that isn't up by then is broken, not slow.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per request. A single op taking this long already means the run is meaningless.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Readiness poll period; also the resolution of the "agent ready" figure.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// Hard cap on ops per workload run (split across its clients), so latency vectors stay bounded
+/// whatever the duration.
+const MAX_OPS_PER_RUN: u64 = 5_000_000;
+
+const TARGET_READY_MS: f64 = 150.0;
+const TARGET_IDLE_RSS_MIB: f64 = 30.0;
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+struct Opts {
+    cairn_bin: PathBuf,
+    etcd_bin: PathBuf,
+    duration: Duration,
+    rounds: usize,
+}
+
+/// `Ok(None)` when help was asked for.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
+    let mut cairn_bin = PathBuf::from("target/release/cairn");
+    let mut etcd_bin = None;
+    let mut secs: u64 = 5;
+    let mut rounds: u64 = 3;
+    let mut rest = args.into_iter();
+    while let Some(arg) = rest.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match flag.as_str() {
+            "--cairn-bin" => cairn_bin = PathBuf::from(take_value(&flag, inline, &mut rest)?),
+            "--etcd-bin" => etcd_bin = Some(PathBuf::from(take_value(&flag, inline, &mut rest)?)),
+            "--duration-secs" => secs = parse_count(&flag, &take_value(&flag, inline, &mut rest)?, 3600)?,
+            "--rounds" => rounds = parse_count(&flag, &take_value(&flag, inline, &mut rest)?, 100)?,
+            "--quick" if inline.is_none() => {
+                secs = 1;
+                rounds = 1;
+            }
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            _ => bail!("unknown argument {arg:?}\n\n{USAGE}"),
+        }
+    }
+    let etcd_bin = etcd_bin.or_else(|| find_on_path("etcd")).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    Ok(Some(Opts { cairn_bin, etcd_bin, duration: Duration::from_secs(secs), rounds: rounds as usize }))
+}
+
+fn take_value(flag: &str, inline: Option<String>, rest: &mut impl Iterator<Item = String>) -> Result<String> {
+    match inline {
+        Some(v) => Ok(v),
+        None => rest.next().ok_or_else(|| anyhow!("{flag} needs a value")),
+    }
+}
+
+fn parse_count(flag: &str, v: &str, max: u64) -> Result<u64> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => bail!("{flag}: {v:?} is not a whole number between 1 and {max}"),
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// Owns a server process. Dropping it (normal end, `?` on an error, unwinding) SIGKILLs and
+/// reaps the process: data dirs are throwaway, so there is nothing a graceful stop would save,
+/// and a kill can't hang.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` with stdout and stderr going to `log` (read back if startup fails).
+///
+/// Must be called from the main thread (i.e. not from a spawned task): on Linux the child gets
+/// PR_SET_PDEATHSIG, which fires when the *spawning thread* exits, so that a bench killed outright
+/// (SIGKILL, abort) doesn't leave servers behind; a runtime worker thread could exit early.
+fn spawn(mut cmd: Command, log: &Path) -> Result<ChildGuard> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone().with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    Ok(ChildGuard(child))
+}
+
+/// The end of a server log, for startup error messages.
+fn log_tail(log: &Path) -> String {
+    match std::fs::read(log) {
+        Ok(b) => {
+            let tail = &b[b.len().saturating_sub(2000)..];
+            let s = String::from_utf8_lossy(tail).trim().to_string();
+            if s.is_empty() {
+                "(log empty)".into()
+            } else {
+                s
+            }
+        }
+        Err(e) => format!("(no log: {e})"),
+    }
+}
+
+/// Distinct free loopback ports. All listeners are held until every port is picked so the same
+/// port can't come back twice; the tiny window between dropping them and the server binding is
+/// acceptable for a benchmark.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("finding a free port")?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).context("reading a bound port")).collect()
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS line in /proc/{pid}/status"))
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting the servers
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .http1_only()
+        // A proxy from the environment must not sit between the bench and loopback.
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .timeout(timeout)
+        .build()
+        .context("building the HTTP client")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Cairn,
+    Etcd,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Cairn => "cairn",
+            Kind::Etcd => "etcd",
+        }
+    }
+}
+
+struct Server {
+    kind: Kind,
+    base: String,
+    ready: Duration,
+    // Declared before `_dir`: fields drop in order, so the process dies before its dir is removed.
+    child: ChildGuard,
+    _dir: TempDir,
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let resp = http.get(url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&resp.bytes().await.ok()?).ok()
+}
+
+/// One readiness probe: Cairn has a leader (a non-empty JSON string), or etcd says healthy.
+async fn is_ready(http: &reqwest::Client, kind: Kind, base: &str) -> bool {
+    match kind {
+        Kind::Cairn => {
+            matches!(get_json(http, &format!("{base}/v1/status/leader")).await, Some(Value::String(s)) if !s.is_empty())
+        }
+        Kind::Etcd => get_json(http, &format!("{base}/health")).await.is_some_and(|v| v["health"] == "true"),
+    }
+}
+
+/// Polls until ready; returns the time since `spawned`. Fails fast if the process exits.
+async fn wait_ready(
+    http: &reqwest::Client,
+    kind: Kind,
+    base: &str,
+    child: &mut ChildGuard,
+    log: &Path,
+    spawned: Instant,
+) -> Result<Duration> {
+    let deadline = spawned + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.0.try_wait().context("checking the server process")? {
+            bail!("{} exited during startup ({status}); log tail:\n{}", kind.name(), log_tail(log));
+        }
+        if is_ready(http, kind, base).await {
+            return Ok(spawned.elapsed());
+        }
+        if Instant::now() >= deadline {
+            bail!("{} not ready after {START_TIMEOUT:?}; log tail:\n{}", kind.name(), log_tail(log));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Flags that keep a Cairn agent off every listener but HTTP and Raft, so the bench can't clash
+/// with a real Consul or Cairn on the machine.
+fn cairn_quiet_ports(server_port: u16) -> Vec<String> {
+    ["-dns-port=-1", "-grpc-port=-1", "-serf-lan-port=-1", "-serf-wan-port=-1"]
+        .into_iter()
+        .map(String::from)
+        .chain([format!("-server-port={server_port}"), "-log-level=warn".into()])
+        .collect()
+}
+
+async fn start_cairn(bin: &Path, probe: &reqwest::Client) -> Result<Server> {
+    let dir = tempfile::Builder::new().prefix("cairn-bench-cairn-").tempdir().context("creating a temp dir")?;
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).with_context(|| format!("creating {}", data.display()))?;
+    let log = dir.path().join("cairn.log");
+    let ports = free_ports(2)?;
+    let (http_port, server_port) = (ports[0], ports[1]);
+    let mut cmd = Command::new(bin);
+    cmd.args(["agent", "-server", "-bootstrap"])
+        .arg(format!("-data-dir={}", data.display()))
+        .args(["-node=bench", format!("-http-port={http_port}").as_str(), "-bind=127.0.0.1", "-client=127.0.0.1"])
+        .args(cairn_quiet_ports(server_port));
+    let base = format!("http://127.0.0.1:{http_port}");
+    let spawned = Instant::now();
+    let mut child = spawn(cmd, &log)?;
+    let ready = wait_ready(probe, Kind::Cairn, &base, &mut child, &log, spawned).await?;
+    Ok(Server { kind: Kind::Cairn, base, ready, child, _dir: dir })
+}
+
+async fn start_etcd(bin: &Path, probe: &reqwest::Client) -> Result<Server> {
+    let dir = tempfile::Builder::new().prefix("cairn-bench-etcd-").tempdir().context("creating a temp dir")?;
+    // Left for etcd to create: it wants its data dir 0700 and complains about anything else.
+    let data = dir.path().join("data");
+    let log = dir.path().join("etcd.log");
+    let ports = free_ports(2)?;
+    let client_url = format!("http://127.0.0.1:{}", ports[0]);
+    let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
+        .arg(&data)
+        .args(["--name", "default"])
+        .args(["--listen-client-urls", client_url.as_str(), "--advertise-client-urls", client_url.as_str()])
+        .args(["--listen-peer-urls", peer_url.as_str(), "--initial-advertise-peer-urls", peer_url.as_str()])
+        .args(["--initial-cluster", format!("default={peer_url}").as_str()])
+        // 3.4 defaults to the capnslog logger, which ignores --log-level; zap is the only logger
+        // from 3.5 on, where the flag is still accepted.
+        .args(["--logger", "zap", "--log-level", "warn", "--log-outputs", "stderr"]);
+    if cfg!(target_arch = "aarch64") {
+        // etcd 3.4 refuses to start on arm64 without this acknowledgement.
+        cmd.env("ETCD_UNSUPPORTED_ARCH", "arm64");
+    }
+    let spawned = Instant::now();
+    let mut child = spawn(cmd, &log)?;
+    let ready = wait_ready(probe, Kind::Etcd, &client_url, &mut child, &log, spawned).await?;
+    Ok(Server { kind: Kind::Etcd, base: client_url, ready, child, _dir: dir })
+}
+
+/// `cairn agent -dev` (in-memory), started once on its own: spawn-to-leader time, and RSS after
+/// a second of idling. The process is gone when this returns.
+async fn measure_dev_agent(bin: &Path, probe: &reqwest::Client) -> Result<(Duration, u64)> {
+    let dir = tempfile::Builder::new().prefix("cairn-bench-dev-").tempdir().context("creating a temp dir")?;
+    let log = dir.path().join("cairn-dev.log");
+    let ports = free_ports(2)?;
+    let (http_port, server_port) = (ports[0], ports[1]);
+    let mut cmd = Command::new(bin);
+    cmd.args(["agent", "-dev", "-node=bench-dev", format!("-http-port={http_port}").as_str()])
+        .args(cairn_quiet_ports(server_port));
+    let base = format!("http://127.0.0.1:{http_port}");
+    let spawned = Instant::now();
+    let mut child = spawn(cmd, &log)?;
+    let ready = wait_ready(probe, Kind::Cairn, &base, &mut child, &log, spawned).await?;
+    // Measurement, not synchronisation: let start-up garbage settle so the figure is "idle".
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = rss_kib(child.0.id())?;
+    drop(child);
+    Ok((ready, rss))
+}
+
+fn etcd_version(bin: &Path) -> Result<String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version (install etcd-server, or pass --etcd-bin)", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} --version failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or("unknown version").trim().to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Put => "put",
+            Op::Get => "get",
+        })
+    }
+}
+
+/// What a client needs to talk to one system; shared by all its clients.
+struct Target {
+    kind: Kind,
+    base: String,
+    value: Vec<u8>,
+    /// etcd's gateway takes bytes as base64 in JSON; encoded once, not per op.
+    value_b64: String,
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// One KV operation, checked. Base64 output needs no JSON escaping, so etcd bodies are formatted
+/// directly rather than through serde_json (keeping client-side cost minimal and alike for both).
+async fn do_op(http: &reqwest::Client, t: &Target, op: Op, key: &str) -> Result<()> {
+    const JSON: &str = "application/json";
+    let req = match (t.kind, op) {
+        (Kind::Cairn, Op::Put) => http.put(format!("{}/v1/kv/{key}", t.base)).body(t.value.clone()),
+        (Kind::Cairn, Op::Get) => http.get(format!("{}/v1/kv/{key}", t.base)),
+        (Kind::Etcd, Op::Put) => http
+            .post(format!("{}/v3/kv/put", t.base))
+            .header(reqwest::header::CONTENT_TYPE, JSON)
+            .body(format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key.as_bytes()), t.value_b64)),
+        (Kind::Etcd, Op::Get) => http
+            .post(format!("{}/v3/kv/range", t.base))
+            .header(reqwest::header::CONTENT_TYPE, JSON)
+            .body(format!(r#"{{"key":"{}"}}"#, b64(key.as_bytes()))),
+    };
+    let what = || format!("{} {op} {key}", t.kind.name());
+    let resp = req.send().await.with_context(what)?;
+    let status = resp.status();
+    let body = resp.bytes().await.with_context(|| format!("{}: reading the answer", what()))?;
+    let ok = status.is_success()
+        && match (t.kind, op) {
+            (Kind::Cairn, Op::Put) => body.trim_ascii() == b"true",
+            (Kind::Cairn, Op::Get) => body.starts_with(b"["),
+            // Errors come back as non-2xx with {"error": ...}.
+            (Kind::Etcd, Op::Put) => true,
+            // A missing key is a 200 without "kvs".
+            (Kind::Etcd, Op::Get) => body.windows(5).any(|w| w == b"\"kvs\""),
+        };
+    if !ok {
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(300)]);
+        bail!("{}: unexpected answer {status}: {snippet}", what());
+    }
+    Ok(())
+}
+
+/// Cheap deterministic per-client randomness for picking keys to read.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        XorShift(seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A preloaded key.
+    fn key(&mut self) -> String {
+        let r = self.next();
+        format!("bench/{}/{}", r % CONCURRENCY as u64, (r >> 32) % PRELOAD_PER_CLIENT)
+    }
+}
+
+/// Writes the keys the get workloads read, with the same client setup as the workloads.
+async fn preload(t: Arc<Target>) -> Result<()> {
+    let mut set = JoinSet::new();
+    for c in 0..CONCURRENCY {
+        let t = t.clone();
+        set.spawn(async move {
+            let http = http_client(REQUEST_TIMEOUT)?;
+            for n in 0..PRELOAD_PER_CLIENT {
+                do_op(&http, &t, Op::Put, &format!("bench/{c}/{n}")).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT + REQUEST_TIMEOUT;
+    while let Some(joined) = tokio::time::timeout_at(deadline, set.join_next()).await.context("preload timed out")? {
+        joined.context("preload task panicked")??;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads
+
+#[derive(Clone, Copy)]
+struct Workload {
+    op: Op,
+    clients: usize,
+}
+
+impl Workload {
+    fn label(self) -> String {
+        format!("{}@{}", self.op, self.clients)
+    }
+}
+
+const WORKLOADS: [Workload; 4] = [
+    Workload { op: Op::Put, clients: 1 },
+    Workload { op: Op::Put, clients: CONCURRENCY },
+    Workload { op: Op::Get, clients: 1 },
+    Workload { op: Op::Get, clients: CONCURRENCY },
+];
+
+struct RoundResult {
+    ops: u64,
+    secs: f64,
+    p50_us: u32,
+    p99_us: u32,
+}
+
+impl RoundResult {
+    fn throughput(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// One simulated client: its own reqwest::Client (so its own keep-alive connection), one request
+/// in flight at a time, per-op latency in microseconds.
+async fn client_loop(
+    id: usize,
+    t: Arc<Target>,
+    op: Op,
+    start: Arc<Barrier>,
+    dur: Duration,
+    max_ops: u64,
+) -> Result<Vec<u32>> {
+    let mut rng = XorShift::new(id as u64);
+    let setup = async {
+        let http = http_client(REQUEST_TIMEOUT)?;
+        // Untimed warm-up op: opens the connection before the clock starts.
+        let key = match op {
+            Op::Put => format!("bench/{id}/0"),
+            Op::Get => rng.key(),
+        };
+        do_op(&http, &t, op, &key).await?;
+        anyhow::Ok(http)
+    }
+    .await;
+    // Reached even when setup failed, or the coordinator would wait for this client forever.
+    start.wait().await;
+    let http = setup?;
+    let deadline = Instant::now() + dur;
+    let mut lat = Vec::with_capacity(4096);
+    let mut n = 0u64;
+    while n < max_ops && Instant::now() < deadline {
+        n += 1;
+        let key = match op {
+            Op::Put => format!("bench/{id}/{n}"),
+            Op::Get => rng.key(),
+        };
+        let began = Instant::now();
+        do_op(&http, &t, op, &key).await?;
+        lat.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    Ok(lat)
+}
+
+async fn run_workload(t: &Arc<Target>, w: Workload, dur: Duration) -> Result<RoundResult> {
+    let start = Arc::new(Barrier::new(w.clients + 1));
+    let max_ops = (MAX_OPS_PER_RUN / w.clients as u64).max(1);
+    // A JoinSet aborts the remaining clients if we bail out early.
+    let mut set = JoinSet::new();
+    for id in 0..w.clients {
+        set.spawn(client_loop(id, t.clone(), w.op, start.clone(), dur, max_ops));
+    }
+    tokio::time::timeout(START_TIMEOUT, start.wait()).await.context("clients failed to connect in time")?;
+    let t0 = Instant::now();
+    // Every client stops issuing at `dur`; its last op may take up to REQUEST_TIMEOUT.
+    let deadline = tokio::time::Instant::now() + dur + REQUEST_TIMEOUT + Duration::from_secs(5);
+    let mut lat: Vec<u32> = Vec::new();
+    while let Some(joined) =
+        tokio::time::timeout_at(deadline, set.join_next()).await.context("clients did not finish in time")?
+    {
+        lat.extend(joined.context("client task panicked")??);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if lat.is_empty() {
+        bail!("no operations completed");
+    }
+    lat.sort_unstable();
+    Ok(RoundResult { ops: lat.len() as u64, secs, p50_us: percentile(&lat, 0.50), p99_us: percentile(&lat, 0.99) })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Per-metric medians across rounds (so the figures needn't all come from one round).
+struct Summary {
+    ops: f64,
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn summarize(rounds: &[RoundResult]) -> Summary {
+    let m = |f: &dyn Fn(&RoundResult) -> f64| median(rounds.iter().map(f).collect());
+    Summary {
+        ops: m(&|r| r.ops as f64),
+        throughput: m(&|r| r.throughput()),
+        p50_ms: m(&|r| r.p50_us as f64 / 1000.0),
+        p99_ms: m(&|r| r.p99_us as f64 / 1000.0),
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+/// The issue's targets for a workload: (minimum throughput ratio, maximum p50 ratio), Cairn/etcd.
+fn targets(w: Workload) -> (Option<f64>, Option<f64>) {
+    match (w.op, w.clients) {
+        (Op::Put, 1) => (None, Some(1.0)),
+        (Op::Put, _) => (Some(1.5), None),
+        (Op::Get, _) => (Some(2.0), None),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn run(o: Opts) -> Result<()> {
+    if !o.cairn_bin.is_file() {
+        bail!("Cairn binary {} not found (cargo build --release -p cairn, or pass --cairn-bin)", o.cairn_bin.display());
+    }
+    let etcd_ver = etcd_version(&o.etcd_bin)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("cairn-bench: Cairn KV vs single-node etcd, HTTP/1.1 keep-alive, 1 connection per client");
+    println!("  cairn: {}", o.cairn_bin.display());
+    println!("  etcd:  {} ({etcd_ver}), via the v3 JSON gateway", o.etcd_bin.display());
+    println!(
+        "  {} s per round, {} round(s) per workload and system; {cores} CPU(s), shared by servers and clients",
+        o.duration.as_secs(),
+        o.rounds
+    );
+    println!("  both fsync every write (Cairn with a data dir, etcd by default); reads are leader reads on both");
+
+    let probe = http_client(Duration::from_millis(500))?;
+    let mut summary: Vec<(bool, String)> = Vec::new();
+
+    // On an idle machine, before the benchmark servers exist.
+    let (dev_ready, dev_rss) = measure_dev_agent(&o.cairn_bin, &probe).await.context("measuring `cairn agent -dev`")?;
+    let ready_ms = dev_ready.as_secs_f64() * 1000.0;
+    let rss_mib = mib(dev_rss);
+    println!();
+    println!("== cairn agent -dev ==");
+    println!("  ready (spawn to leader)  {ready_ms:>8.1} ms   target < {TARGET_READY_MS:.0} ms");
+    println!("  idle RSS (after ~1 s)    {rss_mib:>8.1} MiB  target < {TARGET_IDLE_RSS_MIB:.0} MB");
+    summary.push((
+        ready_ms < TARGET_READY_MS,
+        format!("agent -dev ready {ready_ms:.1} ms (target < {TARGET_READY_MS:.0} ms)"),
+    ));
+    summary.push((
+        rss_mib < TARGET_IDLE_RSS_MIB,
+        format!("agent -dev idle RSS {rss_mib:.1} MiB (target < {TARGET_IDLE_RSS_MIB:.0} MB)"),
+    ));
+
+    let cairn = start_cairn(&o.cairn_bin, &probe).await.context("starting Cairn")?;
+    let etcd = start_etcd(&o.etcd_bin, &probe).await.context("starting etcd")?;
+    println!();
+    for s in [&cairn, &etcd] {
+        println!("{} ready in {:.1} ms at {}", s.kind.name(), s.ready.as_secs_f64() * 1000.0, s.base);
+    }
+
+    let value: Vec<u8> = (0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect();
+    let value_b64 = b64(&value);
+    let systems: Vec<Arc<Target>> = [&cairn, &etcd]
+        .into_iter()
+        .map(|s| {
+            Arc::new(Target { kind: s.kind, base: s.base.clone(), value: value.clone(), value_b64: value_b64.clone() })
+        })
+        .collect();
+    for t in &systems {
+        preload(t.clone()).await.with_context(|| format!("preloading {}", t.kind.name()))?;
+    }
+    println!("preloaded {} keys of {VALUE_LEN} bytes into each", CONCURRENCY as u64 * PRELOAD_PER_CLIENT);
+
+    for w in WORKLOADS {
+        println!();
+        println!("== {}: {} clients ==", w.label(), w.clients);
+        let mut rounds: Vec<Vec<RoundResult>> = systems.iter().map(|_| Vec::new()).collect();
+        for r in 0..o.rounds {
+            // Alternating systems round by round, so drift (thermal, page cache) hits both alike.
+            for (t, results) in systems.iter().zip(rounds.iter_mut()) {
+                let res = run_workload(t, w, o.duration)
+                    .await
+                    .with_context(|| format!("{} {} round {}", t.kind.name(), w.label(), r + 1))?;
+                println!(
+                    "  round {}/{} {:<6} {:>9} ops {:>10.1} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms",
+                    r + 1,
+                    o.rounds,
+                    t.kind.name(),
+                    res.ops,
+                    res.throughput(),
+                    res.p50_us as f64 / 1000.0,
+                    res.p99_us as f64 / 1000.0
+                );
+                results.push(res);
+            }
+        }
+        let (c, e) = (summarize(&rounds[0]), summarize(&rounds[1]));
+        println!(
+            "  {:<10} {:>10} {:>12} {:>10} {:>10}   (medians of {} round(s))",
+            "system", "ops", "ops/s", "p50 ms", "p99 ms", o.rounds
+        );
+        for (name, s) in [("cairn", &c), ("etcd", &e)] {
+            println!("  {:<10} {:>10.0} {:>12.1} {:>10.3} {:>10.3}", name, s.ops, s.throughput, s.p50_ms, s.p99_ms);
+        }
+        let (min_tput, max_p50) = targets(w);
+        let tput = ratio(c.throughput, e.throughput);
+        match min_tput {
+            Some(min) => {
+                println!("  cairn/etcd throughput {tput:.2}x  (target >= {min:.1}x: {})", verdict(tput >= min));
+                summary.push((tput >= min, format!("{} throughput {tput:.2}x etcd (target >= {min:.1}x)", w.label())));
+            }
+            None => println!("  cairn/etcd throughput {tput:.2}x"),
+        }
+        if let Some(max) = max_p50 {
+            let p50 = ratio(c.p50_ms, e.p50_ms);
+            println!("  cairn/etcd p50        {p50:.2}x  (target <= {max:.1}x: {})", verdict(p50 <= max));
+            summary.push((p50 <= max, format!("{} p50 {p50:.2}x etcd (target <= {max:.1}x)", w.label())));
+        }
+    }
+
+    println!();
+    for s in [&cairn, &etcd] {
+        match rss_kib(s.child.0.id()) {
+            Ok(kib) => println!("{} RSS after the workloads: {:.1} MiB", s.kind.name(), mib(kib)),
+            Err(e) => println!("{} RSS after the workloads: unavailable ({e:#})", s.kind.name()),
+        }
+    }
+
+    println!();
+    println!("== targets (informational) ==");
+    for (pass, line) in &summary {
+        println!("  {}  {line}", verdict(*pass));
+    }
+    // `cairn` and `etcd` drop here: both servers are killed and their dirs removed.
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Servers live inside `run`, so they are killed before the process exits, error or not.
+    match run(opts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

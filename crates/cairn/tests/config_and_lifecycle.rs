@@ -1,0 +1,102 @@
+//! Configuration files, start-up errors, shutdown by signal and by `leave`, pid files, validate.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn hcl_and_json_config_files_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let f = write_file(
+        dir.path(),
+        "agent.hcl",
+        &format!("node_name = \"from-hcl\"\ndatacenter = \"east\"\nports {{\n  http = {port}\n  dns = -1\n}}\nnode_meta {{\n  rack = \"r7\"\n}}\nperformance {{\n  raft_multiplier = 2\n}}\ntelemetry {{\n  disable_hostname = true\n}}\n"),
+    );
+    let d2 = dir.path().join("conf.d");
+    std::fs::create_dir(&d2).unwrap();
+    write_file(&d2, "svc.json", r#"{"service": {"name": "cfgsvc", "port": 1234, "check": {"ttl": "30s"}}}"#);
+    // Flags after files win; the port comes from the file.
+    let mut a = Agent::spawn(
+        &["-dev", &format!("-config-file={}", f.display()), &format!("-config-dir={}", d2.display())],
+        port,
+    );
+    a.wait_ready();
+    let (_, _, body) = http("GET", &a.url("/v1/agent/self"), None);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["Config"]["NodeName"], "from-hcl");
+    assert_eq!(v["Config"]["Datacenter"], "east");
+    assert_eq!(v["Config"]["Version"], "1.22.0");
+    assert_eq!(v["Meta"]["rack"], "r7");
+    assert_eq!(v["DebugConfig"]["RaftMultiplier"], 2);
+    let (_, _, body) = http("GET", &a.url("/v1/agent/services"), None);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["cfgsvc"]["Port"], 1234);
+    assert!(a.log_text().contains("telemetry.disable_hostname"), "an unimplemented key is logged by name");
+    assert_eq!(a.terminate(), Some(0));
+}
+
+#[test]
+fn bad_config_stops_startup_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_file(dir.path(), "bad.json", r#"{"ports": {"http": 1}, "not_a_consul_key": true}"#);
+    let mut a = Agent::spawn(&["-dev", &format!("-config-file={}", f.display())], free_port());
+    assert_eq!(a.wait_exit(), Some(1));
+    let log = a.log_text();
+    assert!(log.contains("bad.json") && log.contains("not_a_consul_key"), "{log}");
+
+    let g = write_file(dir.path(), "bad.hcl", "ports {\n  http = \"eighty\"\n}\n");
+    let mut a = Agent::spawn(&["-dev", &format!("-config-file={}", g.display())], free_port());
+    assert_eq!(a.wait_exit(), Some(1));
+    let log = a.log_text();
+    assert!(log.contains("bad.hcl") && log.contains("ports.http"), "{log}");
+
+    // validate says the same without starting anything.
+    let o = cli_at("127.0.0.1:1", &["validate", g.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("ports.http"));
+    let ok = write_file(dir.path(), "ok.hcl", "datacenter = \"dc9\"\nacl { enabled = false }\n");
+    let o = cli_at("127.0.0.1:1", &["validate", ok.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Configuration is valid!"));
+}
+
+#[test]
+fn sigterm_and_leave_shut_down_cleanly_with_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("cairn.pid");
+    let mut a = Agent::dev(&[&format!("-pid-file={}", pid.display())]);
+    let written: u32 = std::fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+    assert_eq!(Some(written), a.child.as_ref().map(|c| c.id()));
+    assert_eq!(a.terminate(), Some(0));
+    assert!(!pid.exists(), "the pid file is removed on exit");
+
+    let mut b = Agent::dev(&[]);
+    let o = b.cli(&["leave"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "Graceful leave complete\n");
+    assert_eq!(b.wait_exit(), Some(0));
+}
+
+#[test]
+fn reload_picks_up_new_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::dev(&[&format!("-config-dir={}", dir.path().display())]);
+    write_file(dir.path(), "late.hcl", "service {\n  name = \"late\"\n  port = 1\n}\n");
+    let o = a.cli(&["reload"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for(Duration::from_secs(10), "reloaded service in the catalog", || {
+        let (_, _, b) = http("GET", &a.url("/v1/catalog/service/late"), None);
+        (String::from_utf8_lossy(&b).contains("\"ServiceName\":\"late\"")).then_some(())
+    });
+}
+
+#[test]
+fn dev_agent_is_ready_quickly() {
+    let t = std::time::Instant::now();
+    let a = Agent::dev(&[]);
+    // Generous bound for a loaded CI machine: the benchmark measures the real figure.
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let (st, _, _) = http("GET", &a.url("/v1/agent/members"), None);
+    assert_eq!(st, 200);
+}

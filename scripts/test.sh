@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and end-to-end tests (real agents on loopback), then the py-consul
+# compatibility suite against the freshly built binary. Installs what the tests need if missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need_apt=()
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+echo "==> cargo test"
+cargo test --workspace --locked
+
+echo "==> py-consul compatibility suite"
+cargo build --locked -p cairn --bin cairn
+bash tests/py/run.sh
