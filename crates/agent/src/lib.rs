@@ -408,14 +408,28 @@ impl Agent {
     }
 }
 
-/// Reconciles this server into the catalog every so often (and after leadership changes).
+/// Leader duties on a timer: reconcile this server into the catalog, and reap KV tombstones once
+/// they are older than Consul's tombstone TTL (15 s), which blocking queries on prefixes need.
 async fn reconcile_loop(agent: Arc<Agent>) {
+    const TICK: Duration = Duration::from_secs(15);
     let mut shutdown = agent.shutdown_rx();
+    let mut seen_last_tick = 0u64;
+    let mut n = 0u64;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(30)) => agent.reconcile_self().await,
+            _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.changed() => return,
         }
+        n += 1;
+        if agent.server.is_leader() {
+            if n % 2 == 0 {
+                agent.reconcile_self().await;
+            }
+            if let Err(e) = cairn_cluster::leader::reap_tombstones(&agent.server, seen_last_tick).await {
+                tracing::warn!(target: "agent.leader", error = %e, "failed to reap tombstones");
+            }
+        }
+        seen_last_tick = agent.server.store().snapshot().last_index;
     }
 }
 

@@ -63,3 +63,13 @@ pub async fn reconcile_alive(server: &Server, m: &Member) -> Result<(), Error> {
         _ => Ok(()),
     }
 }
+
+/// Proposes forgetting tombstones at or below `up_to`, if there are any. The caller picks `up_to`
+/// from the clock (an index it saw a tombstone-TTL ago), so the state machine stays clock-free.
+pub async fn reap_tombstones(server: &Server, up_to: u64) -> Result<(), Error> {
+    let st = server.store().snapshot();
+    if !st.tombstones.values().any(|i| *i <= up_to) {
+        return Ok(());
+    }
+    server.apply(Command::ReapTombstones(up_to)).await.map(|_| ())
+}

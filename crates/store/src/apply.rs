@@ -23,6 +23,18 @@ pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fired: &mut Vec<Top
             Ok(()) => CommandResult::Ok,
             Err(e) => CommandResult::Error(e),
         },
+        Command::ReapTombstones(up_to) => {
+            let old: Vec<String> =
+                st.tombstones.iter().filter(|(_, i)| **i <= *up_to).map(|(k, _)| k.clone()).collect();
+            for k in &old {
+                st.tombstones.remove(k);
+            }
+            if !old.is_empty() {
+                // Nobody reads tombstones directly; the topic only marks the state as changed.
+                fired.push(Topic::Table("tombstones"));
+            }
+            CommandResult::Ok
+        }
         Command::Batch(cmds) => {
             for c in cmds {
                 if let CommandResult::Error(e) = apply(st, idx, c, fired) {

@@ -37,6 +37,9 @@ pub enum Command {
     /// Several commands applied at one log index, all or nothing (used by anti-entropy to sync a
     /// node's services and checks in one entry).
     Batch(Vec<Command>),
+    /// Forget KV tombstones at or below this index. The leader proposes it once tombstones are old
+    /// enough that no blocking query still needs them (Consul's tombstone GC).
+    ReapTombstones(u64),
 }
 
 impl fmt::Display for Command {
@@ -46,6 +49,7 @@ impl fmt::Display for Command {
             Command::Register(r) => write!(f, "Register({})", r.node),
             Command::Deregister(r) => write!(f, "Deregister({})", r.node),
             Command::Batch(v) => write!(f, "Batch({})", v.len()),
+            Command::ReapTombstones(i) => write!(f, "ReapTombstones({i})"),
         }
     }
 }

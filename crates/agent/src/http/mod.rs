@@ -265,15 +265,20 @@ pub async fn blocking<T>(
     f: impl Fn(&State) -> (u64, T),
 ) -> Result<(Meta, T), HttpError> {
     check_dc_consistency(agent, q).await?;
-    let deadline = tokio::time::Instant::now() + q.jittered_wait();
     let store = agent.server.store();
+    if q.index == 0 {
+        // Not blocking: read the current snapshot without registering any watch.
+        let (idx, res) = f(&store.snapshot());
+        return Ok((agent.meta(idx.max(1)), res));
+    }
+    let deadline = tokio::time::Instant::now() + q.jittered_wait();
     let ws = WatchSet::new();
     loop {
         let st = store.watch(&ws, topics.iter().cloned());
         let (idx, res) = f(&st);
         // X-Consul-Index is never 0: a client that sent 0 would not block on its next call.
         let idx = idx.max(1);
-        let done = q.index == 0 || idx > q.index || tokio::time::Instant::now() >= deadline;
+        let done = idx > q.index || tokio::time::Instant::now() >= deadline;
         if done {
             return Ok((agent.meta(idx), res));
         }
@@ -283,14 +288,6 @@ pub async fn blocking<T>(
             _ = agent.shutting_down() => {}
         }
     }
-}
-
-/// A non-blocking read with the same consistency handling.
-pub async fn read<T>(agent: &Agent, q: &QueryOpts, f: impl FnOnce(&State) -> (u64, T)) -> Result<(Meta, T), HttpError> {
-    check_dc_consistency(agent, q).await?;
-    let st = agent.server.store().snapshot();
-    let (idx, res) = f(&st);
-    Ok((agent.meta(idx.max(1)), res))
 }
 
 async fn check_dc_consistency(agent: &Agent, q: &QueryOpts) -> Result<(), HttpError> {

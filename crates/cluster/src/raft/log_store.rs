@@ -42,6 +42,20 @@ enum DiskOp {
 struct Shared {
     mem: Mutex<Mem>,
     disk: Option<Mutex<mpsc::Sender<DiskOp>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    /// Closes the queue and waits for the writer to finish what it has, so the database is closed
+    /// (and its file lock released) when the last handle goes.
+    fn drop(&mut self) {
+        if let Some(d) = self.disk.take() {
+            drop(d);
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
 }
 
 /// The log store handed to openraft; clones share state (the clone is the log reader).
@@ -61,7 +75,7 @@ fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
 impl LogStore {
     /// A log that lives only in memory (`agent -dev` without a data dir).
     pub fn in_memory() -> Self {
-        LogStore { shared: Arc::new(Shared { mem: Mutex::new(Mem::default()), disk: None }) }
+        LogStore { shared: Arc::new(Shared { mem: Mutex::new(Mem::default()), disk: None, writer: Mutex::new(None) }) }
     }
 
     /// Opens (or creates) `dir/raft.db`, loads it, and starts the writer thread.
@@ -95,8 +109,10 @@ impl LogStore {
             }
         }
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer(db, rx))?;
-        Ok(LogStore { shared: Arc::new(Shared { mem: Mutex::new(mem), disk: Some(Mutex::new(tx)) }) })
+        let h = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer(db, rx))?;
+        Ok(LogStore {
+            shared: Arc::new(Shared { mem: Mutex::new(mem), disk: Some(Mutex::new(tx)), writer: Mutex::new(Some(h)) }),
+        })
     }
 
     fn send(&self, op: DiskOp) -> std::io::Result<()> {
@@ -277,5 +293,81 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             m.purged = Some(log_id);
         }
         self.send_wait(|tx| DiskOp::Purge(upto, b, tx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::async_runtime::oneshot::Oneshot;
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::{EntryPayload, RaftLogReader};
+
+    use super::*;
+
+    type Chan = openraft::alias::OneshotOf<TypeConfig>;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        let leader = openraft::alias::CommittedLeaderIdOf::<TypeConfig> { term, node_id: 1 };
+        Entry { log_id: openraft::LogId::new(leader, index), payload: EntryPayload::Blank }
+    }
+
+    async fn append(s: &mut LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = Chan::channel();
+        s.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn entries_vote_truncate_and_purge_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, (1..=10).map(|i| entry(1, i)).collect()).await;
+            let vote = Vote::new(2, 1);
+            s.save_vote(&vote).await.unwrap();
+            s.truncate_after(Some(entry(1, 8).log_id)).await.unwrap();
+            s.purge(entry(1, 3).log_id).await.unwrap();
+            append(&mut s, vec![entry(2, 9)]).await;
+        }
+        let mut s = LogStore::open(dir.path()).unwrap();
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(3));
+        assert_eq!(st.last_log_id.map(|l| (l.leader_id.term, l.index)), Some((2, 9)));
+        let got: Vec<u64> = s.try_get_log_entries(0..100).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, (4..=9).collect::<Vec<_>>());
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_commits() {
+        // Many appends queued back to back complete, in order, and all land on disk.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut rxs = Vec::new();
+            for i in 1..=500u64 {
+                let (tx, rx) = Chan::channel();
+                s.append(vec![entry(1, i)], IOFlushed::signal(tx)).await.unwrap();
+                rxs.push(rx);
+            }
+            for rx in rxs {
+                rx.await.unwrap().unwrap();
+            }
+        }
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.try_get_log_entries(0..1000).await.unwrap().len(), 500);
+    }
+
+    #[tokio::test]
+    async fn truncate_after_none_removes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, (0..=4).map(|i| entry(1, i)).collect()).await;
+            s.truncate_after(None).await.unwrap();
+        }
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert!(s.try_get_log_entries(0..100).await.unwrap().is_empty());
+        assert_eq!(s.get_log_state().await.unwrap().last_log_id, None);
     }
 }
