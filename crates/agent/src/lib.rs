@@ -422,7 +422,7 @@ async fn reconcile_loop(agent: Arc<Agent>) {
         }
         n += 1;
         if agent.server.is_leader() {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 agent.reconcile_self().await;
             }
             if let Err(e) = cairn_cluster::leader::reap_tombstones(&agent.server, seen_last_tick).await {
