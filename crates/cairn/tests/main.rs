@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod agent_endpoints;
 mod api_client;
 mod bad_input;
 mod cli;

@@ -81,7 +81,9 @@ impl LogStore {
     /// Opens (or creates) `dir/raft.db`, loads it, and starts the writer thread.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::create(dir.join("raft.db")).map_err(io_err)?;
+        // Reads are served from memory, so redb's page cache (1 GiB by default) would only grow
+        // the resident set: keep it small.
+        let db = Database::builder().set_cache_size(16 << 20).create(dir.join("raft.db")).map_err(io_err)?;
         let mut mem = Mem::default();
         {
             let tx = db.begin_write().map_err(io_err)?;
@@ -139,6 +141,10 @@ impl LogStore {
 
 /// The writer thread: one redb transaction and one fsync per drained batch.
 fn writer(db: Database, rx: mpsc::Receiver<DiskOp>) {
+    // The committed pointer is only a hint for restarts (openraft re-derives commitment from the
+    // log), so it never costs a transaction of its own: the latest value rides along with the next
+    // durable batch. A transaction for it alone would sit in front of the next append.
+    let mut committed: Option<Vec<u8>> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -147,7 +153,17 @@ fn writer(db: Database, rx: mpsc::Receiver<DiskOp>) {
                 Err(_) => break,
             }
         }
-        let res = write_batch(&db, &batch).map_err(|e| e.to_string());
+        batch.retain_mut(|op| match op {
+            DiskOp::Committed(b) => {
+                committed = Some(std::mem::take(b));
+                false
+            }
+            _ => true,
+        });
+        if batch.is_empty() {
+            continue;
+        }
+        let res = write_batch(&db, &batch, committed.take()).map_err(|e| e.to_string());
         for op in batch {
             let r = res.clone().map_err(io_err);
             match op {
@@ -161,14 +177,15 @@ fn writer(db: Database, rx: mpsc::Receiver<DiskOp>) {
     }
 }
 
-fn write_batch(db: &Database, batch: &[DiskOp]) -> Result<(), Box<dyn std::error::Error>> {
-    // The committed pointer alone need not be fsynced: it rides along with the next durable commit.
-    let durable = batch.iter().any(|op| !matches!(op, DiskOp::Committed(_)));
+fn write_batch(db: &Database, batch: &[DiskOp], committed: Option<Vec<u8>>) -> Result<(), Box<dyn std::error::Error>> {
     let mut tx = db.begin_write()?;
-    tx.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+    tx.set_durability(Durability::Immediate)?;
     {
         let mut log = tx.open_table(LOG)?;
         let mut meta = tx.open_table(META)?;
+        if let Some(c) = &committed {
+            meta.insert("committed", c.as_slice())?;
+        }
         for op in batch {
             match op {
                 DiskOp::Append(entries, _) => {
@@ -189,9 +206,7 @@ fn write_batch(db: &Database, batch: &[DiskOp]) -> Result<(), Box<dyn std::error
                     log.retain_in(..=*upto, |_, _| false)?;
                     meta.insert("purged", b.as_slice())?;
                 }
-                DiskOp::Committed(b) => {
-                    meta.insert("committed", b.as_slice())?;
-                }
+                DiskOp::Committed(_) => {}
             }
         }
     }
