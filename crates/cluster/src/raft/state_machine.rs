@@ -26,7 +26,17 @@ struct SnapData {
     state: Arc<State>,
 }
 
-type Current = Arc<Mutex<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>;
+/// The last snapshot: its meta, and its bytes when there is no data dir (with one, the bytes are
+/// read back from `snapshot.bin` on demand rather than held in memory).
+type Current = Arc<Mutex<Option<(SnapshotMeta, Option<Arc<Vec<u8>>>)>>>;
+
+fn keep(dir: &Option<PathBuf>, bytes: Vec<u8>) -> Option<Arc<Vec<u8>>> {
+    if dir.is_some() {
+        None
+    } else {
+        Some(Arc::new(bytes))
+    }
+}
 
 pub struct StateMachine {
     store: Arc<Store>,
@@ -56,7 +66,7 @@ impl StateMachine {
                 sm.membership = data.membership.clone();
                 sm.store.restore((*data.state).clone());
                 let meta = SnapshotMeta { last_log_id: data.last_log_id, last_membership: data.membership };
-                *sm.current.lock().expect("snapshot") = Some((meta, Arc::new(bytes)));
+                *sm.current.lock().expect("snapshot") = Some((meta, None));
             }
         }
         Ok(sm)
@@ -92,7 +102,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let bytes = rmp_serde::to_vec_named(&self.data).map_err(io_err)?;
         persist(&self.dir, &bytes)?;
         let meta = SnapshotMeta { last_log_id: self.data.last_log_id, last_membership: self.data.membership.clone() };
-        *self.current.lock().expect("snapshot") = Some((meta.clone(), Arc::new(bytes.clone())));
+        *self.current.lock().expect("snapshot") = Some((meta.clone(), keep(&self.dir, bytes.clone())));
         Ok(Snapshot { meta, snapshot: bytes })
     }
 }
@@ -150,7 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store.restore((*data.state).clone());
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        *self.current.lock().expect("snapshot") = Some((meta.clone(), Arc::new(snapshot)));
+        *self.current.lock().expect("snapshot") = Some((meta.clone(), keep(&self.dir, snapshot)));
         Ok(())
     }
 
@@ -161,6 +171,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         std::io::Error,
     > {
         let cur = self.current.lock().expect("snapshot").clone();
-        Ok(cur.map(|(meta, bytes)| Snapshot { meta, snapshot: (*bytes).clone() }))
+        let Some((meta, bytes)) = cur else { return Ok(None) };
+        match (bytes, &self.dir) {
+            (Some(b), _) => Ok(Some(Snapshot { meta, snapshot: (*b).clone() })),
+            (None, Some(d)) => {
+                // The file may be newer than `current` (a build between the two writes): take the
+                // meta from the file itself so that meta and data always agree.
+                let bytes = std::fs::read(d.join(SNAPSHOT_FILE))?;
+                let data: SnapData = rmp_serde::from_slice(&bytes).map_err(io_err)?;
+                let meta = SnapshotMeta { last_log_id: data.last_log_id, last_membership: data.membership };
+                Ok(Some(Snapshot { meta, snapshot: bytes }))
+            }
+            (None, None) => Ok(None),
+        }
     }
 }
