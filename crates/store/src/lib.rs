@@ -68,6 +68,12 @@ impl Store {
             return res;
         }
         next.last_index = index;
+        let catalog = fired.iter().any(|t| {
+            matches!(t, Topic::Service(_) | Topic::Node(_) | Topic::Table("nodes" | "services" | "checks"))
+        });
+        if catalog {
+            fired.push(Topic::Table("catalog"));
+        }
         let mut g = self.inner.lock().expect("store lock");
         g.root = Arc::new(next);
         for t in &fired {

@@ -312,9 +312,21 @@ fn watch_map_is_bounded() {
         s.watch(ws, [topics::kv(&format!("k{i}"))]);
     }
     assert!(s.inner.lock().unwrap().hub.len() <= crate::watch::MAX_TOPICS + 1);
-    // The overflowed sets fell back to the table topic: still woken by their key.
+    // The overflowed sets fell back to a coarse topic: still woken by what they watch.
+    let svc_ws = WatchSet::new();
+    s.watch(&svc_ws, [topics::service("web")]);
+    let mut r = reg("n1", "10.0.0.1");
+    r.service = Some(svc("w", "web", &[]));
+    s.apply(1, &Command::Register(r));
+    assert!(fired(&svc_ws), "a coarse service watch wakes on a service write");
+    let check_ws = WatchSet::new();
+    s.watch(&check_ws, [topics::node("n1")]);
+    let mut r = reg("n1", "10.0.0.1");
+    r.check = Some(check("c", "w", HEALTH_PASSING));
+    s.apply(2, &Command::Register(r));
+    assert!(fired(&check_ws), "a coarse node watch wakes on a check write");
     let last = sets.last().unwrap();
-    put(&s, 1, &format!("k{}", crate::watch::MAX_TOPICS + 9), "x");
+    put(&s, 3, &format!("k{}", crate::watch::MAX_TOPICS + 9), "x");
     assert!(fired(last));
 }
 

@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 /// What a read depends on. Finer topics mean fewer spurious wake-ups.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
-    /// A whole table: `"kvs"`, `"nodes"`, `"services"`, `"checks"`.
+    /// A whole table: `"kvs"`, `"nodes"`, `"services"`, `"checks"`, `"sessions"`, or `"catalog"`
+    /// (any catalog write).
     Table(&'static str),
     /// One KV key.
     Kv(String),
@@ -31,8 +32,9 @@ impl Topic {
         match self {
             Topic::Table(t) => Topic::Table(t),
             Topic::Kv(_) | Topic::KvPrefix(_) => Topic::Table("kvs"),
-            Topic::Service(_) => Topic::Table("services"),
-            Topic::Node(_) => Topic::Table("nodes"),
+            // Service and node topics fire on node, service and check writes alike: only the
+            // catalog-wide topic covers all of them.
+            Topic::Service(_) | Topic::Node(_) => Topic::Table("catalog"),
         }
     }
 }
