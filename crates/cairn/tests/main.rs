@@ -9,3 +9,4 @@ mod bad_input;
 mod cli;
 mod config_and_lifecycle;
 mod restart;
+mod sessions;

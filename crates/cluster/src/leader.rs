@@ -73,3 +73,60 @@ pub async fn reap_tombstones(server: &Server, up_to: u64) -> Result<(), Error> {
     }
     server.apply(Command::ReapTombstones(up_to)).await.map(|_| ())
 }
+
+/// Consul lets a session live up to twice its TTL before the leader reaps it.
+pub const SESSION_TTL_MULTIPLIER: u32 = 2;
+
+/// Starts or resets a session's TTL timer (create and renew, on the leader).
+pub fn reset_session_timer(server: &Server, id: &str, ttl: std::time::Duration) {
+    let deadline = std::time::Instant::now() + ttl * SESSION_TTL_MULTIPLIER;
+    server.session_timers.lock().expect("session timers").insert(id.to_string(), deadline);
+}
+
+/// The leader's session reaper: destroys sessions whose TTL (times two) ran out without a renew.
+/// The decision is taken here, from the clock, and proposed as a `SessionDestroy`; the state
+/// machine never reads a clock. On gaining leadership every session gets a fresh full timer, as
+/// Consul does, since the previous leader's timers are not replicated.
+pub async fn session_reaper(server: std::sync::Weak<Server>) {
+    let mut was_leader = false;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Some(server) = server.upgrade() else { return };
+        if !server.is_leader() {
+            if was_leader {
+                server.session_timers.lock().expect("session timers").clear();
+            }
+            was_leader = false;
+            continue;
+        }
+        was_leader = true;
+        let st = server.store().snapshot();
+        let now = std::time::Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut timers = server.session_timers.lock().expect("session timers");
+            timers.retain(|id, _| st.sessions.contains_key(id));
+            for s in st.sessions.values() {
+                let Ok(ttl) = cairn_types::duration::parse(&s.ttl) else { continue };
+                if ttl.is_zero() {
+                    continue;
+                }
+                let deadline = *timers.entry(s.id.clone()).or_insert(now + ttl * SESSION_TTL_MULTIPLIER);
+                if deadline <= now {
+                    expired.push(s.id.clone());
+                }
+            }
+        }
+        for id in expired {
+            tracing::debug!(target: "cluster.leader", session = %id, "session TTL expired; invalidating");
+            match server.apply(Command::SessionDestroy(id.clone())).await {
+                Ok(_) => {
+                    server.session_timers.lock().expect("session timers").remove(&id);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cluster.leader", session = %id, error = %e, "failed to invalidate expired session")
+                }
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use cairn_types::{Command, CommandResult};
 use crate::error::Error;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{LockDelays, StateMachine};
 use crate::raft::Raft;
 
 #[derive(Debug, Clone)]
@@ -61,6 +61,9 @@ pub struct Server {
     raft: Raft,
     store: Arc<Store>,
     cfg: ServerConfig,
+    lock_delays: LockDelays,
+    /// Session TTL deadlines, kept by the leader (see [`crate::leader::session_reaper`]).
+    pub(crate) session_timers: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Server {
@@ -71,7 +74,9 @@ impl Server {
             Some(d) => LogStore::open(d).map_err(|e| Error::Storage(format!("{}: {e}", d.display())))?,
             None => LogStore::in_memory(),
         };
-        let sm = StateMachine::open(store.clone(), raft_dir.clone()).map_err(|e| Error::Storage(e.to_string()))?;
+        let lock_delays = LockDelays::default();
+        let sm = StateMachine::open(store.clone(), raft_dir.clone(), lock_delays.clone())
+            .map_err(|e| Error::Storage(e.to_string()))?;
         let m = cfg.raft_multiplier.clamp(1, 10);
         // Consul's timers at multiplier 1 are heartbeat 1s / election 1s for LAN servers; a single
         // dev server elects itself immediately on bootstrap, so these only govern failover.
@@ -92,7 +97,15 @@ impl Server {
             let members = BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.rpc_addr))]);
             raft.initialize(members).await.map_err(|e| Error::Fatal(e.to_string()))?;
         }
-        Ok(Arc::new(Server { raft, store, cfg }))
+        let server = Arc::new(Server { raft, store, cfg, lock_delays, session_timers: Default::default() });
+        tokio::spawn(crate::leader::session_reaper(Arc::downgrade(&server)));
+        Ok(server)
+    }
+
+    /// True while `key` is under a lock-delay from an invalidated session: an acquire must fail.
+    pub fn lock_delayed(&self, key: &str) -> bool {
+        let m = self.lock_delays.lock().expect("lock delays");
+        m.get(key).map(|until| *until > std::time::Instant::now()).unwrap_or(false)
     }
 
     pub fn store(&self) -> &Arc<Store> {

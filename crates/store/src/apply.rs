@@ -6,20 +6,32 @@
 use std::sync::Arc;
 
 use cairn_types::command::{KvOp, KvRequest};
-use cairn_types::structs::{DeregisterRequest, DirEntry, HealthCheck, Node, NodeService, RegisterRequest};
+use cairn_types::structs::{
+    DeregisterRequest, DirEntry, HealthCheck, Node, NodeService, RegisterRequest, Session, HEALTH_CRITICAL,
+    SESSION_BEHAVIOR_DELETE,
+};
 use cairn_types::{Command, CommandResult};
 
 use crate::state::{topics, State};
 use crate::watch::Topic;
 
-pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fired: &mut Vec<Topic>) -> CommandResult {
+/// What an apply did besides changing state: the topics whose waiters wake, and the keys whose
+/// locks a session invalidation released, with their lock-delay (the caller times those; the state
+/// machine reads no clock).
+#[derive(Default)]
+pub struct Fx {
+    pub fired: Vec<Topic>,
+    pub lock_delays: Vec<(String, u64)>,
+}
+
+pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fx: &mut Fx) -> CommandResult {
     match cmd {
-        Command::Kv(req) => kv(st, idx, req, fired),
-        Command::Register(req) => match register(st, idx, req, fired) {
+        Command::Kv(req) => kv(st, idx, req, fx),
+        Command::Register(req) => match register(st, idx, req, fx) {
             Ok(()) => CommandResult::Ok,
             Err(e) => CommandResult::Error(e),
         },
-        Command::Deregister(req) => match deregister(st, idx, req, fired) {
+        Command::Deregister(req) => match deregister(st, idx, req, fx) {
             Ok(()) => CommandResult::Ok,
             Err(e) => CommandResult::Error(e),
         },
@@ -31,13 +43,21 @@ pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fired: &mut Vec<Top
             }
             if !old.is_empty() {
                 // Nobody reads tombstones directly; the topic only marks the state as changed.
-                fired.push(Topic::Table("tombstones"));
+                fx.fired.push(Topic::Table("tombstones"));
             }
+            CommandResult::Ok
+        }
+        Command::SessionCreate(sess) => match session_create(st, idx, sess, fx) {
+            Ok(()) => CommandResult::Ok,
+            Err(e) => CommandResult::Error(e),
+        },
+        Command::SessionDestroy(id) => {
+            invalidate_session(st, idx, id, fx);
             CommandResult::Ok
         }
         Command::Batch(cmds) => {
             for c in cmds {
-                if let CommandResult::Error(e) = apply(st, idx, c, fired) {
+                if let CommandResult::Error(e) = apply(st, idx, c, fx) {
                     return CommandResult::Error(e);
                 }
             }
@@ -52,11 +72,11 @@ fn bump(st: &mut State, table: &str, idx: u64) {
 
 // ---- KV -------------------------------------------------------------------------------------
 
-fn kv(st: &mut State, idx: u64, req: &KvRequest, fired: &mut Vec<Topic>) -> CommandResult {
+fn kv(st: &mut State, idx: u64, req: &KvRequest, fx: &mut Fx) -> CommandResult {
     let e = &req.entry;
     match req.op {
         KvOp::Set => {
-            kv_set(st, idx, e, fired);
+            kv_set(st, idx, e, fx);
             CommandResult::Bool(true)
         }
         KvOp::Cas => {
@@ -68,12 +88,12 @@ fn kv(st: &mut State, idx: u64, req: &KvRequest, fired: &mut Vec<Topic>) -> Comm
                 (_, None) => false,
             };
             if ok {
-                kv_set(st, idx, e, fired);
+                kv_set(st, idx, e, fx);
             }
             CommandResult::Bool(ok)
         }
         KvOp::Delete => {
-            kv_delete(st, idx, &e.key, fired);
+            kv_delete(st, idx, &e.key, fx);
             CommandResult::Bool(true)
         }
         KvOp::DeleteCas => {
@@ -82,12 +102,20 @@ fn kv(st: &mut State, idx: u64, req: &KvRequest, fired: &mut Vec<Topic>) -> Comm
             match st.kvs.get(&e.key) {
                 None => CommandResult::Bool(true),
                 Some(cur) if cur.modify_index == e.modify_index => {
-                    kv_delete(st, idx, &e.key, fired);
+                    kv_delete(st, idx, &e.key, fx);
                     CommandResult::Bool(true)
                 }
                 Some(_) => CommandResult::Bool(false),
             }
         }
+        KvOp::Lock => match kv_lock(st, idx, e, fx) {
+            Ok(b) => CommandResult::Bool(b),
+            Err(m) => CommandResult::Error(m),
+        },
+        KvOp::Unlock => match kv_unlock(st, idx, e, fx) {
+            Ok(b) => CommandResult::Bool(b),
+            Err(m) => CommandResult::Error(m),
+        },
         KvOp::DeleteTree => {
             let keys: Vec<String> = st
                 .kvs
@@ -97,20 +125,24 @@ fn kv(st: &mut State, idx: u64, req: &KvRequest, fired: &mut Vec<Topic>) -> Comm
                 .collect();
             if !keys.is_empty() {
                 for k in &keys {
-                    st.kvs.remove(k);
+                    if let Some(old) = st.kvs.remove(k) {
+                        if !old.session.is_empty() {
+                            st.session_keys.remove(&(old.session.clone(), k.clone()));
+                        }
+                    }
                     st.tombstones.insert(k.clone(), idx);
                 }
                 bump(st, "kvs", idx);
                 bump(st, "tombstones", idx);
-                fired.push(Topic::KvPrefix(e.key.clone()));
-                fired.push(Topic::Table("kvs"));
+                fx.fired.push(Topic::KvPrefix(e.key.clone()));
+                fx.fired.push(Topic::Table("kvs"));
             }
             CommandResult::Bool(true)
         }
     }
 }
 
-fn kv_set(st: &mut State, idx: u64, e: &DirEntry, fired: &mut Vec<Topic>) {
+fn kv_set(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) {
     let prev = st.kvs.get(&e.key);
     let mut row = e.clone();
     row.modify_index = idx;
@@ -130,23 +162,143 @@ fn kv_set(st: &mut State, idx: u64, e: &DirEntry, fired: &mut Vec<Topic>) {
     st.tombstones.remove(&e.key);
     st.kvs.insert(e.key.clone(), Arc::new(row));
     bump(st, "kvs", idx);
-    fired.push(topics::kv(&e.key));
-    fired.push(Topic::Table("kvs"));
+    fx.fired.push(topics::kv(&e.key));
+    fx.fired.push(Topic::Table("kvs"));
 }
 
-fn kv_delete(st: &mut State, idx: u64, key: &str, fired: &mut Vec<Topic>) {
-    if st.kvs.remove(key).is_some() {
+fn kv_delete(st: &mut State, idx: u64, key: &str, fx: &mut Fx) {
+    if let Some(old) = st.kvs.remove(key) {
+        if !old.session.is_empty() {
+            st.session_keys.remove(&(old.session.clone(), key.to_string()));
+        }
         st.tombstones.insert(key.to_string(), idx);
         bump(st, "kvs", idx);
         bump(st, "tombstones", idx);
-        fired.push(topics::kv(key));
-        fired.push(Topic::Table("kvs"));
+        fx.fired.push(topics::kv(key));
+        fx.fired.push(Topic::Table("kvs"));
     }
+}
+
+/// Consul's acquire: with a valid session, take a free lock (LockIndex + 1) or refresh one already
+/// held by the same session; a lock held by another session is not taken (false).
+fn kv_lock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
+    if !st.sessions.contains_key(&e.session) {
+        return Err(format!("invalid session {:?}", e.session));
+    }
+    let prev = st.kvs.get(&e.key).cloned();
+    let mut row = e.clone();
+    row.modify_index = idx;
+    match &prev {
+        Some(p) if !p.session.is_empty() && p.session != e.session => return Ok(false),
+        Some(p) if p.session == e.session => {
+            row.create_index = p.create_index;
+            row.lock_index = p.lock_index;
+        }
+        Some(p) => {
+            row.create_index = p.create_index;
+            row.lock_index = p.lock_index + 1;
+        }
+        None => {
+            row.create_index = idx;
+            row.lock_index = 1;
+        }
+    }
+    st.tombstones.remove(&e.key);
+    st.session_keys.insert((e.session.clone(), e.key.clone()));
+    st.kvs.insert(e.key.clone(), Arc::new(row));
+    bump(st, "kvs", idx);
+    fx.fired.push(topics::kv(&e.key));
+    fx.fired.push(Topic::Table("kvs"));
+    Ok(true)
+}
+
+/// Consul's release: only the holding session releases (LockIndex stays, Session clears).
+fn kv_unlock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
+    let Some(prev) = st.kvs.get(&e.key).cloned() else { return Ok(false) };
+    if prev.session != e.session || e.session.is_empty() {
+        return Ok(false);
+    }
+    let mut row = e.clone();
+    row.session = String::new();
+    row.lock_index = prev.lock_index;
+    row.create_index = prev.create_index;
+    row.modify_index = idx;
+    st.session_keys.remove(&(e.session.clone(), e.key.clone()));
+    st.kvs.insert(e.key.clone(), Arc::new(row));
+    bump(st, "kvs", idx);
+    fx.fired.push(topics::kv(&e.key));
+    fx.fired.push(Topic::Table("kvs"));
+    Ok(true)
+}
+
+// ---- Sessions -------------------------------------------------------------------------------
+
+fn session_create(st: &mut State, idx: u64, sess: &Session, fx: &mut Fx) -> Result<(), String> {
+    if sess.id.is_empty() {
+        return Err("Missing session ID".into());
+    }
+    if st.sessions.contains_key(&sess.id) {
+        return Err(format!("Session {:?} already exists", sess.id));
+    }
+    if !st.nodes.contains_key(&sess.node) {
+        return Err(format!("Missing node registration for {:?}", sess.node));
+    }
+    let ids = sess.node_checks.iter().chain(sess.service_checks.iter().map(|c| &c.id));
+    for cid in ids {
+        let Some(c) = st.checks.get(&(sess.node.clone(), cid.clone())) else {
+            return Err(format!("Missing check '{cid}' registration"));
+        };
+        if c.status == HEALTH_CRITICAL {
+            return Err(format!("Check '{cid}' is in critical state"));
+        }
+    }
+    let mut row = sess.clone();
+    row.create_index = idx;
+    row.modify_index = idx;
+    st.sessions.insert(row.id.clone(), Arc::new(row));
+    bump(st, "sessions", idx);
+    fx.fired.push(topics::SESSIONS);
+    Ok(())
+}
+
+/// Removes a session; its locks are released, or its keys deleted, per its behavior. Every key it
+/// held is reported with the session's lock-delay.
+fn invalidate_session(st: &mut State, idx: u64, id: &str, fx: &mut Fx) {
+    let Some(sess) = st.sessions.remove(id) else { return };
+    bump(st, "sessions", idx);
+    fx.fired.push(topics::SESSIONS);
+    for key in st.session_held_keys(id) {
+        st.session_keys.remove(&(id.to_string(), key.clone()));
+        if sess.behavior == SESSION_BEHAVIOR_DELETE {
+            kv_delete(st, idx, &key, fx);
+        } else if let Some(prev) = st.kvs.get(&key).cloned() {
+            let mut row = (*prev).clone();
+            row.session = String::new();
+            row.modify_index = idx;
+            st.kvs.insert(key.clone(), Arc::new(row));
+            bump(st, "kvs", idx);
+            fx.fired.push(topics::kv(&key));
+            fx.fired.push(Topic::Table("kvs"));
+        }
+        if sess.lock_delay_ns > 0 {
+            fx.lock_delays.push((key, sess.lock_delay_ns));
+        }
+    }
+}
+
+/// Sessions on `node` that depend on check `check_id`.
+fn sessions_on_check(st: &State, node: &str, check_id: &str) -> Vec<String> {
+    st.sessions
+        .values()
+        .filter(|s| s.node == node)
+        .filter(|s| s.node_checks.iter().any(|c| c == check_id) || s.service_checks.iter().any(|c| c.id == check_id))
+        .map(|s| s.id.clone())
+        .collect()
 }
 
 // ---- Catalog --------------------------------------------------------------------------------
 
-fn register(st: &mut State, idx: u64, req: &RegisterRequest, fired: &mut Vec<Topic>) -> Result<(), String> {
+fn register(st: &mut State, idx: u64, req: &RegisterRequest, fx: &mut Fx) -> Result<(), String> {
     if req.node.is_empty() {
         return Err("Must provide node".into());
     }
@@ -162,18 +314,18 @@ fn register(st: &mut State, idx: u64, req: &RegisterRequest, fired: &mut Vec<Top
             create_index: 0,
             modify_index: 0,
         };
-        ensure_node(st, idx, node, fired)?;
+        ensure_node(st, idx, node, fx)?;
     }
     if let Some(svc) = &req.service {
-        ensure_service(st, idx, &req.node, svc, fired)?;
+        ensure_service(st, idx, &req.node, svc, fx)?;
     }
     for c in req.check.iter().chain(req.checks.iter()) {
-        ensure_check(st, idx, &req.node, c, fired)?;
+        ensure_check(st, idx, &req.node, c, fx)?;
     }
     Ok(())
 }
 
-fn ensure_node(st: &mut State, idx: u64, mut node: Node, fired: &mut Vec<Topic>) -> Result<(), String> {
+fn ensure_node(st: &mut State, idx: u64, mut node: Node, fx: &mut Fx) -> Result<(), String> {
     if !node.id.is_empty() {
         // Node IDs are unique: another node may not claim this one's ID.
         if let Some(other) = st.nodes.values().find(|n| n.id.eq_ignore_ascii_case(&node.id) && n.node != node.node) {
@@ -197,28 +349,22 @@ fn ensure_node(st: &mut State, idx: u64, mut node: Node, fired: &mut Vec<Topic>)
     let name = node.node.clone();
     st.nodes.insert(name.clone(), Arc::new(node));
     bump(st, "nodes", idx);
-    fired.push(topics::NODES);
-    fired.push(topics::node(&name));
+    fx.fired.push(topics::NODES);
+    fx.fired.push(topics::node(&name));
     // Service entries embed node fields: every service on the node changes too.
     let names: Vec<String> = st.services_on(&name).map(|s| s.service.clone()).collect();
     for s in names {
-        bump_service(st, &s, idx, fired);
+        bump_service(st, &s, idx, fx);
     }
     Ok(())
 }
 
-fn bump_service(st: &mut State, name: &str, idx: u64, fired: &mut Vec<Topic>) {
+fn bump_service(st: &mut State, name: &str, idx: u64, fx: &mut Fx) {
     st.indexes.insert(format!("service.{name}"), idx);
-    fired.push(topics::service(name));
+    fx.fired.push(topics::service(name));
 }
 
-fn ensure_service(
-    st: &mut State,
-    idx: u64,
-    node: &str,
-    svc: &NodeService,
-    fired: &mut Vec<Topic>,
-) -> Result<(), String> {
+fn ensure_service(st: &mut State, idx: u64, node: &str, svc: &NodeService, fx: &mut Fx) -> Result<(), String> {
     let mut svc = svc.clone();
     if svc.id.is_empty() {
         svc.id = svc.service.clone();
@@ -242,23 +388,23 @@ fn ensure_service(
     if let Some(p) = &prev {
         if p.service != svc.service {
             st.services_by_name.remove(&(p.service.clone(), node.to_string(), p.id.clone()));
-            bump_service(st, &p.service.clone(), idx, fired);
+            bump_service(st, &p.service.clone(), idx, fx);
         }
     }
     st.services_by_name.insert((svc.service.clone(), node.to_string(), svc.id.clone()));
     let name = svc.service.clone();
     st.services.insert(key, Arc::new(svc));
     bump(st, "services", idx);
-    bump_service(st, &name, idx, fired);
-    fired.push(topics::SERVICES);
-    fired.push(topics::node(node));
+    bump_service(st, &name, idx, fx);
+    fx.fired.push(topics::SERVICES);
+    fx.fired.push(topics::node(node));
     // Checks of this service carry its name and tags: keep them current.
-    refresh_service_checks(st, idx, node, fired);
+    refresh_service_checks(st, idx, node, fx);
     Ok(())
 }
 
 /// Rewrites the ServiceName/ServiceTags denormalised into checks of services on `node`.
-fn refresh_service_checks(st: &mut State, idx: u64, node: &str, fired: &mut Vec<Topic>) {
+fn refresh_service_checks(st: &mut State, idx: u64, node: &str, fx: &mut Fx) {
     let mut changed = false;
     let checks: Vec<Arc<HealthCheck>> = st.checks_on(node).filter(|c| !c.service_id.is_empty()).collect();
     for c in checks {
@@ -274,11 +420,11 @@ fn refresh_service_checks(st: &mut State, idx: u64, node: &str, fired: &mut Vec<
     }
     if changed {
         bump(st, "checks", idx);
-        fired.push(topics::CHECKS);
+        fx.fired.push(topics::CHECKS);
     }
 }
 
-fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fired: &mut Vec<Topic>) -> Result<(), String> {
+fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fx: &mut Fx) -> Result<(), String> {
     let mut c = c.clone();
     c.node = node.to_string();
     if c.check_id.is_empty() {
@@ -319,84 +465,102 @@ fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fired: &m
     }
     c.modify_index = idx;
     let svc_name = c.service_name.clone();
+    let critical = c.status == HEALTH_CRITICAL;
+    let check_id = c.check_id.clone();
     st.checks.insert(key, Arc::new(c));
+    if critical {
+        // A session bound to a check ends when the check goes critical.
+        for sid in sessions_on_check(st, node, &check_id) {
+            invalidate_session(st, idx, &sid, fx);
+        }
+    }
     bump(st, "checks", idx);
-    fired.push(topics::CHECKS);
-    fired.push(topics::node(node));
+    fx.fired.push(topics::CHECKS);
+    fx.fired.push(topics::node(node));
     if svc_name.is_empty() {
         // A node-level check affects the health of every service on the node.
         let names: Vec<String> = st.services_on(node).map(|s| s.service.clone()).collect();
         for s in names {
-            bump_service(st, &s, idx, fired);
+            bump_service(st, &s, idx, fx);
         }
     } else {
-        bump_service(st, &svc_name, idx, fired);
+        bump_service(st, &svc_name, idx, fx);
     }
     Ok(())
 }
 
-fn deregister(st: &mut State, idx: u64, req: &DeregisterRequest, fired: &mut Vec<Topic>) -> Result<(), String> {
+fn deregister(st: &mut State, idx: u64, req: &DeregisterRequest, fx: &mut Fx) -> Result<(), String> {
     if req.node.is_empty() {
         return Err("Must provide node".into());
     }
     if !req.service_id.is_empty() {
-        delete_service(st, idx, &req.node, &req.service_id, fired);
+        delete_service(st, idx, &req.node, &req.service_id, fx);
     }
     if !req.check_id.is_empty() {
-        delete_check(st, idx, &req.node, &req.check_id, fired);
+        delete_check(st, idx, &req.node, &req.check_id, fx);
     }
     if req.service_id.is_empty() && req.check_id.is_empty() {
-        delete_node(st, idx, &req.node, fired);
+        delete_node(st, idx, &req.node, fx);
     }
     Ok(())
 }
 
-fn delete_service(st: &mut State, idx: u64, node: &str, id: &str, fired: &mut Vec<Topic>) {
+fn delete_service(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
     let key = (node.to_string(), id.to_string());
     let Some(svc) = st.services.remove(&key) else { return };
     st.services_by_name.remove(&(svc.service.clone(), node.to_string(), id.to_string()));
     let check_ids: Vec<String> =
         st.checks_on(node).filter(|c| c.service_id == id).map(|c| c.check_id.clone()).collect();
     for cid in check_ids {
+        for sid in sessions_on_check(st, node, &cid) {
+            invalidate_session(st, idx, &sid, fx);
+        }
         st.checks.remove(&(node.to_string(), cid));
         bump(st, "checks", idx);
-        fired.push(topics::CHECKS);
+        fx.fired.push(topics::CHECKS);
     }
     bump(st, "services", idx);
-    bump_service(st, &svc.service, idx, fired);
-    fired.push(topics::SERVICES);
-    fired.push(topics::node(node));
+    bump_service(st, &svc.service, idx, fx);
+    fx.fired.push(topics::SERVICES);
+    fx.fired.push(topics::node(node));
 }
 
-fn delete_check(st: &mut State, idx: u64, node: &str, id: &str, fired: &mut Vec<Topic>) {
+fn delete_check(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
     let Some(c) = st.checks.remove(&(node.to_string(), id.to_string())) else { return };
+    for sid in sessions_on_check(st, node, id) {
+        invalidate_session(st, idx, &sid, fx);
+    }
     bump(st, "checks", idx);
-    fired.push(topics::CHECKS);
-    fired.push(topics::node(node));
+    fx.fired.push(topics::CHECKS);
+    fx.fired.push(topics::node(node));
     if c.service_name.is_empty() {
         let names: Vec<String> = st.services_on(node).map(|s| s.service.clone()).collect();
         for s in names {
-            bump_service(st, &s, idx, fired);
+            bump_service(st, &s, idx, fx);
         }
     } else {
-        bump_service(st, &c.service_name, idx, fired);
+        bump_service(st, &c.service_name, idx, fx);
     }
 }
 
-fn delete_node(st: &mut State, idx: u64, node: &str, fired: &mut Vec<Topic>) {
+fn delete_node(st: &mut State, idx: u64, node: &str, fx: &mut Fx) {
     if !st.nodes.contains_key(node) {
         return;
     }
     let ids: Vec<String> = st.services_on(node).map(|s| s.id.clone()).collect();
     for id in ids {
-        delete_service(st, idx, node, &id, fired);
+        delete_service(st, idx, node, &id, fx);
     }
     let cids: Vec<String> = st.checks_on(node).map(|c| c.check_id.clone()).collect();
     for cid in cids {
-        delete_check(st, idx, node, &cid, fired);
+        delete_check(st, idx, node, &cid, fx);
+    }
+    let on_node: Vec<String> = st.sessions.values().filter(|s| s.node == node).map(|s| s.id.clone()).collect();
+    for sid in on_node {
+        invalidate_session(st, idx, &sid, fx);
     }
     st.nodes.remove(node);
     bump(st, "nodes", idx);
-    fired.push(topics::NODES);
-    fired.push(topics::node(node));
+    fx.fired.push(topics::NODES);
+    fx.fired.push(topics::node(node));
 }

@@ -58,19 +58,26 @@ impl Store {
 
     /// Applies one committed command at `index`. Returns what the command answers the caller.
     pub fn apply(&self, index: u64, cmd: &Command) -> CommandResult {
+        self.apply_fx(index, cmd).0
+    }
+
+    /// [`Store::apply`], also returning the keys whose locks were released by a session
+    /// invalidation, with each one's lock-delay in nanoseconds.
+    pub fn apply_fx(&self, index: u64, cmd: &Command) -> (CommandResult, Vec<(String, u64)>) {
         let base = self.snapshot();
         let mut next = (*base).clone();
-        let mut fired = Vec::new();
-        let res = apply::apply(&mut next, index, cmd, &mut fired);
-        if matches!(res, CommandResult::Error(_)) || fired.is_empty() {
+        let mut fx = apply::Fx::default();
+        let res = apply::apply(&mut next, index, cmd, &mut fx);
+        if matches!(res, CommandResult::Error(_)) || fx.fired.is_empty() {
             // Nothing changed (rejected, or a no-op write such as an identical re-registration):
             // keep the old root, so no index moves and no waiter wakes.
-            return res;
+            return (res, Vec::new());
         }
+        let mut fired = fx.fired;
         next.last_index = index;
-        let catalog = fired.iter().any(|t| {
-            matches!(t, Topic::Service(_) | Topic::Node(_) | Topic::Table("nodes" | "services" | "checks"))
-        });
+        let catalog = fired
+            .iter()
+            .any(|t| matches!(t, Topic::Service(_) | Topic::Node(_) | Topic::Table("nodes" | "services" | "checks")));
         if catalog {
             fired.push(Topic::Table("catalog"));
         }
@@ -79,7 +86,7 @@ impl Store {
         for t in &fired {
             g.hub.fire(t);
         }
-        res
+        (res, fx.lock_delays)
     }
 
     /// Records that `index` was applied without changing state (blank or membership entries).

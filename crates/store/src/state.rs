@@ -8,7 +8,7 @@ use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use cairn_types::structs::{
-    status_rank, DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode, HEALTH_PASSING,
+    status_rank, DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode, Session, HEALTH_PASSING,
 };
 
 use crate::watch::Topic;
@@ -33,6 +33,12 @@ pub struct State {
     pub services_by_name: OrdSet<(String, String, String)>,
     /// Checks by (node, check ID).
     pub checks: OrdMap<(String, String), Arc<HealthCheck>>,
+    /// Sessions by ID.
+    #[serde(default)]
+    pub sessions: OrdMap<String, Arc<Session>>,
+    /// Secondary index: (session ID, key) for every key a session holds the lock of.
+    #[serde(default)]
+    pub session_keys: OrdSet<(String, String)>,
     /// Last-change index of each table (`kvs`, `tombstones`, `nodes`, `services`, `checks`) and of
     /// each service name (`service.<name>`), as Consul keeps them.
     pub indexes: OrdMap<String, u64>,
@@ -56,6 +62,7 @@ pub mod topics {
     pub const NODES: Topic = Topic::Table("nodes");
     pub const SERVICES: Topic = Topic::Table("services");
     pub const CHECKS: Topic = Topic::Table("checks");
+    pub const SESSIONS: Topic = Topic::Table("sessions");
 }
 
 impl State {
@@ -235,6 +242,28 @@ impl State {
             rows.push(ServiceEntry { node: (*n).clone(), service: (*s).clone(), checks });
         }
         (self.service_index(name), rows)
+    }
+}
+
+impl State {
+    // ---- Sessions --------------------------------------------------------------------------
+
+    pub fn session_get(&self, id: &str) -> (u64, Option<Arc<Session>>) {
+        (self.index("sessions"), self.sessions.get(id).cloned())
+    }
+
+    pub fn session_list(&self) -> (u64, Vec<Arc<Session>>) {
+        (self.index("sessions"), self.sessions.values().cloned().collect())
+    }
+
+    pub fn node_sessions(&self, node: &str) -> (u64, Vec<Arc<Session>>) {
+        (self.index("sessions"), self.sessions.values().filter(|s| s.node == node).cloned().collect())
+    }
+
+    /// Keys whose lock `session` holds.
+    pub fn session_held_keys(&self, session: &str) -> Vec<String> {
+        let start = (session.to_string(), String::new());
+        self.session_keys.range(start..).take_while(|(s, _)| s == session).map(|(_, k)| k.clone()).collect()
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use cairn_types::command::{KvOp, KvRequest};
 use cairn_types::structs::*;
+use cairn_types::structs::{ServiceCheckRef, Session};
 use cairn_types::{Command, CommandResult};
 
 use crate::state::topics;
@@ -345,4 +346,166 @@ fn tombstones_are_reaped_up_to_an_index() {
     assert_eq!(st.tombstones.keys().cloned().collect::<Vec<_>>(), vec!["b".to_string()]);
     assert!(!fired(&ws), "reaping changes nothing a reader sees");
     assert!(st.kv_list("").0 >= 4, "the table index does not go back");
+}
+
+fn session(id: &str, node: &str, behavior: &str, checks: &[&str]) -> Command {
+    Command::SessionCreate(Session {
+        id: id.into(),
+        node: node.into(),
+        behavior: behavior.into(),
+        lock_delay_ns: 15_000_000_000,
+        node_checks: checks.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+fn lock(s: &Store, idx: u64, op: KvOp, key: &str, sess: &str) -> CommandResult {
+    let entry = DirEntry {
+        lock_index: 0,
+        key: key.into(),
+        flags: 0,
+        value: Some(b"v".to_vec()),
+        session: sess.into(),
+        create_index: 0,
+        modify_index: 0,
+    };
+    s.apply(idx, &Command::Kv(KvRequest { op, entry }))
+}
+
+/// A node `n1` with a passing serfHealth and a service `web1` with a passing check `svc-check`.
+fn node_with_checks(s: &Store) {
+    let mut r = reg("n1", "10.0.0.1");
+    r.service = Some(svc("web1", "web", &[]));
+    r.checks = vec![check(SERF_CHECK_ID, "", HEALTH_PASSING), check("svc-check", "web1", HEALTH_PASSING)];
+    assert_eq!(s.apply(1, &Command::Register(r)), CommandResult::Ok);
+}
+
+#[test]
+fn session_create_validates_node_and_checks() {
+    let s = Store::new();
+    assert!(matches!(s.apply(1, &session("s1", "nope", "release", &[])), CommandResult::Error(_)), "unknown node");
+    node_with_checks(&s);
+    assert!(matches!(s.apply(2, &session("s1", "n1", "release", &["missing"])), CommandResult::Error(_)));
+    let mut r = reg("n1", "10.0.0.1");
+    r.check = Some(check("bad", "", HEALTH_CRITICAL));
+    s.apply(3, &Command::Register(r));
+    match s.apply(4, &session("s1", "n1", "release", &["bad"])) {
+        CommandResult::Error(e) => assert!(e.contains("critical"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let ws = WatchSet::new();
+    s.watch(&ws, [topics::SESSIONS]);
+    assert_eq!(s.apply(5, &session("s1", "n1", "release", &[SERF_CHECK_ID])), CommandResult::Ok);
+    assert!(fired(&ws));
+    let (idx, got) = s.snapshot().session_get("s1");
+    assert_eq!((idx, got.unwrap().create_index), (5, 5));
+}
+
+#[test]
+fn acquire_release_and_lock_index() {
+    let s = Store::new();
+    node_with_checks(&s);
+    s.apply(2, &session("a", "n1", "release", &[]));
+    s.apply(3, &session("b", "n1", "release", &[]));
+    assert!(matches!(lock(&s, 4, KvOp::Lock, "l", "nosuch"), CommandResult::Error(e) if e.contains("invalid session")));
+    assert_eq!(lock(&s, 5, KvOp::Lock, "l", "a"), CommandResult::Bool(true));
+    assert_eq!(lock(&s, 6, KvOp::Lock, "l", "b"), CommandResult::Bool(false), "held by another session");
+    assert_eq!(lock(&s, 7, KvOp::Lock, "l", "a"), CommandResult::Bool(true), "re-acquire by the holder");
+    let e = s.snapshot().kv_get("l").1.unwrap();
+    assert_eq!((e.lock_index, e.session.as_str()), (1, "a"), "re-acquire does not bump LockIndex");
+    assert_eq!(lock(&s, 8, KvOp::Unlock, "l", "b"), CommandResult::Bool(false), "only the holder releases");
+    assert_eq!(lock(&s, 9, KvOp::Unlock, "l", "a"), CommandResult::Bool(true));
+    assert_eq!(lock(&s, 10, KvOp::Lock, "l", "b"), CommandResult::Bool(true));
+    let e = s.snapshot().kv_get("l").1.unwrap();
+    assert_eq!((e.lock_index, e.session.as_str()), (2, "b"), "LockIndex is a fencing token");
+    // A plain PUT ignores the lock and keeps the holder.
+    put(&s, 11, "l", "plain");
+    let e = s.snapshot().kv_get("l").1.unwrap();
+    assert_eq!((e.session.as_str(), e.value.as_deref()), ("b", Some(&b"plain"[..])));
+}
+
+#[test]
+fn destroy_releases_or_deletes_per_behavior_and_reports_lock_delay() {
+    let s = Store::new();
+    node_with_checks(&s);
+    s.apply(2, &session("rel", "n1", "release", &[]));
+    s.apply(3, &session("del", "n1", "delete", &[]));
+    lock(&s, 4, KvOp::Lock, "a", "rel");
+    lock(&s, 5, KvOp::Lock, "b", "del");
+    let ws = WatchSet::new();
+    s.watch(&ws, [topics::kv("a")]);
+    let (_, delays) = s.apply_fx(6, &Command::SessionDestroy("rel".into()));
+    assert_eq!(delays, vec![("a".to_string(), 15_000_000_000)]);
+    assert!(fired(&ws));
+    let e = s.snapshot().kv_get("a").1.unwrap();
+    assert_eq!((e.session.as_str(), e.lock_index, e.modify_index), ("", 1, 6));
+    s.apply(7, &Command::SessionDestroy("del".into()));
+    assert!(s.snapshot().kv_get("b").1.is_none(), "behavior=delete removes the key");
+    assert!(s.snapshot().sessions.is_empty());
+    assert!(s.snapshot().session_keys.is_empty());
+}
+
+#[test]
+fn critical_check_invalidates_bound_sessions_only() {
+    let s = Store::new();
+    node_with_checks(&s);
+    s.apply(2, &session("node-bound", "n1", "release", &[SERF_CHECK_ID]));
+    s.apply(
+        3,
+        &Command::SessionCreate(Session {
+            id: "svc-bound".into(),
+            node: "n1".into(),
+            service_checks: vec![ServiceCheckRef { id: "svc-check".into(), namespace: String::new() }],
+            ..Default::default()
+        }),
+    );
+    s.apply(4, &session("free", "n1", "release", &[]));
+    lock(&s, 5, KvOp::Lock, "k", "node-bound");
+    let mut r = reg("n1", "10.0.0.1");
+    r.check = Some(check("svc-check", "web1", HEALTH_CRITICAL));
+    s.apply(6, &Command::Register(r));
+    let st = s.snapshot();
+    assert!(st.sessions.contains_key("node-bound") && st.sessions.contains_key("free"));
+    assert!(!st.sessions.contains_key("svc-bound"), "a service check going critical ends its sessions");
+    let mut r = reg("n1", "10.0.0.1");
+    r.check = Some(check(SERF_CHECK_ID, "", HEALTH_CRITICAL));
+    s.apply(7, &Command::Register(r));
+    let st = s.snapshot();
+    assert!(!st.sessions.contains_key("node-bound"));
+    assert_eq!(st.kv_get("k").1.unwrap().session, "", "its lock is released");
+}
+
+#[test]
+fn deregistering_node_or_check_invalidates_sessions() {
+    let s = Store::new();
+    node_with_checks(&s);
+    s.apply(2, &session("s1", "n1", "release", &["svc-check"]));
+    s.apply(3, &session("s2", "n1", "release", &[]));
+    s.apply(
+        4,
+        &Command::Deregister(DeregisterRequest {
+            node: "n1".into(),
+            check_id: "svc-check".into(),
+            ..Default::default()
+        }),
+    );
+    assert!(!s.snapshot().sessions.contains_key("s1"), "deleting a bound check ends the session");
+    assert!(s.snapshot().sessions.contains_key("s2"));
+    s.apply(5, &Command::Deregister(DeregisterRequest { node: "n1".into(), ..Default::default() }));
+    assert!(s.snapshot().sessions.is_empty(), "deregistering the node ends its sessions");
+}
+
+#[test]
+fn deleting_a_locked_key_drops_it_from_the_session_index() {
+    let s = Store::new();
+    node_with_checks(&s);
+    s.apply(2, &session("s", "n1", "delete", &[]));
+    lock(&s, 3, KvOp::Lock, "t/a", "s");
+    lock(&s, 4, KvOp::Lock, "t/b", "s");
+    kv(&s, 5, KvOp::Delete, "t/a", "", 0);
+    kv(&s, 6, KvOp::DeleteTree, "t/", "", 0);
+    assert!(s.snapshot().session_held_keys("s").is_empty());
+    put(&s, 7, "t/b", "recreated");
+    s.apply(8, &Command::SessionDestroy("s".into()));
+    assert!(s.snapshot().kv_get("t/b").1.is_some(), "a key re-created without the lock is not the session's");
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::structs::{DeregisterRequest, DirEntry, RegisterRequest};
+use crate::structs::{DeregisterRequest, DirEntry, RegisterRequest, Session};
 
 /// The KV verbs of Consul's `KVSRequest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +18,10 @@ pub enum KvOp {
     DeleteCas,
     /// Delete every key under the prefix `entry.key`.
     DeleteTree,
+    /// Acquire the key's lock for `entry.session` (and set the value).
+    Lock,
+    /// Release the key's lock held by `entry.session` (and set the value).
+    Unlock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +44,10 @@ pub enum Command {
     /// Forget KV tombstones at or below this index. The leader proposes it once tombstones are old
     /// enough that no blocking query still needs them (Consul's tombstone GC).
     ReapTombstones(u64),
+    /// Create a session (the ID is chosen by the proposer, so every server agrees on it).
+    SessionCreate(Session),
+    /// Destroy (invalidate) a session: its locks are released or its keys deleted per `Behavior`.
+    SessionDestroy(String),
 }
 
 impl fmt::Display for Command {
@@ -50,6 +58,8 @@ impl fmt::Display for Command {
             Command::Deregister(r) => write!(f, "Deregister({})", r.node),
             Command::Batch(v) => write!(f, "Batch({})", v.len()),
             Command::ReapTombstones(i) => write!(f, "ReapTombstones({i})"),
+            Command::SessionCreate(s) => write!(f, "SessionCreate({})", s.id),
+            Command::SessionDestroy(id) => write!(f, "SessionDestroy({id})"),
         }
     }
 }

@@ -327,3 +327,41 @@ pub struct NodeServiceList {
     #[serde(rename = "Services")]
     pub services: Vec<NodeService>,
 }
+
+pub const SESSION_BEHAVIOR_RELEASE: &str = "release";
+pub const SESSION_BEHAVIOR_DELETE: &str = "delete";
+
+/// A service check a session is bound to (`ServiceChecks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCheckRef {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(rename = "Namespace", default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+/// A session (Consul's `Session`). `LockDelay` is in nanoseconds on the wire, as Go's
+/// `time.Duration` marshals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Node", default)]
+    pub node: String,
+    #[serde(rename = "LockDelay", default)]
+    pub lock_delay_ns: u64,
+    #[serde(rename = "Behavior", default)]
+    pub behavior: String,
+    #[serde(rename = "TTL", default)]
+    pub ttl: String,
+    #[serde(rename = "NodeChecks", default)]
+    pub node_checks: Vec<String>,
+    #[serde(rename = "ServiceChecks", default)]
+    pub service_checks: Vec<ServiceCheckRef>,
+    #[serde(rename = "CreateIndex", default)]
+    pub create_index: u64,
+    #[serde(rename = "ModifyIndex", default)]
+    pub modify_index: u64,
+}

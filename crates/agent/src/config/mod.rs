@@ -81,6 +81,8 @@ pub struct Config {
     pub txn_max_req_len: usize,
     pub http_max_conns_per_client: usize,
     pub check_update_interval: Duration,
+    /// Consul's `session_ttl_min`: the shortest session TTL accepted (default 10s).
+    pub session_ttl_min: Duration,
     pub leave_on_terminate: bool,
     pub domain: String,
     /// Service definitions from config files (`service {}` / `services []`), raw.
@@ -268,7 +270,12 @@ impl Config {
             Some(v) => duration(v).map_err(|e| ConfigError(format!("check_update_interval: {e}")))?,
             None => Duration::from_secs(300),
         };
+        let session_ttl_min = match at(&["session_ttl_min"]) {
+            Some(v) => duration(v).map_err(|e| ConfigError(format!("session_ttl_min: {e}")))?,
+            None => Duration::from_secs(10),
+        };
         Ok(Config {
+            session_ttl_min,
             dev,
             server,
             bootstrap: b("bootstrap") || dev,

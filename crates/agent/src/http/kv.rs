@@ -88,23 +88,27 @@ pub async fn put(
         )));
     }
     let flags = p.u64("flags").map_err(|_| HttpError::bad("Invalid flags"))?.unwrap_or(0);
-    for verb in ["acquire", "release"] {
-        if let Some(s) = p.get(verb) {
-            // No session can exist until sessions land, so every session ID is unknown, which is
-            // exactly Consul's answer for an unknown session.
-            return Err(HttpError::internal(format!("invalid session {s:?}")));
+    // acquire/release take precedence over cas, as in Consul.
+    let (op, cas, session) = if let Some(sess) = p.get("acquire") {
+        // Lock-delay is a wall-clock decision, taken here on the leader before proposing: an acquire
+        // within the delay after the previous holder's session was invalidated just fails.
+        if agent.server.lock_delayed(&key) {
+            return Ok(json_response(None, false, &false));
         }
-    }
-    let (op, cas) = match p.get("cas") {
-        Some(v) => (KvOp::Cas, v.parse::<u64>().map_err(|_| HttpError::bad("Invalid cas index"))?),
-        None => (KvOp::Set, 0),
+        (KvOp::Lock, 0, sess.to_string())
+    } else if let Some(sess) = p.get("release") {
+        (KvOp::Unlock, 0, sess.to_string())
+    } else if let Some(v) = p.get("cas") {
+        (KvOp::Cas, v.parse::<u64>().map_err(|_| HttpError::bad("Invalid cas index"))?, String::new())
+    } else {
+        (KvOp::Set, 0, String::new())
     };
     let entry = DirEntry {
         lock_index: 0,
         key,
         flags,
         value: if body.is_empty() { None } else { Some(body.to_vec()) },
-        session: String::new(),
+        session,
         create_index: 0,
         modify_index: cas,
     };

@@ -6,6 +6,7 @@ mod agent;
 mod catalog;
 mod health;
 mod kv;
+mod session;
 mod status;
 
 use std::collections::HashMap;
@@ -56,6 +57,12 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/health/checks/{service}", get(health::checks))
         .route("/v1/health/service/{service}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/renew/{id}", put(session::renew))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/node/{node}", get(session::node))
+        .route("/v1/session/list", get(session::list))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .merge(agent::routes())

@@ -38,8 +38,17 @@ fn keep(dir: &Option<PathBuf>, bytes: Vec<u8>) -> Option<Arc<Vec<u8>>> {
     }
 }
 
+/// Keys under lock-delay and when it ends. Each server records them as it applies session
+/// invalidations; only the leader consults them, before proposing an acquire. Not replicated: a new
+/// leader knows the delays it applied itself, which on a healthy cluster is all of them.
+pub type LockDelays = Arc<Mutex<std::collections::HashMap<String, std::time::Instant>>>;
+
+/// Bound on remembered lock-delays: past it, expired ones are dropped first.
+const MAX_LOCK_DELAYS: usize = 65_536;
+
 pub struct StateMachine {
     store: Arc<Store>,
+    lock_delays: LockDelays,
     applied: Option<LogId>,
     membership: StoredMembership,
     dir: Option<PathBuf>,
@@ -48,8 +57,9 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Opens the state machine; with `dir`, loads the last snapshot into `store`.
-    pub fn open(store: Arc<Store>, dir: Option<PathBuf>) -> std::io::Result<Self> {
+    pub fn open(store: Arc<Store>, dir: Option<PathBuf>, lock_delays: LockDelays) -> std::io::Result<Self> {
         let mut sm = StateMachine {
+            lock_delays,
             store,
             applied: None,
             membership: StoredMembership::default(),
@@ -70,6 +80,21 @@ impl StateMachine {
             }
         }
         Ok(sm)
+    }
+}
+
+impl StateMachine {
+    fn note_lock_delays(&self, delays: Vec<(String, u64)>) {
+        let now = std::time::Instant::now();
+        let mut m = self.lock_delays.lock().expect("lock delays");
+        if m.len() + delays.len() > MAX_LOCK_DELAYS {
+            m.retain(|_, until| *until > now);
+        }
+        for (key, ns) in delays {
+            // Consul caps lock-delay at 60 s.
+            let d = std::time::Duration::from_nanos(ns).min(std::time::Duration::from_secs(60));
+            m.insert(key, now + d);
+        }
     }
 }
 
@@ -127,7 +152,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.store.note_index(index);
                     CommandResult::None
                 }
-                EntryPayload::Normal(cmd) => self.store.apply(index, cmd),
+                EntryPayload::Normal(cmd) => {
+                    let (res, delays) = self.store.apply_fx(index, cmd);
+                    if !delays.is_empty() {
+                        self.note_lock_delays(delays);
+                    }
+                    res
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     self.store.note_index(index);

@@ -1,0 +1,187 @@
+//! `/v1/session/*`: create, destroy, renew, info, node, list. Sessions back locks
+//! (`/v1/kv/<key>?acquire=`); the leader reaps them when their TTL runs out.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use serde_json::{json, Value};
+
+use cairn_store::state::topics;
+use cairn_types::structs::{
+    ServiceCheckRef, Session, SERF_CHECK_ID, SESSION_BEHAVIOR_DELETE, SESSION_BEHAVIOR_RELEASE,
+};
+use cairn_types::{Command, CommandResult};
+
+use super::{blocking, check_dc, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+
+/// Consul's fixed maximum session TTL (the minimum is `session_ttl_min`, default 10s).
+const SESSION_TTL_MAX: Duration = Duration::from_secs(86_400);
+/// Consul's default lock-delay.
+const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
+
+/// Consul quirk kept for old clients: a numeric `LockDelay` below 1000 is seconds, otherwise
+/// nanoseconds (what Go's `time.Duration` marshals to).
+fn lock_delay(v: Option<&Value>) -> Result<Duration, HttpError> {
+    match v {
+        None | Some(Value::Null) => Ok(DEFAULT_LOCK_DELAY),
+        Some(Value::String(s)) if s.is_empty() => Ok(DEFAULT_LOCK_DELAY),
+        Some(Value::String(s)) => {
+            cairn_types::duration::parse(s).map_err(|e| HttpError::bad(format!("Invalid LockDelay: {e}")))
+        }
+        Some(Value::Number(n)) => {
+            let f = n.as_f64().filter(|f| *f >= 0.0).ok_or_else(|| HttpError::bad("Invalid LockDelay"))?;
+            Ok(if f < 1000.0 { Duration::from_secs_f64(f) } else { Duration::from_nanos(f as u64) })
+        }
+        Some(_) => Err(HttpError::bad("Invalid LockDelay: expected a duration")),
+    }
+}
+
+fn string_list(v: Option<&Value>, what: &str) -> Result<Option<Vec<String>>, HttpError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| HttpError::bad(format!("{what} must be a list of check IDs")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(HttpError::bad(format!("{what} must be a list of check IDs"))),
+    }
+}
+
+pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    // An empty body means all defaults.
+    let v: Value = if body.iter().all(|b| b.is_ascii_whitespace()) { json!({}) } else { super::decode_body(&body)? };
+    if !v.is_object() {
+        return Err(HttpError::bad("Request decode failed: expected a JSON object"));
+    }
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let node = match s("Node") {
+        n if n.is_empty() => agent.config().node_name.clone(),
+        n => n,
+    };
+    let behavior = match s("Behavior").as_str() {
+        "" | SESSION_BEHAVIOR_RELEASE => SESSION_BEHAVIOR_RELEASE.to_string(),
+        SESSION_BEHAVIOR_DELETE => SESSION_BEHAVIOR_DELETE.to_string(),
+        other => return Err(HttpError::bad(format!("Invalid Behavior setting '{other}'"))),
+    };
+    let ttl_s = s("TTL");
+    let ttl = if ttl_s.is_empty() {
+        Duration::ZERO
+    } else {
+        cairn_types::duration::parse(&ttl_s)
+            .map_err(|e| HttpError::bad(format!("Invalid Session TTL '{ttl_s}': {e}")))?
+    };
+    let ttl_min = agent.config().session_ttl_min;
+    if !ttl.is_zero() && !(ttl_min..=SESSION_TTL_MAX).contains(&ttl) {
+        return Err(HttpError::bad(format!(
+            "Invalid Session TTL '{ttl_s}', must be between [{}={}]",
+            cairn_types::duration::format(ttl_min),
+            cairn_types::duration::format(SESSION_TTL_MAX)
+        )));
+    }
+    let delay = lock_delay(v.get("LockDelay"))?;
+    let node_checks = string_list(v.get("NodeChecks"), "NodeChecks")?;
+    let legacy = string_list(v.get("Checks"), "Checks")?;
+    let service_checks: Vec<ServiceCheckRef> = match v.get("ServiceChecks") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(x) => serde_json::from_value::<Vec<ServiceCheckRef>>(x.clone())
+            .map_err(|e| HttpError::bad(format!("Invalid ServiceChecks: {e}")))?,
+    };
+    let mut sess = Session {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: s("Name"),
+        node: node.clone(),
+        lock_delay_ns: delay.as_nanos() as u64,
+        behavior,
+        ttl: if ttl.is_zero() { String::new() } else { cairn_types::duration::format(ttl) },
+        node_checks: Vec::new(),
+        service_checks,
+        create_index: 0,
+        modify_index: 0,
+    };
+    // Consul: with neither NodeChecks nor the deprecated Checks given, a session is bound to the
+    // node's serfHealth. Deprecated Checks entries are node or service checks, by what they name.
+    match (node_checks, legacy) {
+        (None, None) => sess.node_checks = vec![SERF_CHECK_ID.to_string()],
+        (nc, legacy) => {
+            sess.node_checks = nc.unwrap_or_default();
+            let st = agent.server.store().snapshot();
+            for id in legacy.unwrap_or_default() {
+                match st.checks.get(&(node.clone(), id.clone())) {
+                    Some(c) if !c.service_id.is_empty() => {
+                        sess.service_checks.push(ServiceCheckRef { id, namespace: String::new() })
+                    }
+                    _ => sess.node_checks.push(id),
+                }
+            }
+        }
+    }
+    let id = sess.id.clone();
+    let applied = agent.server.apply(Command::SessionCreate(sess)).await?;
+    if let CommandResult::Error(e) = applied.result {
+        return Err(HttpError::internal(format!("Failed to create session: {e}")));
+    }
+    if !ttl.is_zero() {
+        cairn_cluster::leader::reset_session_timer(&agent.server, &id, ttl);
+    }
+    Ok(json_response(None, p.has("pretty"), &json!({ "ID": id })))
+}
+
+pub async fn destroy(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    agent.server.apply(Command::SessionDestroy(id)).await?;
+    Ok(json_response(None, false, &true))
+}
+
+pub async fn renew(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    if !agent.server.is_leader() {
+        return Err(cairn_cluster::Error::NoLeader.into());
+    }
+    let (idx, sess) = agent.server.store().snapshot().session_get(&id);
+    let Some(sess) = sess else {
+        return Err(HttpError::not_found(format!("Session id '{id}' not found")));
+    };
+    if let Ok(ttl) = cairn_types::duration::parse(&sess.ttl) {
+        if !ttl.is_zero() {
+            cairn_cluster::leader::reset_session_timer(&agent.server, &id, ttl);
+        }
+    }
+    Ok(json_response(Some(agent.meta(idx.max(1))), p.has("pretty"), &[&*sess]))
+}
+
+pub async fn info(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    let (meta, sess) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.session_get(&id)).await?;
+    let rows: Vec<&Session> = sess.iter().map(|s| &**s).collect();
+    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+}
+
+pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    let (meta, rows) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.node_sessions(&node)).await?;
+    let rows: Vec<&Session> = rows.iter().map(|s| &**s).collect();
+    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+}
+
+pub async fn list(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    let (meta, rows) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.session_list()).await?;
+    let rows: Vec<&Session> = rows.iter().map(|s| &**s).collect();
+    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+}
