@@ -10,3 +10,4 @@ mod cli;
 mod config_and_lifecycle;
 mod restart;
 mod sessions;
+mod txn;

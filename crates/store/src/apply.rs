@@ -55,6 +55,7 @@ pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fx: &mut Fx) -> Com
             invalidate_session(st, idx, id, fx);
             CommandResult::Ok
         }
+        Command::Txn(ops) => crate::txn::apply_txn(st, idx, ops, fx),
         Command::Batch(cmds) => {
             for c in cmds {
                 if let CommandResult::Error(e) = apply(st, idx, c, fx) {
@@ -117,32 +118,33 @@ fn kv(st: &mut State, idx: u64, req: &KvRequest, fx: &mut Fx) -> CommandResult {
             Err(m) => CommandResult::Error(m),
         },
         KvOp::DeleteTree => {
-            let keys: Vec<String> = st
-                .kvs
-                .range(e.key.clone()..)
-                .take_while(|(k, _)| k.starts_with(&e.key))
-                .map(|(k, _)| k.clone())
-                .collect();
-            if !keys.is_empty() {
-                for k in &keys {
-                    if let Some(old) = st.kvs.remove(k) {
-                        if !old.session.is_empty() {
-                            st.session_keys.remove(&(old.session.clone(), k.clone()));
-                        }
-                    }
-                    st.tombstones.insert(k.clone(), idx);
-                }
-                bump(st, "kvs", idx);
-                bump(st, "tombstones", idx);
-                fx.fired.push(Topic::KvPrefix(e.key.clone()));
-                fx.fired.push(Topic::Table("kvs"));
-            }
+            kv_delete_tree(st, idx, &e.key, fx);
             CommandResult::Bool(true)
         }
     }
 }
 
-fn kv_set(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) {
+pub(crate) fn kv_delete_tree(st: &mut State, idx: u64, prefix: &str, fx: &mut Fx) {
+    let keys: Vec<String> =
+        st.kvs.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k.clone()).collect();
+    if keys.is_empty() {
+        return;
+    }
+    for k in &keys {
+        if let Some(old) = st.kvs.remove(k) {
+            if !old.session.is_empty() {
+                st.session_keys.remove(&(old.session.clone(), k.clone()));
+            }
+        }
+        st.tombstones.insert(k.clone(), idx);
+    }
+    bump(st, "kvs", idx);
+    bump(st, "tombstones", idx);
+    fx.fired.push(Topic::KvPrefix(prefix.to_string()));
+    fx.fired.push(Topic::Table("kvs"));
+}
+
+pub(crate) fn kv_set(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) {
     let prev = st.kvs.get(&e.key);
     let mut row = e.clone();
     row.modify_index = idx;
@@ -166,7 +168,7 @@ fn kv_set(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) {
     fx.fired.push(Topic::Table("kvs"));
 }
 
-fn kv_delete(st: &mut State, idx: u64, key: &str, fx: &mut Fx) {
+pub(crate) fn kv_delete(st: &mut State, idx: u64, key: &str, fx: &mut Fx) {
     if let Some(old) = st.kvs.remove(key) {
         if !old.session.is_empty() {
             st.session_keys.remove(&(old.session.clone(), key.to_string()));
@@ -181,7 +183,7 @@ fn kv_delete(st: &mut State, idx: u64, key: &str, fx: &mut Fx) {
 
 /// Consul's acquire: with a valid session, take a free lock (LockIndex + 1) or refresh one already
 /// held by the same session; a lock held by another session is not taken (false).
-fn kv_lock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
+pub(crate) fn kv_lock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
     if !st.sessions.contains_key(&e.session) {
         return Err(format!("invalid session {:?}", e.session));
     }
@@ -213,7 +215,7 @@ fn kv_lock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, 
 }
 
 /// Consul's release: only the holding session releases (LockIndex stays, Session clears).
-fn kv_unlock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
+pub(crate) fn kv_unlock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
     let Some(prev) = st.kvs.get(&e.key).cloned() else { return Ok(false) };
     if prev.session != e.session || e.session.is_empty() {
         return Ok(false);
@@ -325,7 +327,7 @@ fn register(st: &mut State, idx: u64, req: &RegisterRequest, fx: &mut Fx) -> Res
     Ok(())
 }
 
-fn ensure_node(st: &mut State, idx: u64, mut node: Node, fx: &mut Fx) -> Result<(), String> {
+pub(crate) fn ensure_node(st: &mut State, idx: u64, mut node: Node, fx: &mut Fx) -> Result<(), String> {
     if !node.id.is_empty() {
         // Node IDs are unique: another node may not claim this one's ID.
         if let Some(other) = st.nodes.values().find(|n| n.id.eq_ignore_ascii_case(&node.id) && n.node != node.node) {
@@ -364,7 +366,13 @@ fn bump_service(st: &mut State, name: &str, idx: u64, fx: &mut Fx) {
     fx.fired.push(topics::service(name));
 }
 
-fn ensure_service(st: &mut State, idx: u64, node: &str, svc: &NodeService, fx: &mut Fx) -> Result<(), String> {
+pub(crate) fn ensure_service(
+    st: &mut State,
+    idx: u64,
+    node: &str,
+    svc: &NodeService,
+    fx: &mut Fx,
+) -> Result<(), String> {
     let mut svc = svc.clone();
     if svc.id.is_empty() {
         svc.id = svc.service.clone();
@@ -424,7 +432,7 @@ fn refresh_service_checks(st: &mut State, idx: u64, node: &str, fx: &mut Fx) {
     }
 }
 
-fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fx: &mut Fx) -> Result<(), String> {
+pub(crate) fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fx: &mut Fx) -> Result<(), String> {
     let mut c = c.clone();
     c.node = node.to_string();
     if c.check_id.is_empty() {
@@ -505,7 +513,7 @@ fn deregister(st: &mut State, idx: u64, req: &DeregisterRequest, fx: &mut Fx) ->
     Ok(())
 }
 
-fn delete_service(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
+pub(crate) fn delete_service(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
     let key = (node.to_string(), id.to_string());
     let Some(svc) = st.services.remove(&key) else { return };
     st.services_by_name.remove(&(svc.service.clone(), node.to_string(), id.to_string()));
@@ -525,7 +533,7 @@ fn delete_service(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
     fx.fired.push(topics::node(node));
 }
 
-fn delete_check(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
+pub(crate) fn delete_check(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
     let Some(c) = st.checks.remove(&(node.to_string(), id.to_string())) else { return };
     for sid in sessions_on_check(st, node, id) {
         invalidate_session(st, idx, &sid, fx);
@@ -543,7 +551,7 @@ fn delete_check(st: &mut State, idx: u64, node: &str, id: &str, fx: &mut Fx) {
     }
 }
 
-fn delete_node(st: &mut State, idx: u64, node: &str, fx: &mut Fx) {
+pub(crate) fn delete_node(st: &mut State, idx: u64, node: &str, fx: &mut Fx) {
     if !st.nodes.contains_key(node) {
         return;
     }

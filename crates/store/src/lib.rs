@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod state;
+pub mod txn;
 pub mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -68,7 +69,7 @@ impl Store {
         let mut next = (*base).clone();
         let mut fx = apply::Fx::default();
         let res = apply::apply(&mut next, index, cmd, &mut fx);
-        if matches!(res, CommandResult::Error(_)) || fx.fired.is_empty() {
+        if matches!(res, CommandResult::Error(_) | CommandResult::TxnErrors(_)) || fx.fired.is_empty() {
             // Nothing changed (rejected, or a no-op write such as an identical re-registration):
             // keep the old root, so no index moves and no waiter wakes.
             return (res, Vec::new());

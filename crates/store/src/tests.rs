@@ -509,3 +509,98 @@ fn deleting_a_locked_key_drops_it_from_the_session_index() {
     s.apply(8, &Command::SessionDestroy("s".into()));
     assert!(s.snapshot().kv_get("t/b").1.is_some(), "a key re-created without the lock is not the session's");
 }
+
+fn kv_txn(verb: &str, key: &str, val: Option<&str>, index: u64, session: &str) -> cairn_types::txn::TxnOp {
+    cairn_types::txn::TxnOp {
+        kv: Some(cairn_types::txn::TxnKvOp {
+            verb: verb.into(),
+            key: key.into(),
+            value: val.map(|v| v.as_bytes().to_vec()),
+            flags: 0,
+            index,
+            session: session.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn txn_applies_all_or_nothing() {
+    use cairn_types::txn::TxnResult;
+    let s = Store::new();
+    put(&s, 1, "existing", "x");
+    let ws = WatchSet::new();
+    s.watch(&ws, [topics::kv("a")]);
+    // One failing check rolls back the writes before it.
+    let res = s.apply(
+        2,
+        &Command::Txn(vec![
+            kv_txn("set", "a", Some("1"), 0, ""),
+            kv_txn("check-not-exists", "existing", None, 0, ""),
+            kv_txn("get", "missing", None, 0, ""),
+        ]),
+    );
+    match res {
+        CommandResult::TxnErrors(errs) => {
+            assert_eq!(errs.iter().map(|e| e.op_index).collect::<Vec<_>>(), vec![1, 2], "every failing op is reported");
+            assert!(errs[0].what.contains("exists"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(s.snapshot().kv_get("a").1.is_none(), "rolled back");
+    assert_eq!(s.snapshot().last_index, 1);
+    assert!(!fired(&ws), "a rolled-back transaction wakes nobody");
+
+    let res = s.apply(
+        3,
+        &Command::Txn(vec![
+            kv_txn("set", "a", Some("1"), 0, ""),
+            kv_txn("cas", "existing", Some("y"), 1, ""),
+            kv_txn("get", "a", None, 0, ""),
+            kv_txn("delete", "nope", None, 0, ""),
+        ]),
+    );
+    let CommandResult::TxnResults(r) = res else { panic!("{res:?}") };
+    assert_eq!(r.len(), 3);
+    match (&r[0], &r[2]) {
+        (TxnResult::KV(w), TxnResult::KV(g)) => {
+            assert_eq!(w.value, None, "write results omit the value");
+            assert_eq!(g.value.as_deref(), Some(&b"1"[..]));
+            assert_eq!(g.modify_index, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(fired(&ws));
+    assert_eq!(s.snapshot().kv_get("existing").1.unwrap().value.as_deref(), Some(&b"y"[..]));
+}
+
+#[test]
+fn txn_catalog_ops_and_read_only() {
+    use cairn_types::txn::{TxnNodeOp, TxnOp, TxnServiceOp};
+    let s = Store::new();
+    let node = Node { node: "tn".into(), address: "1.2.3.4".into(), ..Default::default() };
+    let ops = vec![
+        TxnOp { node: Some(TxnNodeOp { verb: "set".into(), node: node.clone() }), ..Default::default() },
+        TxnOp {
+            service: Some(TxnServiceOp { verb: "set".into(), node: "tn".into(), service: svc("s1", "svc", &["t"]) }),
+            ..Default::default()
+        },
+    ];
+    assert!(matches!(s.apply(1, &Command::Txn(ops)), CommandResult::TxnResults(r) if r.len() == 2));
+    assert_eq!(s.snapshot().service_nodes("svc", &[]).1.len(), 1);
+    // A service on a missing node fails the whole transaction.
+    let bad = vec![TxnOp {
+        service: Some(TxnServiceOp { verb: "set".into(), node: "ghost".into(), service: svc("s2", "svc", &[]) }),
+        ..Default::default()
+    }];
+    assert!(matches!(s.apply(2, &Command::Txn(bad)), CommandResult::TxnErrors(_)));
+    // Read-only transactions run on a snapshot and change nothing.
+    let reads = vec![
+        TxnOp { node: Some(TxnNodeOp { verb: "get".into(), node: node.clone() }), ..Default::default() },
+        kv_txn("get-or-empty", "nothing", None, 0, ""),
+    ];
+    assert!(reads.iter().all(|o| o.is_read()));
+    let before = s.snapshot().last_index;
+    assert!(matches!(crate::txn::read_txn(&s.snapshot(), &reads), CommandResult::TxnResults(r) if r.len() == 1));
+    assert_eq!(s.snapshot().last_index, before);
+}

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::structs::{DeregisterRequest, DirEntry, RegisterRequest, Session};
+use crate::txn::{TxnError, TxnOp, TxnResult};
 
 /// The KV verbs of Consul's `KVSRequest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,8 @@ pub enum Command {
     SessionCreate(Session),
     /// Destroy (invalidate) a session: its locks are released or its keys deleted per `Behavior`.
     SessionDestroy(String),
+    /// A `/v1/txn` transaction: every operation or none.
+    Txn(Vec<TxnOp>),
 }
 
 impl fmt::Display for Command {
@@ -60,6 +63,7 @@ impl fmt::Display for Command {
             Command::ReapTombstones(i) => write!(f, "ReapTombstones({i})"),
             Command::SessionCreate(s) => write!(f, "SessionCreate({})", s.id),
             Command::SessionDestroy(id) => write!(f, "SessionDestroy({id})"),
+            Command::Txn(ops) => write!(f, "Txn({})", ops.len()),
         }
     }
 }
@@ -75,6 +79,10 @@ pub enum CommandResult {
     Ok,
     /// Rejected by the state machine (e.g. a check names an unknown service). Nothing was changed.
     Error(String),
+    /// A transaction applied: its results.
+    TxnResults(Vec<TxnResult>),
+    /// A transaction rolled back: why, per operation. Nothing was changed.
+    TxnErrors(Vec<TxnError>),
 }
 
 impl fmt::Display for CommandResult {

@@ -7,6 +7,7 @@
 //! - [`normalize`]: Consul's lenient input decoding (case-insensitive, snake_case keys).
 //! - [`duration`]: Go-style durations (`"10s"`, `"1m30s"`, `"0.001s"`).
 //! - [`filter`]: the `?filter=` expression language.
+//! - [`txn`]: `/v1/txn` operations and results.
 //! - [`error`]: the crate's error enum.
 
 pub mod command;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod filter;
 pub mod normalize;
 pub mod structs;
+pub mod txn;
 
 pub use command::{Command, CommandResult};
 pub use error::Error;

@@ -8,6 +8,7 @@ mod health;
 mod kv;
 mod session;
 mod status;
+mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/session/info/{id}", get(session::info))
         .route("/v1/session/node/{node}", get(session::node))
         .route("/v1/session/list", get(session::list))
+        .route("/v1/txn", put(txn::txn).layer(DefaultBodyLimit::max(agent.config().txn_max_req_len.saturating_add(1))))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .merge(agent::routes())

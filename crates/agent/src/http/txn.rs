@@ -1,0 +1,86 @@
+//! `PUT /v1/txn`: KV, node, service and check operations applied all or nothing in one Raft entry.
+//! A transaction of reads only is answered from a snapshot (honouring `?stale`/`?consistent`)
+//! without a Raft entry.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::Value;
+
+use cairn_types::txn::{TxnError, TxnOp, TxnResponse, TxnResult, MAX_TXN_OPS};
+use cairn_types::{Command, CommandResult};
+
+use super::{check_dc, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+
+fn answer(res: CommandResult, meta: Option<super::Meta>, pretty: bool) -> HttpResult {
+    match res {
+        CommandResult::TxnResults(r) => {
+            let body = TxnResponse { results: Some(r.iter().map(TxnResult::to_json).collect()), errors: None };
+            Ok(json_response(meta, pretty, &body))
+        }
+        CommandResult::TxnErrors(e) => rollback(e, pretty),
+        CommandResult::Error(e) => Err(HttpError::internal(e)),
+        other => Err(HttpError::internal(format!("unexpected result {other}"))),
+    }
+}
+
+/// Consul answers a rolled-back transaction with 409 and the errors.
+fn rollback(errors: Vec<TxnError>, pretty: bool) -> HttpResult {
+    let body = TxnResponse { results: None, errors: Some(errors) };
+    Ok((StatusCode::CONFLICT, json_response(None, pretty, &body)).into_response())
+}
+
+pub async fn txn(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let max = agent.config().txn_max_req_len;
+    if body.len() > max {
+        return Err(HttpError::too_large(format!(
+            "Request body({} bytes) too large, max size: {max} bytes. See limits.txn_max_req_len.",
+            body.len()
+        )));
+    }
+    let v: Value = super::decode_body(&body)?;
+    let Value::Array(items) = v else {
+        return Err(HttpError::bad("Failed to parse body: expected a list of operations"));
+    };
+    if items.len() > MAX_TXN_OPS {
+        return Err(HttpError::too_large(format!(
+            "Transaction contains too many operations ({} > {MAX_TXN_OPS})",
+            items.len()
+        )));
+    }
+    let ops: Vec<TxnOp> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| {
+            serde_json::from_value(x).map_err(|e| HttpError::bad(format!("Failed to parse operation {i}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if ops.iter().all(TxnOp::is_read) {
+        let q = QueryOpts::parse(&p)?;
+        let (meta, res) = super::blocking(&agent, &QueryOpts { index: 0, ..q }, Vec::new(), |st| {
+            (st.last_index, cairn_store::txn::read_txn(st, &ops))
+        })
+        .await?;
+        return answer(res, Some(meta), p.has("pretty"));
+    }
+    // Lock-delay is the leader's wall-clock decision, taken before proposing.
+    let delayed: Vec<TxnError> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| {
+            op.kv.as_ref().filter(|k| k.verb == "lock" && agent.server.lock_delayed(&k.key)).map(|k| (i, k))
+        })
+        .map(|(i, k)| TxnError {
+            op_index: i,
+            what: format!("failed to lock key {:?}, lock-delay is in effect", k.key),
+        })
+        .collect();
+    if !delayed.is_empty() {
+        return rollback(delayed, p.has("pretty"));
+    }
+    let applied = agent.server.apply(Command::Txn(ops)).await?;
+    answer(applied.result, Some(agent.meta(applied.index)), p.has("pretty"))
+}

@@ -1,0 +1,92 @@
+//! `/v1/txn` end to end: results and 409 rollbacks, catalog verbs, read-only transactions, limits.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+fn txn(a: &Agent, body: &Value) -> (u16, Value) {
+    let (st, _, b) = http("PUT", &a.url("/v1/txn"), Some(body.to_string().as_bytes()));
+    (st, serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into())))
+}
+
+#[test]
+fn txn_results_rollback_and_limits() {
+    let a = Agent::dev(&[]);
+    let (st, v) = txn(
+        &a,
+        &json!([
+            {"KV": {"Verb": "set", "Key": "t/a", "Value": "MQ=="}},
+            {"KV": {"Verb": "set", "Key": "t/b", "Value": "Mg==", "Flags": 9}},
+            {"KV": {"Verb": "get", "Key": "t/a"}},
+            {"Node": {"Verb": "set", "Node": {"Node": "txn-node", "Address": "10.9.9.9"}}},
+            {"Service": {"Verb": "set", "Node": "txn-node", "Service": {"Service": "txsvc", "Port": 81}}}
+        ]),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["Errors"], Value::Null);
+    let r = v["Results"].as_array().unwrap();
+    assert_eq!(r.len(), 5);
+    assert_eq!(r[0]["KV"]["Value"], Value::Null, "write results omit values");
+    assert_eq!(r[2]["KV"]["Value"], "MQ==");
+    assert_eq!(r[3]["Node"]["Address"], "10.9.9.9");
+    assert_eq!(r[4]["Service"]["Port"], 81);
+    let (_, _, b) = http("GET", &a.url("/v1/catalog/service/txsvc"), None);
+    assert!(String::from_utf8_lossy(&b).contains("10.9.9.9"));
+
+    // A failing op rolls everything back: 409 with the failing op's index.
+    let idx = r[2]["KV"]["ModifyIndex"].as_u64().unwrap();
+    let (st, v) = txn(
+        &a,
+        &json!([
+            {"KV": {"Verb": "set", "Key": "t/c", "Value": "Mw=="}},
+            {"KV": {"Verb": "check-index", "Key": "t/a", "Index": idx + 1000}},
+        ]),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["Results"], Value::Null);
+    assert_eq!(v["Errors"][0]["OpIndex"], 1);
+    assert!(v["Errors"][0]["What"].as_str().unwrap().contains("modify index"));
+    let (st, _, _) = http("GET", &a.url("/v1/kv/t/c"), None);
+    assert_eq!(st, 404, "nothing of a rolled-back transaction is written");
+
+    // Read-only transactions honour consistency modes.
+    for q in ["", "?stale", "?consistent"] {
+        let (st, _, b) =
+            http("PUT", &a.url(&format!("/v1/txn{q}")), Some(br#"[{"KV": {"Verb": "get-tree", "Key": "t/"}}]"#));
+        assert_eq!(st, 200);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["Results"].as_array().unwrap().len(), 2);
+    }
+
+    // Limits and bad input.
+    let many: Vec<Value> = (0..129).map(|i| json!({"KV": {"Verb": "set", "Key": format!("m/{i}")}})).collect();
+    let (st, _) = txn(&a, &Value::Array(many));
+    assert_eq!(st, 413);
+    let (st, _) = txn(&a, &json!({"KV": {}}));
+    assert_eq!(st, 400);
+    let (st, _) = txn(&a, &json!([{"KV": {"Verb": "set", "Key": "x", "Value": "not base64!"}}]));
+    assert_eq!(st, 400);
+    let (st, v) = txn(&a, &json!([{"KV": {"Verb": "frobnicate", "Key": "x"}}]));
+    assert_eq!(st, 409);
+    assert!(v["Errors"][0]["What"].as_str().unwrap().contains("frobnicate"));
+}
+
+#[test]
+fn txn_locks_with_sessions() {
+    let a = Agent::dev(&[]);
+    let (_, _, b) = http("PUT", &a.url("/v1/session/create"), Some(br#"{"LockDelay": "0s"}"#));
+    let sid = serde_json::from_slice::<Value>(&b).unwrap()["ID"].as_str().unwrap().to_string();
+    let (st, v) = txn(
+        &a,
+        &json!([
+            {"KV": {"Verb": "lock", "Key": "tl", "Value": "aA==", "Session": sid}},
+            {"KV": {"Verb": "check-session", "Key": "tl", "Session": sid}}
+        ]),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["Results"][0]["KV"]["LockIndex"], 1);
+    let (st, v) = txn(&a, &json!([{"KV": {"Verb": "unlock", "Key": "tl", "Session": "someone-else"}}]));
+    assert_eq!(st, 409, "{v}");
+    let (st, _) = txn(&a, &json!([{"KV": {"Verb": "unlock", "Key": "tl", "Session": sid}}]));
+    assert_eq!(st, 200);
+}
