@@ -150,3 +150,92 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()
 }
+
+/// `cairn lock` processes contending for one lock: their critical sections never interleave, the
+/// child sees CONSUL_LOCK_HELD, and -child-exit-code passes the child's status through.
+#[test]
+fn cairn_lock_mutual_exclusion() {
+    let a = Agent::dev(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("log");
+    let cmd = format!("echo start $$ $CONSUL_LOCK_HELD >> {0}; sleep 0.3; echo end $$ >> {0}", f.display());
+    let addr = a.addr();
+    let procs: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, cmd) = (addr.clone(), cmd.clone());
+            std::thread::spawn(move || cli_at(&addr, &["lock", "-timeout=30s", "app/mutex", &cmd], None))
+        })
+        .collect();
+    for p in procs {
+        let o = p.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let text = std::fs::read_to_string(&f).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for pair in lines.chunks(2) {
+        let s: Vec<&str> = pair[0].split_whitespace().collect();
+        let e: Vec<&str> = pair[1].split_whitespace().collect();
+        assert_eq!((s[0], e[0]), ("start", "end"), "sections interleaved:\n{text}");
+        assert_eq!(s[1], e[1], "sections interleaved:\n{text}");
+        assert_eq!(s.get(2), Some(&"true"), "CONSUL_LOCK_HELD is set");
+    }
+    let o = a.cli(&["lock", "-child-exit-code", "app/code", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    // Everything was cleaned up: no sessions left, the lock key is free.
+    let (_, _, b) = http("GET", &a.url("/v1/session/list"), None);
+    assert_eq!(j(&b), json!([]));
+}
+
+/// `cairn lock -n 2`: a semaphore admits two holders at a time, never three.
+#[test]
+fn cairn_lock_semaphore_limits_holders() {
+    let a = Agent::dev(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("log");
+    let cmd = format!("echo + >> {0}; sleep 0.6; echo - >> {0}", f.display());
+    let addr = a.addr();
+    let procs: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, cmd) = (addr.clone(), cmd.clone());
+            std::thread::spawn(move || cli_at(&addr, &["lock", "-n", "2", "-timeout=30s", "app/sem", &cmd], None))
+        })
+        .collect();
+    for p in procs {
+        let o = p.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let text = std::fs::read_to_string(&f).unwrap();
+    let (mut cur, mut max) = (0i32, 0i32);
+    for l in text.lines() {
+        cur += if l == "+" { 1 } else { -1 };
+        max = max.max(cur);
+    }
+    assert_eq!(text.lines().count(), 8);
+    assert!(max <= 2, "at most two holders at once:\n{text}");
+    assert_eq!(max, 2, "two holders did run together:\n{text}");
+    let (_, _, b) = http("GET", &a.url("/v1/kv/app/sem/.lock"), None);
+    let v: Value = serde_json::from_slice(&base64_decode(j(&b)[0]["Value"].as_str().unwrap())).unwrap();
+    assert_eq!(v["Limit"], 2);
+    assert_eq!(v["Holders"], json!({}), "holders removed themselves");
+}
+
+/// When the lock is lost (here: its session destroyed), the child is terminated and `cairn lock`
+/// exits with 1, long before the child would have finished.
+#[test]
+fn cairn_lock_kills_child_when_lock_is_lost() {
+    let a = Agent::dev(&[]);
+    let addr = a.addr();
+    let t = Instant::now();
+    let p = std::thread::spawn(move || cli_at(&addr, &["lock", "app/lost", "sleep 60"], None));
+    let sid = wait_for(Duration::from_secs(10), "lock held", || {
+        let (st, _, b) = http("GET", &a.url("/v1/kv/app/lost/.lock"), None);
+        let s = j(&b)[0]["Session"].as_str().unwrap_or("").to_string();
+        (st == 200 && !s.is_empty()).then_some(s)
+    });
+    http("PUT", &a.url(&format!("/v1/session/destroy/{sid}")), None);
+    let o = p.join().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Lock lost"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(30), "the child was stopped: {:?}", t.elapsed());
+}

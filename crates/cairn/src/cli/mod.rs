@@ -4,6 +4,7 @@
 mod agent;
 mod catalog;
 mod kv;
+mod lock;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -39,6 +40,8 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: catalog::ServicesCmd,
     },
+    /// Runs a command while holding a lock or semaphore slot.
+    Lock(lock::LockArgs),
     /// Lists the members of the cluster.
     Members(agent::MembersArgs),
     /// Shows debugging information about the agent.
@@ -84,12 +87,18 @@ impl HttpArgs {
 }
 
 /// Rewrites Go-style `-flag[=v]` to `--flag[=v]`. A lone `-` (stdin) and negative numbers (`-1`)
-/// are values, not flags; everything after `--` is left alone.
+/// are values, not flags; everything after `--` is left alone. For commands that run another
+/// command (`lock`), rewriting stops at the first positional argument, as Go's flag parsing stops
+/// there: the child's own flags (`ls -la`) pass through untouched.
 pub fn go_flags(args: Vec<String>) -> Vec<String> {
+    // Flags of `lock` that take a separate value (`-timeout 5s`).
+    const LOCK_VALUE_FLAGS: &[&str] = &["n", "name", "timeout", "monitor-retry", "http-addr", "token", "datacenter"];
+    let runs_child = args.get(1).map(|c| c == "lock").unwrap_or(false);
     let mut out = Vec::with_capacity(args.len());
     let mut passthrough = false;
+    let mut prev_takes_value = false;
     for (i, a) in args.into_iter().enumerate() {
-        if i == 0 || passthrough {
+        if i <= 1 || passthrough {
             out.push(a);
             continue;
         }
@@ -100,6 +109,17 @@ pub fn go_flags(args: Vec<String>) -> Vec<String> {
         }
         let b = a.as_bytes();
         let is_go_flag = b.len() > 2 && b[0] == b'-' && b[1] != b'-' && !b[1].is_ascii_digit();
+        let is_flag = b.len() > 1 && b[0] == b'-';
+        if runs_child && !is_flag && !prev_takes_value {
+            // The prefix: everything after it belongs to the child command.
+            passthrough = true;
+            out.push(a);
+            continue;
+        }
+        if runs_child {
+            let name = a.trim_start_matches('-');
+            prev_takes_value = is_flag && !name.contains('=') && LOCK_VALUE_FLAGS.contains(&name);
+        }
         out.push(if is_go_flag { format!("-{a}") } else { a });
     }
     out
@@ -131,6 +151,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Kv { cmd } => kv::run(cmd).await,
         Cmd::Catalog { cmd } => catalog::run_catalog(cmd).await,
         Cmd::Services { cmd } => catalog::run_services(cmd).await,
+        Cmd::Lock(a) => lock::run(a).await,
         Cmd::Members(a) => agent::members(a).await,
         Cmd::Info(a) => agent::info(a).await,
         Cmd::Leave(a) => agent::leave(a).await,
@@ -188,6 +209,10 @@ mod tests {
         );
         assert_eq!(go_flags(v(&["cairn", "kv", "put", "k", "-"])), v(&["cairn", "kv", "put", "k", "-"]));
         assert_eq!(go_flags(v(&["cairn", "kv", "put", "--", "k", "-v"])), v(&["cairn", "kv", "put", "--", "k", "-v"]));
+        assert_eq!(
+            go_flags(v(&["cairn", "lock", "-timeout", "5s", "-child-exit-code", "app", "ls", "-la"])),
+            v(&["cairn", "lock", "--timeout", "5s", "--child-exit-code", "app", "ls", "-la"])
+        );
     }
 
     #[test]
