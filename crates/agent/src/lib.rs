@@ -13,6 +13,7 @@ mod conn_limit;
 pub mod http;
 pub mod local;
 pub mod logging;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub struct Agent {
     shutdown: watch::Sender<bool>,
     started: Instant,
     http_addrs: RwLock<Vec<SocketAddr>>,
+    /// Running config-defined watches (restarted on reload).
+    watch_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -117,12 +120,14 @@ impl Agent {
             shutdown,
             started: Instant::now(),
             http_addrs: RwLock::new(Vec::new()),
+            watch_tasks: Default::default(),
         });
         agent.load_config_definitions(&agent.config())?;
         agent.reconcile_self().await;
         tokio::spawn(local::sync::run(agent.clone()));
         tokio::spawn(reconcile_loop(agent.clone()));
         agent.serve_http().await?;
+        agent.start_watches()?;
         Ok(agent)
     }
 
@@ -241,6 +246,30 @@ impl Agent {
             tracing::info!(target: "agent", addr = %local, "HTTP API listening");
         }
         *self.http_addrs.write().expect("addrs") = bound;
+        Ok(())
+    }
+
+    /// Starts the watches of the config (stopping any running ones): clients of this agent's API.
+    fn start_watches(self: &Arc<Self>) -> Result<(), StartError> {
+        let plans = self.config().watches.clone();
+        let mut tasks = self.watch_tasks.lock().expect("watch tasks");
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let Some(addr) = self.http_addrs().first().copied() else {
+            return Err(StartError::Other("watches need the HTTP API, which is disabled (ports.http = -1)".into()));
+        };
+        for plan in plans {
+            let me = self.clone();
+            let base = format!("http://{addr}");
+            tasks.push(tokio::spawn(async move {
+                let stop = async { me.shutting_down().await };
+                watches::run(base, plan, stop).await;
+            }));
+        }
         Ok(())
     }
 
@@ -385,7 +414,7 @@ impl Agent {
 
     /// `/v1/agent/reload`: re-reads config files; applies the log level and the service and check
     /// definitions. Settings that need a restart (ports, data dir, ...) keep their running values.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(self: &Arc<Self>) -> Result<(), String> {
         let mut cfg = Config::load(&self.flags).map_err(|e| e.to_string())?;
         let old = self.config();
         cfg.node_id = old.node_id.clone();
@@ -404,7 +433,8 @@ impl Agent {
         }
         let cfg = Arc::new(cfg);
         *self.config.write().expect("config") = cfg.clone();
-        self.load_config_definitions(&cfg).map_err(|e| e.to_string())
+        self.load_config_definitions(&cfg).map_err(|e| e.to_string())?;
+        self.start_watches().map_err(|e| e.to_string())
     }
 }
 

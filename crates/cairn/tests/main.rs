@@ -12,3 +12,4 @@ mod locks;
 mod restart;
 mod sessions;
 mod txn;
+mod watches;

@@ -89,6 +89,8 @@ pub struct Config {
     pub services: Vec<Value>,
     /// Check definitions from config files, raw.
     pub checks: Vec<Value>,
+    /// Watch definitions from config files (`watches = [...]`), validated.
+    pub watches: Vec<crate::watches::Plan>,
     /// The merged configuration, for `/v1/agent/self` `DebugConfig`.
     pub merged: Value,
     /// Keys that were accepted but are not acted on yet (logged at start).
@@ -307,6 +309,11 @@ impl Config {
             domain: s("domain").unwrap_or_else(|| "consul".into()),
             services: list(&m, "service", "services"),
             checks: list(&m, "check", "checks"),
+            watches: list(&m, "watches", "watches")
+                .iter()
+                .enumerate()
+                .map(|(i, w)| crate::watches::parse(w).map_err(|e| ConfigError(format!("watches[{i}]: {e}"))))
+                .collect::<Result<_, _>>()?,
             merged: m,
             ignored,
         })
@@ -369,7 +376,8 @@ fn dev_defaults() -> Value {
 
 fn list(m: &Value, one: &str, many: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for k in [one, many] {
+    let keys: &[&str] = if one == many { &[one] } else { &[one, many] };
+    for k in keys.iter().copied() {
         match m.get(k) {
             Some(Value::Array(a)) => out.extend(a.iter().cloned()),
             Some(v @ Value::Object(_)) => out.push(v.clone()),

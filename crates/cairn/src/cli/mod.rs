@@ -5,6 +5,7 @@ mod agent;
 mod catalog;
 mod kv;
 mod lock;
+mod watch;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -42,6 +43,8 @@ pub enum Cmd {
     },
     /// Runs a command while holding a lock or semaphore slot.
     Lock(lock::LockArgs),
+    /// Watches a view (key, keyprefix, services, nodes, service, checks) and runs a handler on changes.
+    Watch(watch::WatchArgs),
     /// Lists the members of the cluster.
     Members(agent::MembersArgs),
     /// Shows debugging information about the agent.
@@ -88,12 +91,26 @@ impl HttpArgs {
 
 /// Rewrites Go-style `-flag[=v]` to `--flag[=v]`. A lone `-` (stdin) and negative numbers (`-1`)
 /// are values, not flags; everything after `--` is left alone. For commands that run another
-/// command (`lock`), rewriting stops at the first positional argument, as Go's flag parsing stops
+/// command (`lock`, `watch`), rewriting stops at the first positional argument, as Go's flag parsing stops
 /// there: the child's own flags (`ls -la`) pass through untouched.
 pub fn go_flags(args: Vec<String>) -> Vec<String> {
-    // Flags of `lock` that take a separate value (`-timeout 5s`).
-    const LOCK_VALUE_FLAGS: &[&str] = &["n", "name", "timeout", "monitor-retry", "http-addr", "token", "datacenter"];
-    let runs_child = args.get(1).map(|c| c == "lock").unwrap_or(false);
+    // Flags of `lock` and `watch` that take a separate value (`-timeout 5s`, `-type key`).
+    const LOCK_VALUE_FLAGS: &[&str] = &[
+        "n",
+        "name",
+        "timeout",
+        "monitor-retry",
+        "http-addr",
+        "token",
+        "datacenter",
+        "type",
+        "key",
+        "prefix",
+        "service",
+        "tag",
+        "state",
+    ];
+    let runs_child = args.get(1).map(|c| c == "lock" || c == "watch").unwrap_or(false);
     let mut out = Vec::with_capacity(args.len());
     let mut passthrough = false;
     let mut prev_takes_value = false;
@@ -152,6 +169,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Catalog { cmd } => catalog::run_catalog(cmd).await,
         Cmd::Services { cmd } => catalog::run_services(cmd).await,
         Cmd::Lock(a) => lock::run(a).await,
+        Cmd::Watch(a) => watch::run(a).await,
         Cmd::Members(a) => agent::members(a).await,
         Cmd::Info(a) => agent::info(a).await,
         Cmd::Leave(a) => agent::leave(a).await,

@@ -1,0 +1,80 @@
+//! `cairn watch` and `watches` in agent config: handlers run on real changes only, with the JSON on
+//! stdin and CONSUL_INDEX set; without a handler the value is printed once.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn watch_without_handler_prints_and_exits() {
+    let a = Agent::dev(&[]);
+    let o = a.cli(&["watch", "-type=nodes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["Node"], "e2e");
+    let o = a.cli(&["watch", "-type=key", "-key=absent"]);
+    assert_eq!(stdout(&o).trim(), "null");
+    let o = a.cli(&["watch", "-type=bogus"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn watch_handler_runs_on_real_changes_only() {
+    let a = Agent::dev(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("calls");
+    let handler = format!("(cat; echo; echo IDX=$CONSUL_INDEX) >> {}", f.display());
+    let mut w = Command::new(BIN)
+        .args(["watch", "-type=key", "-key=w/k", &handler])
+        .env("CONSUL_HTTP_ADDR", a.addr())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let calls = |n: usize| {
+        wait_for(Duration::from_secs(10), &format!("{n} handler calls"), || {
+            let t = std::fs::read_to_string(&f).unwrap_or_default();
+            (t.matches("IDX=").count() >= n).then_some(t)
+        })
+    };
+    let t = calls(1);
+    assert!(t.starts_with("null"), "fires once on start, with the (missing) value: {t}");
+    http("PUT", &a.url("/v1/kv/w/k"), Some(b"1"));
+    let t = calls(2);
+    assert!(t.contains("\"Value\":\"MQ==\""), "{t}");
+    // An unrelated write, then a real change: exactly one more call.
+    http("PUT", &a.url("/v1/kv/w/other"), Some(b"x"));
+    http("PUT", &a.url("/v1/kv/w/k"), Some(b"2"));
+    let t = calls(3);
+    assert!(t.contains("\"Value\":\"Mg==\""), "{t}");
+    let last_idx: u64 = t.lines().rfind(|l| l.starts_with("IDX=")).unwrap()[4..].parse().unwrap();
+    assert!(last_idx > 0);
+    // The watch process stops cleanly on SIGTERM.
+    unsafe {
+        libc::kill(w.id() as i32, libc::SIGTERM);
+    }
+    wait_for(Duration::from_secs(10), "watch to exit", || w.try_wait().ok().flatten());
+    assert_eq!(std::fs::read_to_string(&f).unwrap().matches("IDX=").count(), 3, "no spurious calls");
+}
+
+#[test]
+fn watches_in_agent_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("seen");
+    let cfg = write_file(
+        dir.path(),
+        "watch.hcl",
+        &format!("watches = [\n  {{\n    type = \"keyprefix\"\n    prefix = \"cfg/\"\n    handler_type = \"script\"\n    args = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n  }}\n]\n", f.display()),
+    );
+    let a = Agent::dev(&[&format!("-config-file={}", cfg.display())]);
+    http("PUT", &a.url("/v1/kv/cfg/a"), Some(b"hello"));
+    wait_for(Duration::from_secs(10), "config watch handler", || {
+        std::fs::read_to_string(&f).unwrap_or_default().contains("\"Key\":\"cfg/a\"").then_some(())
+    });
+    // A bad watch stops start-up with its position named.
+    let bad = write_file(dir.path(), "bad.hcl", "watches = [\n  {\n    type = \"key\"\n  }\n]\n");
+    let mut b = Agent::spawn(&["-dev", &format!("-config-file={}", bad.display())], free_port());
+    assert_eq!(b.wait_exit(), Some(1));
+    assert!(b.log_text().contains("watches[0]"), "{}", b.log_text());
+}
