@@ -78,10 +78,10 @@ fn lock_safety_under_contention_and_expiry() {
         .map(|w| {
             let (url, log, committed, lost) = (url.clone(), log.clone(), committed.clone(), lost.clone());
             std::thread::spawn(move || {
-                let mut rounds = 0;
+                let mut sections = 0;
                 let mut stalled = false;
-                while Instant::now() < deadline && rounds < 12 {
-                    rounds += 1;
+                let mut index = 0u64;
+                while Instant::now() < deadline && sections < 4 {
                     // Workers 0 and 1 each stall once, past their TTL, while holding the lock.
                     let stall = w < 2 && !stalled;
                     let (_, _, b) = http("PUT", &format!("{url}/v1/session/create"), Some(br#"{"TTL": "1s", "LockDelay": "0s"}"#));
@@ -89,8 +89,12 @@ fn lock_safety_under_contention_and_expiry() {
                     let (_, _, b) = http("PUT", &format!("{url}/v1/kv/safety/lock?acquire={sid}"), Some(b"x"));
                     if j(&b) != Value::Bool(true) {
                         http("PUT", &format!("{url}/v1/session/destroy/{sid}"), None);
+                        // Wait for the lock to change hands, as a real contender does.
+                        let (_, h, _) = http("GET", &format!("{url}/v1/kv/safety/lock?index={index}&wait=500ms"), None);
+                        index = header(&h, "x-consul-index").and_then(|v| v.parse().ok()).unwrap_or(0);
                         continue;
                     }
+                    sections += 1;
                     let (_, _, b) = http("GET", &format!("{url}/v1/kv/safety/lock"), None);
                     let e = j(&b)[0].clone();
                     if e["Session"] != sid.as_str() {
