@@ -376,13 +376,19 @@ fn etcd_version(bin: &Path) -> Result<String> {
 enum Op {
     Put,
     Get,
+    /// One transaction of `TXN_OPS` puts (Cairn `/v1/txn`, etcd `/v3/kv/txn`).
+    Txn,
 }
+
+/// Operations per transaction in the txn workload.
+const TXN_OPS: usize = 64;
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Op::Put => "put",
             Op::Get => "get",
+            Op::Txn => "txn64",
         })
     }
 }
@@ -405,6 +411,26 @@ fn b64(b: &[u8]) -> String {
 async fn do_op(http: &reqwest::Client, t: &Target, op: Op, key: &str) -> Result<()> {
     const JSON: &str = "application/json";
     let req = match (t.kind, op) {
+        (Kind::Cairn, Op::Txn) => {
+            let ops: Vec<String> = (0..TXN_OPS)
+                .map(|i| format!(r#"{{"KV":{{"Verb":"set","Key":"{key}/{i}","Value":"{}"}}}}"#, t.value_b64))
+                .collect();
+            http.put(format!("{}/v1/txn", t.base)).body(format!("[{}]", ops.join(",")))
+        }
+        (Kind::Etcd, Op::Txn) => {
+            let ops: Vec<String> = (0..TXN_OPS)
+                .map(|i| {
+                    format!(
+                        r#"{{"request_put":{{"key":"{}","value":"{}"}}}}"#,
+                        b64(format!("{key}/{i}").as_bytes()),
+                        t.value_b64
+                    )
+                })
+                .collect();
+            http.post(format!("{}/v3/kv/txn", t.base))
+                .header(reqwest::header::CONTENT_TYPE, JSON)
+                .body(format!(r#"{{"success":[{}]}}"#, ops.join(",")))
+        }
         (Kind::Cairn, Op::Put) => http.put(format!("{}/v1/kv/{key}", t.base)).body(t.value.clone()),
         (Kind::Cairn, Op::Get) => http.get(format!("{}/v1/kv/{key}", t.base)),
         (Kind::Etcd, Op::Put) => http
@@ -424,6 +450,8 @@ async fn do_op(http: &reqwest::Client, t: &Target, op: Op, key: &str) -> Result<
         && match (t.kind, op) {
             (Kind::Cairn, Op::Put) => body.trim_ascii() == b"true",
             (Kind::Cairn, Op::Get) => body.starts_with(b"["),
+            (Kind::Cairn, Op::Txn) => contains(&body, b"\"Errors\":null"),
+            (Kind::Etcd, Op::Txn) => contains(&body, b"\"succeeded\":true"),
             // Errors come back as non-2xx with {"error": ...}.
             (Kind::Etcd, Op::Put) => true,
             // A missing key is a 200 without "kvs".
@@ -434,6 +462,10 @@ async fn do_op(http: &reqwest::Client, t: &Target, op: Op, key: &str) -> Result<
         bail!("{}: unexpected answer {status}: {snippet}", what());
     }
     Ok(())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Cheap deterministic per-client randomness for picking keys to read.
@@ -495,11 +527,13 @@ impl Workload {
     }
 }
 
-const WORKLOADS: [Workload; 4] = [
+const WORKLOADS: [Workload; 6] = [
     Workload { op: Op::Put, clients: 1 },
     Workload { op: Op::Put, clients: CONCURRENCY },
     Workload { op: Op::Get, clients: 1 },
     Workload { op: Op::Get, clients: CONCURRENCY },
+    Workload { op: Op::Txn, clients: 1 },
+    Workload { op: Op::Txn, clients: 8 },
 ];
 
 struct RoundResult {
@@ -538,6 +572,7 @@ async fn client_loop(
         let key = match op {
             Op::Put => format!("bench/{id}/0"),
             Op::Get => rng.key(),
+            Op::Txn => format!("txn/{id}/0"),
         };
         do_op(&http, &t, op, &key).await?;
         anyhow::Ok(http)
@@ -554,6 +589,7 @@ async fn client_loop(
         let key = match op {
             Op::Put => format!("bench/{id}/{n}"),
             Op::Get => rng.key(),
+            Op::Txn => format!("txn/{id}/{n}"),
         };
         let began = Instant::now();
         do_op(&http, &t, op, &key).await?;
@@ -638,7 +674,87 @@ fn targets(w: Workload) -> (Option<f64>, Option<f64>) {
         (Op::Put, 1) => (None, Some(1.0)),
         (Op::Put, _) => (Some(1.5), None),
         (Op::Get, _) => (Some(2.0), None),
+        (Op::Txn, _) => (Some(1.0), None),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock hand-over
+
+const LOCK_CONTENDERS: usize = 10;
+
+/// Contenders for one lock, each with its own session, waiting with blocking queries as
+/// applications do. The holder releases at once; the latency is from the release request to the
+/// next contender's successful acquire. A former holder waits for the next change before trying
+/// again, so the lock really changes hands. Returns (hand-overs, p50 us, p99 us).
+async fn lock_handover(base: &str, dur: Duration) -> Result<(usize, u32, u32)> {
+    let released: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let deadline = Instant::now() + dur;
+    let mut set = JoinSet::new();
+    for _ in 0..LOCK_CONTENDERS {
+        let (base, released) = (base.to_string(), released.clone());
+        set.spawn(async move {
+            let http = http_client(REQUEST_TIMEOUT)?;
+            let sess: Value = http
+                .put(format!("{base}/v1/session/create"))
+                .body(r#"{"LockDelay":"0s"}"#)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let sid = sess["ID"].as_str().context("no session ID")?.to_string();
+            let key = format!("{base}/v1/kv/bench-lock");
+            let mut lat = Vec::new();
+            let mut index = 0u64;
+            let mut n = 0u64;
+            // Whether the last read showed the lock free: only then is an acquire worth a Raft write.
+            let mut free = true;
+            // After holding, wait until someone else holds it before competing again.
+            let mut yielding = false;
+            while Instant::now() < deadline && n < MAX_OPS_PER_RUN {
+                n += 1;
+                if free && !yielding {
+                    let won =
+                        http.put(format!("{key}?acquire={sid}")).send().await?.bytes().await?.trim_ascii() == b"true";
+                    if won {
+                        if let Some(t) = released.lock().expect("released").take() {
+                            lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        }
+                        *released.lock().expect("released") = Some(Instant::now());
+                        http.put(format!("{key}?release={sid}")).send().await?;
+                        yielding = true;
+                    }
+                }
+                // Wait for the next change of the key.
+                let before = index;
+                let resp = http.get(format!("{key}?index={index}&wait=1s")).send().await?;
+                index = resp
+                    .headers()
+                    .get("X-Consul-Index")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let body = resp.bytes().await?;
+                let held = contains(&body, b"\"Session\":");
+                free = !held;
+                // Someone else took it, or nobody wanted it for a whole wait: compete again.
+                if held || index == before {
+                    yielding = false;
+                }
+            }
+            let _ = http.put(format!("{base}/v1/session/destroy/{sid}")).send().await;
+            anyhow::Ok(lat)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.context("lock contender panicked")??);
+    }
+    if all.is_empty() {
+        bail!("no lock hand-over happened");
+    }
+    all.sort_unstable();
+    Ok((all.len(), percentile(&all, 0.50), percentile(&all, 0.99)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -745,6 +861,17 @@ async fn run(o: Opts) -> Result<()> {
             summary.push((p50 <= max, format!("{} p50 {p50:.2}x etcd (target <= {max:.1}x)", w.label())));
         }
     }
+
+    println!();
+    println!("== lock hand-over: {LOCK_CONTENDERS} contenders on one key (cairn) ==");
+    let (n, p50, p99) = lock_handover(&cairn.base, o.duration).await?;
+    let p99_ms = p99 as f64 / 1000.0;
+    println!(
+        "  {n} hand-overs  p50 {:.3} ms  p99 {p99_ms:.3} ms  (target p99 <= 10 ms: {})",
+        p50 as f64 / 1000.0,
+        verdict(p99_ms <= 10.0)
+    );
+    summary.push((p99_ms <= 10.0, format!("lock hand-over p99 {p99_ms:.3} ms (target <= 10 ms)")));
 
     println!();
     for s in [&cairn, &etcd] {

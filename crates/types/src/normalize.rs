@@ -106,9 +106,15 @@ fn squash(k: &str) -> String {
     k.chars().filter(|c| *c != '_' && *c != '-').flat_map(|c| c.to_lowercase()).collect()
 }
 
+/// Squashed spelling to canonical name, built once: lookups sit on every request's hot path.
 fn canonical(k: &str) -> Option<&'static str> {
-    let s = squash(k);
-    CANONICAL.iter().copied().find(|c| squash(c) == s)
+    static MAP: std::sync::OnceLock<std::collections::HashMap<String, &'static str>> = std::sync::OnceLock::new();
+    let map = MAP.get_or_init(|| CANONICAL.iter().map(|c| (squash(c), *c)).collect());
+    // Fast path: already canonical (what well-behaved clients send) needs no allocation.
+    if let Some(c) = CANONICAL.iter().find(|c| **c == k) {
+        return Some(c);
+    }
+    map.get(&squash(k)).copied()
 }
 
 /// Rewrites object keys of `v` to canonical names, recursively.
