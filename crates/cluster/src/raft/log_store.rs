@@ -5,6 +5,10 @@
 //! every pending request into a single redb transaction and a single fsync, then completes all their
 //! callbacks. Under load many client writes share one fsync, which is where throughput comes from.
 //! Vote, truncate and purge wait for their own commit, as openraft requires.
+//!
+//! Memory is bounded: entries stay cached in memory only up to [`CACHE_MAX_BYTES`]; beyond that the
+//! oldest entries already on disk are dropped from the cache and read back from redb when a reader
+//! (a lagging follower, a restart's re-apply) asks for them. The newest entry is always cached.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -23,9 +27,18 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// At most this many queued requests go into one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// The in-memory cache of log entries is bounded to this many (encoded) bytes.
+pub const CACHE_MAX_BYTES: usize = 64 << 20;
+
 #[derive(Default)]
 struct Mem {
-    log: BTreeMap<u64, Entry>,
+    /// Cached entries with their encoded size.
+    log: BTreeMap<u64, (Entry, usize)>,
+    cached_bytes: usize,
+    /// The cache's budget in bytes ([`CACHE_MAX_BYTES`] outside tests).
+    budget: usize,
+    /// Entries up to this index are durable in redb, so they may leave the cache.
+    flushed: u64,
     vote: Option<Vote>,
     purged: Option<LogId>,
     committed: Option<LogId>,
@@ -39,8 +52,44 @@ enum DiskOp {
     Committed(Vec<u8>),
 }
 
+impl Mem {
+    fn insert(&mut self, e: Entry, size: usize) {
+        if let Some((_, old)) = self.log.insert(e.log_id.index, (e, size)) {
+            self.cached_bytes -= old;
+        }
+        self.cached_bytes += size;
+    }
+
+    /// Keeps `log` to the entries from `index` on.
+    fn drop_before(&mut self, index: u64) {
+        let keep = self.log.split_off(&index);
+        self.cached_bytes -= self.log.values().map(|(_, n)| n).sum::<usize>();
+        self.log = keep;
+    }
+
+    /// Keeps `log` to the entries before `index`.
+    fn drop_from(&mut self, index: u64) {
+        let gone = self.log.split_off(&index);
+        self.cached_bytes -= gone.values().map(|(_, n)| n).sum::<usize>();
+    }
+
+    /// Drops the oldest durable entries while over budget (never the newest one).
+    fn evict(&mut self) {
+        while self.cached_bytes > self.budget && self.log.len() > 1 {
+            let Some((&first, _)) = self.log.iter().next() else { break };
+            if first > self.flushed {
+                break;
+            }
+            if let Some((_, n)) = self.log.remove(&first) {
+                self.cached_bytes -= n;
+            }
+        }
+    }
+}
+
 struct Shared {
-    mem: Mutex<Mem>,
+    mem: Arc<Mutex<Mem>>,
+    db: Option<Arc<Database>>,
     disk: Option<Mutex<mpsc::Sender<DiskOp>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -75,16 +124,22 @@ fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
 impl LogStore {
     /// A log that lives only in memory (`agent -dev` without a data dir).
     pub fn in_memory() -> Self {
-        LogStore { shared: Arc::new(Shared { mem: Mutex::new(Mem::default()), disk: None, writer: Mutex::new(None) }) }
+        let shared = Shared { mem: Arc::default(), db: None, disk: None, writer: Mutex::new(None) };
+        LogStore { shared: Arc::new(shared) }
     }
 
     /// Opens (or creates) `dir/raft.db`, loads it, and starts the writer thread.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
+        Self::open_with_cache(dir, CACHE_MAX_BYTES)
+    }
+
+    /// [`LogStore::open`] with a given cache budget.
+    pub fn open_with_cache(dir: &Path, budget: usize) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         // Reads are served from memory, so redb's page cache (1 GiB by default) would only grow
         // the resident set: keep it small.
         let db = Database::builder().set_cache_size(16 << 20).create(dir.join("raft.db")).map_err(io_err)?;
-        let mut mem = Mem::default();
+        let mut mem = Mem { budget, ..Mem::default() };
         {
             let tx = db.begin_write().map_err(io_err)?;
             // Create the tables on first open so that reads below find them.
@@ -95,9 +150,15 @@ impl LogStore {
         {
             let tx = db.begin_read().map_err(io_err)?;
             let log = tx.open_table(LOG).map_err(io_err)?;
-            for row in log.iter().map_err(io_err)? {
+            // Cache the newest entries, up to the budget; older ones are read from disk on demand.
+            for row in log.iter().map_err(io_err)?.rev() {
                 let (k, v) = row.map_err(io_err)?;
-                mem.log.insert(k.value(), dec(v.value())?);
+                let bytes = v.value();
+                if mem.cached_bytes + bytes.len() > budget && !mem.log.is_empty() {
+                    break;
+                }
+                mem.insert(dec(bytes)?, bytes.len());
+                mem.flushed = mem.flushed.max(k.value());
             }
             let meta = tx.open_table(META).map_err(io_err)?;
             if let Some(v) = meta.get("vote").map_err(io_err)? {
@@ -111,10 +172,12 @@ impl LogStore {
             }
         }
         let (tx, rx) = mpsc::channel();
-        let h = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer(db, rx))?;
-        Ok(LogStore {
-            shared: Arc::new(Shared { mem: Mutex::new(mem), disk: Some(Mutex::new(tx)), writer: Mutex::new(Some(h)) }),
-        })
+        let db = Arc::new(db);
+        let mem = Arc::new(Mutex::new(mem));
+        let (wdb, wmem) = (db.clone(), mem.clone());
+        let h = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer(wdb, rx, wmem))?;
+        let shared = Shared { mem, db: Some(db), disk: Some(Mutex::new(tx)), writer: Mutex::new(Some(h)) };
+        Ok(LogStore { shared: Arc::new(shared) })
     }
 
     fn send(&self, op: DiskOp) -> std::io::Result<()> {
@@ -139,8 +202,16 @@ impl LogStore {
     }
 }
 
+/// Runs a blocking redb read without stalling the runtime's other tasks.
+fn blocking_read<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The writer thread: one redb transaction and one fsync per drained batch.
-fn writer(db: Database, rx: mpsc::Receiver<DiskOp>) {
+fn writer(db: Arc<Database>, rx: mpsc::Receiver<DiskOp>, mem: Arc<Mutex<Mem>>) {
     // The committed pointer is only a hint for restarts (openraft re-derives commitment from the
     // log), so it never costs a transaction of its own: the latest value rides along with the next
     // durable batch. A transaction for it alone would sit in front of the next append.
@@ -164,6 +235,20 @@ fn writer(db: Database, rx: mpsc::Receiver<DiskOp>) {
             continue;
         }
         let res = write_batch(&db, &batch, committed.take()).map_err(|e| e.to_string());
+        if res.is_ok() {
+            let top = batch
+                .iter()
+                .filter_map(|op| match op {
+                    DiskOp::Append(entries, _) => entries.last().map(|(i, _)| *i),
+                    _ => None,
+                })
+                .max();
+            if let Some(top) = top {
+                let mut m = mem.lock().expect("log mem");
+                m.flushed = m.flushed.max(top);
+                m.evict();
+            }
+        }
         for op in batch {
             let r = res.clone().map_err(io_err);
             match op {
@@ -219,7 +304,47 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, std::io::Error> {
-        Ok(self.mem().log.range(range).map(|(_, e)| e.clone()).collect())
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let (cached, first_cached): (Vec<Entry>, Option<u64>) = {
+            let m = self.mem();
+            let first = m.log.keys().next().copied();
+            (m.log.range(range.clone()).map(|(_, (e, _))| e.clone()).collect(), first)
+        };
+        // Older entries than the cache holds come from disk.
+        let from_disk_until = match first_cached {
+            Some(f) if start < f => Some(f),
+            None if self.shared.db.is_some() => Some(u64::MAX),
+            _ => None,
+        };
+        let (Some(until), Some(db)) = (from_disk_until, &self.shared.db) else { return Ok(cached) };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let until = until.min(end);
+        let mut out = Vec::new();
+        if start < until {
+            let db = db.clone();
+            let rows = blocking_read(move || -> std::io::Result<Vec<Entry>> {
+                let tx = db.begin_read().map_err(io_err)?;
+                let log = tx.open_table(LOG).map_err(io_err)?;
+                let mut v = Vec::new();
+                for row in log.range(start..until).map_err(io_err)? {
+                    let (_, val) = row.map_err(io_err)?;
+                    v.push(dec(val.value())?);
+                }
+                Ok(v)
+            })?;
+            out.extend(rows);
+        }
+        out.extend(cached);
+        Ok(out)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
@@ -232,7 +357,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
         let m = self.mem();
-        let last = m.log.values().next_back().map(|e| e.log_id).or_else(|| m.purged);
+        let last = m.log.values().next_back().map(|(e, _)| e.log_id).or(m.purged);
         Ok(LogState { last_purged_log_id: m.purged, last_log_id: last })
     }
 
@@ -266,15 +391,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let mut encoded = Vec::with_capacity(entries.len());
-        if self.shared.disk.is_some() {
-            for e in &entries {
-                encoded.push((e.log_id.index, enc(e)?));
+        let mut sizes = Vec::with_capacity(entries.len());
+        for e in &entries {
+            if self.shared.disk.is_some() {
+                let b = enc(e)?;
+                sizes.push(b.len());
+                encoded.push((e.log_id.index, b));
+            } else {
+                // In memory only the cache exists: its size is not bounded by eviction, so an
+                // estimate is enough.
+                sizes.push(0);
             }
         }
         {
             let mut m = self.mem();
-            for e in entries {
-                m.log.insert(e.log_id.index, e);
+            for (e, n) in entries.into_iter().zip(sizes) {
+                m.insert(e, n);
             }
         }
         if self.shared.disk.is_some() {
@@ -290,11 +422,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut m = self.mem();
             match after {
-                Some(a) => {
-                    let _ = m.log.split_off(&(a + 1));
-                }
-                None => m.log.clear(),
+                Some(a) => m.drop_from(a + 1),
+                None => m.drop_from(0),
             }
+            m.flushed = m.flushed.min(after.unwrap_or(0));
         }
         self.send_wait(|tx| DiskOp::Truncate(after, tx)).await
     }
@@ -304,7 +435,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let b = enc(&log_id)?;
         {
             let mut m = self.mem();
-            m.log = m.log.split_off(&(upto + 1));
+            m.drop_before(upto + 1);
             m.purged = Some(log_id);
         }
         self.send_wait(|tx| DiskOp::Purge(upto, b, tx)).await
@@ -371,6 +502,30 @@ mod tests {
         }
         let mut s = LogStore::open(dir.path()).unwrap();
         assert_eq!(s.try_get_log_entries(0..1000).await.unwrap().len(), 500);
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded_and_old_entries_come_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open_with_cache(dir.path(), 2_000).unwrap();
+        for i in 1..=200u64 {
+            append(&mut s, vec![entry(1, i)]).await;
+        }
+        {
+            let m = s.mem();
+            assert!(m.cached_bytes <= 2_000 + 200, "cache stays near its budget: {}", m.cached_bytes);
+            assert!(m.log.len() < 200, "old entries left the cache");
+            assert!(m.log.contains_key(&200), "the newest entry is always cached");
+        }
+        let got: Vec<u64> = s.try_get_log_entries(1..=200).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, (1..=200).collect::<Vec<_>>(), "every entry is readable, from cache or disk");
+        let got: Vec<u64> = s.try_get_log_entries(10..20).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, (10..20).collect::<Vec<_>>());
+        drop(s);
+        let mut s = LogStore::open_with_cache(dir.path(), 2_000).unwrap();
+        assert!(s.mem().log.len() < 200, "a restart caches only the newest entries");
+        assert_eq!(s.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(200));
+        assert_eq!(s.try_get_log_entries(0..).await.unwrap().len(), 200);
     }
 
     #[tokio::test]
