@@ -202,20 +202,22 @@ async fn put(a: PutArgs) -> Result<i32> {
             .decode(String::from_utf8_lossy(&data).trim())
             .context("Failed to base64 decode data")?;
     }
-    let cas = if a.cas {
-        match a.modify_index {
-            Some(i) => Some(i),
-            None => bail!("Must specify -modify-index with -cas!"),
-        }
-    } else {
-        None
-    };
+    let cas = cas_index(a.cas, a.modify_index)?;
     if c.kv_put(&a.key, &data, a.flags, cas).await? {
         println!("Success! Data written to: {}", a.key);
         Ok(0)
     } else {
         eprintln!("Error! Did not write to {}: CAS failed", a.key);
         Ok(1)
+    }
+}
+
+/// `-cas` needs `-modify-index`: the index to check, or none for a plain write.
+fn cas_index(cas: bool, modify_index: Option<u64>) -> Result<Option<u64>> {
+    match (cas, modify_index) {
+        (false, _) => Ok(None),
+        (true, Some(i)) => Ok(Some(i)),
+        (true, None) => bail!("Must specify -modify-index with -cas!"),
     }
 }
 
@@ -228,14 +230,7 @@ async fn delete(a: DeleteArgs) -> Result<i32> {
     if a.cas && a.recurse {
         bail!("Cannot specify both -cas and -recurse!");
     }
-    let cas = if a.cas {
-        match a.modify_index {
-            Some(i) => Some(i),
-            None => bail!("Must specify -modify-index with -cas!"),
-        }
-    } else {
-        None
-    };
+    let cas = cas_index(a.cas, a.modify_index)?;
     if !c.kv_delete(&key, a.recurse, cas).await? {
         eprintln!("Error! Did not delete key {key}: CAS failed");
         return Ok(1);
