@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod config_and_lifecycle;
 mod locks;
+mod queries;
 mod restart;
 mod sessions;
 mod txn;

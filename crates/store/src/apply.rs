@@ -56,6 +56,17 @@ pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fx: &mut Fx) -> Com
             CommandResult::Ok
         }
         Command::Txn(ops) => crate::txn::apply_txn(st, idx, ops, fx),
+        Command::QuerySet(q) => match query_set(st, idx, q, fx) {
+            Ok(()) => CommandResult::Ok,
+            Err(e) => CommandResult::Error(e),
+        },
+        Command::QueryDelete(id) => {
+            if st.queries.remove(id).is_some() {
+                bump(st, "queries", idx);
+                fx.fired.push(topics::QUERIES);
+            }
+            CommandResult::Ok
+        }
         Command::Batch(cmds) => {
             for c in cmds {
                 if let CommandResult::Error(e) = apply(st, idx, c, fx) {
@@ -233,6 +244,37 @@ pub(crate) fn kv_unlock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> 
     Ok(true)
 }
 
+// ---- Prepared queries -----------------------------------------------------------------------
+
+fn query_set(st: &mut State, idx: u64, q: &cairn_types::query::PreparedQuery, fx: &mut Fx) -> Result<(), String> {
+    q.validate()?;
+    if q.id.is_empty() {
+        return Err("Missing query ID".into());
+    }
+    // Names (and template prefixes) are unique among queries; several unnamed plain queries may
+    // exist, but only one catch-all (unnamed) template.
+    let clash = st
+        .queries
+        .values()
+        .find(|o| o.id != q.id && o.name == q.name && (!q.name.is_empty() || (o.is_template() && q.is_template())));
+    if let Some(other) = clash {
+        return Err(format!("Name {:?} aliases an existing query name (query {})", q.name, other.id));
+    }
+    if !q.session.is_empty() && !st.sessions.contains_key(&q.session) {
+        return Err(format!("Invalid session {:?}", q.session));
+    }
+    let mut row = q.clone();
+    match st.queries.get(&q.id) {
+        Some(prev) => row.create_index = prev.create_index,
+        None => row.create_index = idx,
+    }
+    row.modify_index = idx;
+    st.queries.insert(row.id.clone(), Arc::new(row));
+    bump(st, "queries", idx);
+    fx.fired.push(topics::QUERIES);
+    Ok(())
+}
+
 // ---- Sessions -------------------------------------------------------------------------------
 
 fn session_create(st: &mut State, idx: u64, sess: &Session, fx: &mut Fx) -> Result<(), String> {
@@ -269,6 +311,13 @@ fn invalidate_session(st: &mut State, idx: u64, id: &str, fx: &mut Fx) {
     let Some(sess) = st.sessions.remove(id) else { return };
     bump(st, "sessions", idx);
     fx.fired.push(topics::SESSIONS);
+    // Prepared queries bound to the session go with it, as in Consul.
+    let bound: Vec<String> = st.queries.values().filter(|q| q.session == id).map(|q| q.id.clone()).collect();
+    for qid in bound {
+        st.queries.remove(&qid);
+        bump(st, "queries", idx);
+        fx.fired.push(topics::QUERIES);
+    }
     for key in st.session_held_keys(id) {
         st.session_keys.remove(&(id.to_string(), key.clone()));
         if sess.behavior == SESSION_BEHAVIOR_DELETE {

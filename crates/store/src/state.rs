@@ -12,6 +12,7 @@ use cairn_types::structs::{
 };
 
 use crate::watch::Topic;
+use cairn_types::query::PreparedQuery;
 
 /// A node and the services registered on it.
 pub type NodeWithServices = (Arc<Node>, Vec<Arc<NodeService>>);
@@ -39,6 +40,9 @@ pub struct State {
     /// Secondary index: (session ID, key) for every key a session holds the lock of.
     #[serde(default)]
     pub session_keys: OrdSet<(String, String)>,
+    /// Prepared queries by ID.
+    #[serde(default)]
+    pub queries: OrdMap<String, Arc<PreparedQuery>>,
     /// Last-change index of each table (`kvs`, `tombstones`, `nodes`, `services`, `checks`) and of
     /// each service name (`service.<name>`), as Consul keeps them.
     pub indexes: OrdMap<String, u64>,
@@ -63,6 +67,7 @@ pub mod topics {
     pub const SERVICES: Topic = Topic::Table("services");
     pub const CHECKS: Topic = Topic::Table("checks");
     pub const SESSIONS: Topic = Topic::Table("sessions");
+    pub const QUERIES: Topic = Topic::Table("queries");
 }
 
 impl State {
@@ -258,6 +263,32 @@ impl State {
 
     pub fn node_sessions(&self, node: &str) -> (u64, Vec<Arc<Session>>) {
         (self.index("sessions"), self.sessions.values().filter(|s| s.node == node).cloned().collect())
+    }
+
+    // ---- Prepared queries --------------------------------------------------------------------
+
+    pub fn query_list(&self) -> (u64, Vec<Arc<PreparedQuery>>) {
+        (self.index("queries"), self.queries.values().cloned().collect())
+    }
+
+    /// Finds a query as Consul does: by ID, then by exact name, then the template with the longest
+    /// name that prefixes `id_or_name` (an empty-named template catches everything).
+    pub fn query_resolve(&self, id_or_name: &str) -> (u64, Option<Arc<PreparedQuery>>) {
+        let idx = self.index("queries");
+        if let Some(q) = self.queries.get(id_or_name) {
+            return (idx, Some(q.clone()));
+        }
+        if let Some(q) = self.queries.values().find(|q| !q.name.is_empty() && q.name == id_or_name && !q.is_template())
+        {
+            return (idx, Some(q.clone()));
+        }
+        let best = self
+            .queries
+            .values()
+            .filter(|q| q.is_template() && id_or_name.starts_with(q.name.as_str()))
+            .max_by_key(|q| q.name.len())
+            .cloned();
+        (idx, best)
     }
 
     /// Keys whose lock `session` holds.

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::query::PreparedQuery;
 use crate::structs::{DeregisterRequest, DirEntry, RegisterRequest, Session};
 use crate::txn::{TxnError, TxnOp, TxnResult};
 
@@ -51,6 +52,10 @@ pub enum Command {
     SessionDestroy(String),
     /// A `/v1/txn` transaction: every operation or none.
     Txn(Vec<TxnOp>),
+    /// Create or replace a prepared query (the ID is chosen by the proposer).
+    QuerySet(PreparedQuery),
+    /// Delete a prepared query by ID.
+    QueryDelete(String),
 }
 
 impl fmt::Display for Command {
@@ -64,6 +69,8 @@ impl fmt::Display for Command {
             Command::SessionCreate(s) => write!(f, "SessionCreate({})", s.id),
             Command::SessionDestroy(id) => write!(f, "SessionDestroy({id})"),
             Command::Txn(ops) => write!(f, "Txn({})", ops.len()),
+            Command::QuerySet(q) => write!(f, "QuerySet({})", q.id),
+            Command::QueryDelete(id) => write!(f, "QueryDelete({id})"),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`normalize`]: Consul's lenient input decoding (case-insensitive, snake_case keys).
 //! - [`duration`]: Go-style durations (`"10s"`, `"1m30s"`, `"0.001s"`).
 //! - [`filter`]: the `?filter=` expression language.
+//! - [`query`]: prepared queries and their templates.
 //! - [`txn`]: `/v1/txn` operations and results.
 //! - [`error`]: the crate's error enum.
 
@@ -15,6 +16,7 @@ pub mod duration;
 pub mod error;
 pub mod filter;
 pub mod normalize;
+pub mod query;
 pub mod structs;
 pub mod txn;
 

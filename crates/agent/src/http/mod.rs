@@ -6,6 +6,7 @@ mod agent;
 mod catalog;
 mod health;
 mod kv;
+mod query;
 mod session;
 mod status;
 mod txn;
@@ -64,6 +65,10 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/session/info/{id}", get(session::info))
         .route("/v1/session/node/{node}", get(session::node))
         .route("/v1/session/list", get(session::list))
+        .route("/v1/query", get(query::list).post(query::create))
+        .route("/v1/query/{id}", get(query::get).put(query::update).delete(query::delete))
+        .route("/v1/query/{id}/execute", get(query::execute))
+        .route("/v1/query/{id}/explain", get(query::explain))
         .route("/v1/txn", put(txn::txn).layer(DefaultBodyLimit::max(agent.config().txn_max_req_len.saturating_add(1))))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))

@@ -1,0 +1,148 @@
+//! `/v1/query`: prepared queries: create, list, read, update, delete, execute and explain.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+
+use cairn_store::state::topics;
+use cairn_store::State as StoreState;
+use cairn_types::query::PreparedQuery;
+use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL, HEALTH_PASSING};
+use cairn_types::{Command, CommandResult};
+
+use super::{blocking, check_dc, decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+
+fn parse_query(body: &[u8]) -> Result<PreparedQuery, HttpError> {
+    let q: PreparedQuery = decode_body(body)?;
+    q.validate().map_err(HttpError::bad)?;
+    Ok(q)
+}
+
+fn result(r: CommandResult) -> Result<(), HttpError> {
+    match r {
+        CommandResult::Error(e) => Err(HttpError::bad(e)),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/query` creates; `GET /v1/query` lists.
+pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let mut q = parse_query(&body)?;
+    q.id = uuid::Uuid::new_v4().to_string();
+    let id = q.id.clone();
+    result(agent.server.apply(Command::QuerySet(q)).await?.result)?;
+    Ok(json_response(None, p.has("pretty"), &json!({ "ID": id })))
+}
+
+pub async fn list(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    let (meta, rows) = blocking(&agent, &q, vec![topics::QUERIES], |st| st.query_list()).await?;
+    let rows: Vec<&PreparedQuery> = rows.iter().map(|r| &**r).collect();
+    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+}
+
+pub async fn get(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    let (meta, found) = blocking(&agent, &q, vec![topics::QUERIES], |st| st.query_resolve(&id)).await?;
+    match found.filter(|f| f.id == id) {
+        Some(f) => Ok(json_response(Some(meta), q.pretty, &[&*f])),
+        None => Err(HttpError::not_found(format!("Query not found: {id}"))),
+    }
+}
+
+pub async fn update(
+    State(agent): State<AgentRef>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let mut q = parse_query(&body)?;
+    if !agent.server.store().snapshot().queries.contains_key(&id) {
+        return Err(HttpError::not_found(format!("Query not found: {id}")));
+    }
+    q.id = id;
+    result(agent.server.apply(Command::QuerySet(q)).await?.result)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub async fn delete(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    agent.server.apply(Command::QueryDelete(id)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Consul's execution filters: unhealthy instances out (critical, or anything not passing with
+/// `OnlyPassing`, ignoring `IgnoreCheckIDs`), then tags (`!tag` excludes), node and service meta.
+fn matches(q: &PreparedQuery, e: &ServiceEntry) -> bool {
+    let s = &q.service;
+    let healthy = e.checks.iter().filter(|c| !s.ignore_check_ids.contains(&c.check_id)).all(|c| {
+        if s.only_passing {
+            c.status == HEALTH_PASSING
+        } else {
+            c.status != HEALTH_CRITICAL
+        }
+    });
+    let tags_ok = s.tags.iter().all(|t| match t.strip_prefix('!') {
+        Some(not) => !e.service.tags.iter().any(|x| x.eq_ignore_ascii_case(not)),
+        None => e.service.tags.iter().any(|x| x.eq_ignore_ascii_case(t)),
+    });
+    let meta_ok = |want: &BTreeMap<String, String>, have: &BTreeMap<String, String>| {
+        want.iter().all(|(k, v)| have.get(k) == Some(v))
+    };
+    healthy && tags_ok && meta_ok(&s.node_meta, &e.node.meta) && meta_ok(&s.service_meta, &e.service.meta)
+}
+
+fn resolve(st: &StoreState, id_or_name: &str) -> Result<PreparedQuery, HttpError> {
+    let (_, found) = st.query_resolve(id_or_name);
+    let q = found.ok_or_else(|| HttpError::not_found(format!("Query not found: {id_or_name}")))?;
+    q.render(id_or_name).map_err(HttpError::internal)
+}
+
+pub async fn execute(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let limit = p.u64("limit")?.unwrap_or(0) as usize;
+    let q = QueryOpts { index: 0, ..QueryOpts::parse(&p)? };
+    let st = agent.server.store().snapshot();
+    let pq = resolve(&st, &id)?;
+    let (meta, mut nodes) =
+        blocking(&agent, &q, vec![], |st| st.check_service_nodes(&pq.service.service, &[], false)).await?;
+    nodes.retain(|e| matches(&pq, e));
+    // Consul shuffles results (there are no coordinates to sort by `Near` yet).
+    for i in (1..nodes.len()).rev() {
+        nodes.swap(i, rand::random::<u64>() as usize % (i + 1));
+    }
+    if limit > 0 {
+        nodes.truncate(limit);
+    }
+    let body = json!({
+        "Service": pq.service.service,
+        "Nodes": nodes,
+        "DNS": { "TTL": pq.dns.ttl },
+        "Datacenter": agent.config().datacenter,
+        "Failovers": 0,
+    });
+    Ok(json_response(Some(meta), p.has("pretty"), &body))
+}
+
+pub async fn explain(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let st = agent.server.store().snapshot();
+    let pq = resolve(&st, &id)?;
+    let v: Value = json!({ "Query": pq });
+    Ok(json_response(Some(agent.meta(st.index("queries").max(1))), p.has("pretty"), &v))
+}
