@@ -78,3 +78,24 @@ fn watches_in_agent_config() {
     assert_eq!(b.wait_exit(), Some(1));
     assert!(b.log_text().contains("watches[0]"), "{}", b.log_text());
 }
+
+#[test]
+fn http_watch_handler_in_agent_config() {
+    // The handler's target is the agent's own KV API: the watch PUTs what it saw into a key.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_file(
+        dir.path(),
+        "watch.hcl",
+        &format!(
+            "watches = [\n  {{\n    type = \"key\"\n    key = \"src\"\n    handler_type = \"http\"\n    http_handler_config = {{\n      path = \"http://127.0.0.1:{port}/v1/kv/handled\"\n      method = \"PUT\"\n      timeout = \"5s\"\n    }}\n  }}\n]\n"
+        ),
+    );
+    let a = Agent::spawn(&["-dev", "-node=e2e", &format!("-config-file={}", cfg.display())], port);
+    a.wait_ready();
+    http("PUT", &a.url("/v1/kv/src"), Some(b"payload"));
+    wait_for(Duration::from_secs(10), "http handler to deliver the change", || {
+        let (st, _, b) = http("GET", &a.url("/v1/kv/handled?raw"), None);
+        (st == 200 && String::from_utf8_lossy(&b).contains("\"Key\":\"src\"")).then_some(())
+    });
+}

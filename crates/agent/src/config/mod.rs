@@ -161,6 +161,8 @@ const IMPLEMENTED: &[&str] = &[
     "disable_anonymous_signature",
     "ui",
     "ui_config.enabled",
+    "session_ttl_min",
+    "watches",
 ];
 
 impl Config {
@@ -812,6 +814,19 @@ mod tests {
         assert!(c.ignored.contains(&"telemetry.prometheus_retention_time".to_string()), "{:?}", c.ignored);
         assert!(c.ignored.contains(&"acl.enabled".to_string()));
         assert!(c.ignored.contains(&"retry_join".to_string()));
+    }
+
+    #[test]
+    fn implemented_keys_are_not_reported_as_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(
+            d.path(),
+            "c.json",
+            r#"{"session_ttl_min": "5s", "watches": [{"type": "nodes", "args": ["true"]}], "ports": {"http": 1}}"#,
+        );
+        let c = Config::load(&Flags { dev: true, config_files: vec![a], ..Default::default() }).unwrap();
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        assert_eq!(c.watches.len(), 1);
     }
 
     #[test]
