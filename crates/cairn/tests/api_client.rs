@@ -78,7 +78,7 @@ fn kv_catalog_health_status() {
                 break;
             }
             assert!(Instant::now() < deadline, "web never became passing in the catalog");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval of a deadline loop
         }
     });
 }
@@ -103,7 +103,8 @@ fn blocking_queries_wake_on_relevant_writes_only() {
         // Unrelated writes (another key, the catalog) must not wake it...
         c.kv_put("w/b", b"x", 0, None).await.unwrap();
         c.put("/v1/catalog/register", &[], Some(br#"{"Node":"n9","Address":"1.1.1.1"}"#.to_vec())).await.unwrap();
-        // ...which we can tell because it is still pending after they are applied.
+        // ...which we can tell because it is still pending well after they were applied: absence
+        // of a wake-up can only be observed over time, so this wait is the behaviour under test.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiter.is_finished(), "an unrelated write woke a blocking query");
         c.kv_put("w/a", b"2", 0, None).await.unwrap();
@@ -130,7 +131,7 @@ fn blocking_queries_wake_on_relevant_writes_only() {
                 break m.index;
             }
             assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval of a deadline loop
         };
         let c3 = c.clone();
         let w = tokio::spawn(async move {
