@@ -238,9 +238,6 @@ impl QueryOpts {
                     .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))?,
             ),
         };
-        if let Some(dc) = p.get("dc") {
-            let _ = dc; // checked by the caller against the local datacenter
-        }
         Ok(QueryOpts { index, wait: wait.min(MAX_WAIT), consistency, filter, pretty: p.has("pretty") })
     }
 

@@ -103,7 +103,7 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
         st.services_on(&node).map(|s| (s.id.clone(), s)).collect();
     let remote_checks: BTreeMap<String, Arc<HealthCheck>> =
         st.checks_on(&node).map(|c| (c.check_id.clone(), c)).collect();
-    for (id, s) in &remote_services {
+    for id in remote_services.keys() {
         let leader_owned = id == "consul" && cfg.server;
         if !local_services.contains_key(id) && !leader_owned {
             cmds.push(Command::Deregister(DeregisterRequest {
@@ -112,7 +112,6 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
                 ..Default::default()
             }));
         }
-        let _ = s;
     }
     for id in remote_checks.keys() {
         if !local_checks.contains_key(id) && id != SERF_CHECK_ID {

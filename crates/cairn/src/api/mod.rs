@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -317,12 +317,4 @@ pub fn kv_path(key: &str) -> String {
     let key = key.trim_start_matches('/');
     let enc: Vec<String> = key.split('/').map(seg).collect();
     format!("/v1/kv/{}", enc.join("/"))
-}
-
-/// Fails unless `s` names a usable agent address.
-pub fn check_addr(s: &str) -> Result<()> {
-    if s.is_empty() {
-        bail!("empty address");
-    }
-    Ok(())
 }
