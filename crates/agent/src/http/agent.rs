@@ -114,6 +114,7 @@ async fn self_(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpRe
     let p = Params::parse(raw.as_deref());
     let c = agent.config();
     let raft = agent.server.stats();
+    let checks = agent.local.checks();
     let body = json!({
         "Config": {
             "Datacenter": c.datacenter,
@@ -132,8 +133,8 @@ async fn self_(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpRe
         "Stats": {
             "agent": {
                 "check_monitors": "0",
-                "check_ttls": agent.local.checks().values().filter(|c| c.check.check_type == "ttl").count().to_string(),
-                "checks": agent.local.checks().len().to_string(),
+                "check_ttls": checks.values().filter(|c| c.check.check_type == "ttl").count().to_string(),
+                "checks": checks.len().to_string(),
                 "services": agent.local.services().len().to_string(),
             },
             "build": { "prerelease": "", "revision": "cairn", "version": CONSUL_COMPAT_VERSION, "cairn_version": CAIRN_VERSION },
@@ -386,14 +387,13 @@ async fn service_maintenance(
 }
 
 /// A local service's aggregated health: node-level checks count too; maintenance wins.
-fn service_health(agent: &Agent, s: &NodeService) -> (String, Vec<HealthCheck>) {
-    let checks: Vec<HealthCheck> = agent
-        .local
-        .checks()
-        .into_values()
-        .map(|c| c.check)
-        .filter(|c| c.service_id == s.id || c.service_id.is_empty())
-        .collect();
+fn local_checks(agent: &Agent) -> Vec<HealthCheck> {
+    agent.local.checks().into_values().map(|c| c.check).collect()
+}
+
+/// `all` is the agent's checks, read once per request by the caller.
+fn service_health(all: &[HealthCheck], s: &NodeService) -> (String, Vec<HealthCheck>) {
+    let checks: Vec<&HealthCheck> = all.iter().filter(|c| c.service_id == s.id || c.service_id.is_empty()).collect();
     let maint = checks
         .iter()
         .any(|c| c.check_id == NODE_MAINT_CHECK_ID || c.check_id == format!("{SERVICE_MAINT_PREFIX}{}", s.id));
@@ -402,7 +402,7 @@ fn service_health(agent: &Agent, s: &NodeService) -> (String, Vec<HealthCheck>) 
     } else {
         aggregate_status(checks.iter().map(|c| c.status.as_str())).to_string()
     };
-    let own: Vec<HealthCheck> = checks.into_iter().filter(|c| c.service_id == s.id).collect();
+    let own: Vec<HealthCheck> = checks.into_iter().filter(|c| c.service_id == s.id).cloned().collect();
     (status, own)
 }
 
@@ -428,10 +428,11 @@ async fn health_by_name(
 ) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let dc = agent.config().datacenter.clone();
+    let all = local_checks(&agent);
     let mut worst = HEALTH_PASSING.to_string();
     let mut out = Vec::new();
     for s in agent.local.services().values().filter(|s| s.service == name) {
-        let (status, checks) = service_health(&agent, s);
+        let (status, checks) = service_health(&all, s);
         if cairn_types::structs::status_rank(&status) > cairn_types::structs::status_rank(&worst) {
             worst = status.clone();
         }
@@ -462,7 +463,8 @@ async fn health_by_id(State(agent): State<AgentRef>, Path(id): Path<String>, Raw
             (StatusCode::NOT_FOUND, json_response(None, false, &Value::Null)).into_response()
         });
     };
-    let (status, checks) = service_health(&agent, &s);
+    let all = local_checks(&agent);
+    let (status, checks) = service_health(&all, &s);
     let code = status_code(&status);
     if p.get("format") == Some("text") {
         return Ok(text(code, status));
