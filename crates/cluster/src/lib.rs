@@ -1,4 +1,4 @@
-//! Everything between agents and servers: Raft (openraft glue, a redb log store with group commit,
+//! Everything between agents and servers: Raft (openraft glue, a write-ahead log store with group commit,
 //! the state machine over the store, snapshots), and the server side of each request: propose a
 //! command, answer reads with the consistency the caller asked for.
 //!

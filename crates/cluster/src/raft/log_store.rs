@@ -1,14 +1,15 @@
 //! The Raft log and vote. Entries live in memory for readers (replication, re-apply) and, with a data
-//! directory, in redb, fsynced before Raft is told they are durable.
+//! directory, in the write-ahead log of [`super::wal`], fsynced before Raft is told they are durable.
+//! The vote and the purge point live in redb (`raft.db`), written rarely.
 //!
 //! Group commit: `append` returns at once and hands the entries to one writer thread, which drains
-//! every pending request into a single redb transaction and a single fsync, then completes all their
-//! callbacks. Under load many client writes share one fsync, which is where throughput comes from.
-//! Vote, truncate and purge wait for their own commit, as openraft requires.
+//! every pending request into a single write and a single `fdatasync`, then completes all their
+//! callbacks. Under load many client writes share one sync, which is where throughput comes from.
+//! Vote, truncate and purge wait for their own completion, as openraft requires.
 //!
 //! Memory is bounded: entries stay cached in memory only up to [`CACHE_MAX_BYTES`]; beyond that the
-//! oldest entries already on disk are dropped from the cache and read back from redb when a reader
-//! (a lagging follower, a restart's re-apply) asks for them. The newest entry is always cached.
+//! oldest entries already on disk are dropped from the cache and read back from the log files when a
+//! reader (a lagging follower, a restart's re-apply) asks for them. The newest entry is always cached.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -20,11 +21,13 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::wal::{Wal, WalReader, KIND_COMMITTED, KIND_ENTRY};
 use super::{io_err, Entry, LogId, TypeConfig, Vote};
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Where entries lived before they moved to the write-ahead log; read once to migrate a data dir.
+const LEGACY_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// At most this many queued requests go into one transaction.
+/// At most this many queued requests go into one write.
 const MAX_BATCH: usize = 4096;
 
 /// The in-memory cache of log entries is bounded to this many (encoded) bytes.
@@ -37,7 +40,7 @@ struct Mem {
     cached_bytes: usize,
     /// The cache's budget in bytes ([`CACHE_MAX_BYTES`] outside tests).
     budget: usize,
-    /// Entries up to this index are durable in redb, so they may leave the cache.
+    /// Entries up to this index are durable on disk, so they may leave the cache.
     flushed: u64,
     vote: Option<Vote>,
     purged: Option<LogId>,
@@ -89,14 +92,14 @@ impl Mem {
 
 struct Shared {
     mem: Arc<Mutex<Mem>>,
-    db: Option<Arc<Database>>,
+    wal: Option<WalReader>,
     disk: Option<Mutex<mpsc::Sender<DiskOp>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Shared {
-    /// Closes the queue and waits for the writer to finish what it has, so the database is closed
-    /// (and its file lock released) when the last handle goes.
+    /// Closes the queue and waits for the writer to finish what it has, so the files are closed
+    /// (and redb's file lock released) when the last handle goes.
     fn drop(&mut self) {
         if let Some(d) = self.disk.take() {
             drop(d);
@@ -124,42 +127,36 @@ fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
 impl LogStore {
     /// A log that lives only in memory (`agent -dev` without a data dir).
     pub fn in_memory() -> Self {
-        let shared = Shared { mem: Arc::default(), db: None, disk: None, writer: Mutex::new(None) };
+        let shared = Shared { mem: Arc::default(), wal: None, disk: None, writer: Mutex::new(None) };
         LogStore { shared: Arc::new(shared) }
     }
 
-    /// Opens (or creates) `dir/raft.db`, loads it, and starts the writer thread.
+    /// Opens (or creates) `dir/raft.db` and the log in `dir/wal`, loads them, and starts the writer
+    /// thread.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         Self::open_with_cache(dir, CACHE_MAX_BYTES)
     }
 
     /// [`LogStore::open`] with a given cache budget.
     pub fn open_with_cache(dir: &Path, budget: usize) -> std::io::Result<Self> {
+        Self::open_with(dir, budget, super::wal::SEGMENT_BYTES)
+    }
+
+    fn open_with(dir: &Path, budget: usize, segment_bytes: u64) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        // Reads are served from memory, so redb's page cache (1 GiB by default) would only grow
-        // the resident set: keep it small.
-        let db = Database::builder().set_cache_size(16 << 20).create(dir.join("raft.db")).map_err(io_err)?;
+        // Only metadata lives in redb, so its page cache (1 GiB by default) stays small.
+        let db = Database::builder().set_cache_size(4 << 20).create(dir.join("raft.db")).map_err(io_err)?;
+        let (mut wal, recovered) = Wal::open_with_segment_bytes(&dir.join("wal"), segment_bytes)?;
         let mut mem = Mem { budget, ..Mem::default() };
+        migrate_legacy_log(&db, &mut wal)?;
         {
             let tx = db.begin_write().map_err(io_err)?;
-            // Create the tables on first open so that reads below find them.
-            tx.open_table(LOG).map_err(io_err)?;
+            // Create the table on first open so that reads below find it.
             tx.open_table(META).map_err(io_err)?;
             tx.commit().map_err(io_err)?;
         }
         {
             let tx = db.begin_read().map_err(io_err)?;
-            let log = tx.open_table(LOG).map_err(io_err)?;
-            // Cache the newest entries, up to the budget; older ones are read from disk on demand.
-            for row in log.iter().map_err(io_err)?.rev() {
-                let (k, v) = row.map_err(io_err)?;
-                let bytes = v.value();
-                if mem.cached_bytes + bytes.len() > budget && !mem.log.is_empty() {
-                    break;
-                }
-                mem.insert(dec(bytes)?, bytes.len());
-                mem.flushed = mem.flushed.max(k.value());
-            }
             let meta = tx.open_table(META).map_err(io_err)?;
             if let Some(v) = meta.get("vote").map_err(io_err)? {
                 mem.vote = Some(dec(v.value())?);
@@ -171,12 +168,24 @@ impl LogStore {
                 mem.committed = Some(dec(v.value())?);
             }
         }
+        if let Some(c) = &recovered.committed {
+            mem.committed = Some(dec(c)?);
+        }
+        let reader = wal.reader();
+        // Cache the newest entries, up to the budget; older ones are read from disk on demand.
+        let floor = mem.purged.map_or(0, |p| p.index + 1);
+        if let Some(from) = reader.newest_within(budget) {
+            for (i, b) in reader.read(from.max(floor), u64::MAX)? {
+                mem.insert(dec(&b)?, b.len());
+                mem.flushed = mem.flushed.max(i);
+            }
+        }
         let (tx, rx) = mpsc::channel();
         let db = Arc::new(db);
         let mem = Arc::new(Mutex::new(mem));
-        let (wdb, wmem) = (db.clone(), mem.clone());
-        let h = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer(wdb, rx, wmem))?;
-        let shared = Shared { mem, db: Some(db), disk: Some(Mutex::new(tx)), writer: Mutex::new(Some(h)) };
+        let wmem = mem.clone();
+        let h = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer(wal, db, rx, wmem))?;
+        let shared = Shared { mem, wal: Some(reader), disk: Some(Mutex::new(tx)), writer: Mutex::new(Some(h)) };
         Ok(LogStore { shared: Arc::new(shared) })
     }
 
@@ -202,7 +211,7 @@ impl LogStore {
     }
 }
 
-/// Runs a blocking redb read without stalling the runtime's other tasks.
+/// Runs a blocking disk read without stalling the runtime's other tasks.
 fn blocking_read<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
@@ -210,12 +219,53 @@ fn blocking_read<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// The writer thread: one redb transaction and one fsync per drained batch.
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<DiskOp>, mem: Arc<Mutex<Mem>>) {
+/// Moves entries from the `log` table of an older data dir's redb file into the write-ahead log
+/// (once: the table is deleted afterwards).
+fn migrate_legacy_log(db: &Database, wal: &mut Wal) -> std::io::Result<()> {
+    let rows: Vec<(u64, Vec<u8>)> = {
+        let tx = db.begin_read().map_err(io_err)?;
+        let log = match tx.open_table(LEGACY_LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut v = Vec::new();
+        for row in log.iter().map_err(io_err)? {
+            let (k, val) = row.map_err(io_err)?;
+            v.push((k.value(), val.value().to_vec()));
+        }
+        v
+    };
+    if let Some((first, _)) = rows.first() {
+        tracing::info!(entries = rows.len(), "raft log: moving entries from raft.db to the write-ahead log");
+        wal.truncate_from(*first)?;
+        for (i, b) in &rows {
+            wal.stage(KIND_ENTRY, *i, b);
+        }
+        wal.flush()?;
+    }
+    let mut tx = db.begin_write().map_err(io_err)?;
+    tx.set_durability(Durability::Immediate).map_err(io_err)?;
+    tx.delete_table(LEGACY_LOG).map_err(io_err)?;
+    tx.commit().map_err(io_err)
+}
+
+fn put_meta(db: &Database, key: &str, value: &[u8]) -> std::io::Result<()> {
+    let mut tx = db.begin_write().map_err(io_err)?;
+    tx.set_durability(Durability::Immediate).map_err(io_err)?;
+    tx.open_table(META).map_err(io_err)?.insert(key, value).map_err(io_err)?;
+    tx.commit().map_err(io_err)
+}
+
+/// The writer thread: one write and one `fdatasync` per drained batch.
+fn writer(mut wal: Wal, db: Arc<Database>, rx: mpsc::Receiver<DiskOp>, mem: Arc<Mutex<Mem>>) {
     // The committed pointer is only a hint for restarts (openraft re-derives commitment from the
-    // log), so it never costs a transaction of its own: the latest value rides along with the next
-    // durable batch. A transaction for it alone would sit in front of the next append.
+    // log), so it never costs a write of its own: the latest value rides along with the next
+    // durable batch. A write for it alone would sit in front of the next append.
     let mut committed: Option<Vec<u8>> = None;
+    // After a failed write the log's state on disk is unknown; every later operation fails too
+    // (openraft stops on a storage error).
+    let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -234,8 +284,14 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<DiskOp>, mem: Arc<Mutex<Mem>>) {
         if batch.is_empty() {
             continue;
         }
-        let res = write_batch(&db, &batch, committed.take()).map_err(|e| e.to_string());
-        if res.is_ok() {
+        let res = match &failed {
+            Some(e) => Err(e.clone()),
+            None => write_batch(&mut wal, &db, &batch, committed.take()).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "raft log: write failed");
+            failed = Some(e.clone());
+        } else {
             let top = batch
                 .iter()
                 .filter_map(|op| match op {
@@ -262,41 +318,32 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<DiskOp>, mem: Arc<Mutex<Mem>>) {
     }
 }
 
-fn write_batch(db: &Database, batch: &[DiskOp], committed: Option<Vec<u8>>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut tx = db.begin_write()?;
-    tx.set_durability(Durability::Immediate)?;
-    {
-        let mut log = tx.open_table(LOG)?;
-        let mut meta = tx.open_table(META)?;
-        if let Some(c) = &committed {
-            meta.insert("committed", c.as_slice())?;
-        }
-        for op in batch {
-            match op {
-                DiskOp::Append(entries, _) => {
-                    for (i, b) in entries {
-                        log.insert(*i, b.as_slice())?;
-                    }
+/// Carries out a batch in order: appends are staged and written together at the end (or before a
+/// truncate or purge, which must see them), the vote goes to redb.
+fn write_batch(wal: &mut Wal, db: &Database, batch: &[DiskOp], committed: Option<Vec<u8>>) -> std::io::Result<()> {
+    for op in batch {
+        match op {
+            DiskOp::Append(entries, _) => {
+                for (i, b) in entries {
+                    wal.stage(KIND_ENTRY, *i, b);
                 }
-                DiskOp::Vote(b, _) => {
-                    meta.insert("vote", b.as_slice())?;
-                }
-                DiskOp::Truncate(Some(after), _) => {
-                    log.retain_in((after + 1).., |_, _| false)?;
-                }
-                DiskOp::Truncate(None, _) => {
-                    log.retain_in(0u64.., |_, _| false)?;
-                }
-                DiskOp::Purge(upto, b, _) => {
-                    log.retain_in(..=*upto, |_, _| false)?;
-                    meta.insert("purged", b.as_slice())?;
-                }
-                DiskOp::Committed(_) => {}
             }
+            DiskOp::Vote(b, _) => put_meta(db, "vote", b)?,
+            DiskOp::Truncate(after, _) => wal.truncate_from(after.map_or(0, |a| a + 1))?,
+            DiskOp::Purge(upto, b, _) => {
+                wal.flush()?;
+                // The purge point is durable before any file goes, so a restart never offers
+                // entries below it.
+                put_meta(db, "purged", b)?;
+                wal.purge_upto(*upto)?;
+            }
+            DiskOp::Committed(_) => {}
         }
     }
-    tx.commit()?;
-    Ok(())
+    if let Some(c) = committed {
+        wal.stage(KIND_COMMITTED, 0, &c);
+    }
+    wal.flush()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -318,30 +365,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // Older entries than the cache holds come from disk.
         let from_disk_until = match first_cached {
             Some(f) if start < f => Some(f),
-            None if self.shared.db.is_some() => Some(u64::MAX),
+            None if self.shared.wal.is_some() => Some(u64::MAX),
             _ => None,
         };
-        let (Some(until), Some(db)) = (from_disk_until, &self.shared.db) else { return Ok(cached) };
+        let (Some(until), Some(wal)) = (from_disk_until, &self.shared.wal) else { return Ok(cached) };
         let end = match range.end_bound() {
             Bound::Included(i) => i.saturating_add(1),
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
         let until = until.min(end);
+        let start = start.max(self.mem().purged.map_or(0, |p| p.index + 1));
         let mut out = Vec::new();
         if start < until {
-            let db = db.clone();
-            let rows = blocking_read(move || -> std::io::Result<Vec<Entry>> {
-                let tx = db.begin_read().map_err(io_err)?;
-                let log = tx.open_table(LOG).map_err(io_err)?;
-                let mut v = Vec::new();
-                for row in log.range(start..until).map_err(io_err)? {
-                    let (_, val) = row.map_err(io_err)?;
-                    v.push(dec(val.value())?);
-                }
-                Ok(v)
-            })?;
-            out.extend(rows);
+            let wal = wal.clone();
+            for (_, b) in blocking_read(move || wal.read(start, until))? {
+                out.push(dec(&b)?);
+            }
         }
         out.extend(cached);
         Ok(out)
@@ -539,5 +579,49 @@ mod tests {
         let mut s = LogStore::open(dir.path()).unwrap();
         assert!(s.try_get_log_entries(0..100).await.unwrap().is_empty());
         assert_eq!(s.get_log_state().await.unwrap().last_log_id, None);
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_with_entries_in_redb_moves_them_to_the_log_files() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("raft.db")).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut log = tx.open_table(LEGACY_LOG).unwrap();
+                for i in 1..=5 {
+                    log.insert(i, enc(&entry(1, i)).unwrap().as_slice()).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            let got: Vec<u64> = s.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+            assert_eq!(got, (1..=5).collect::<Vec<_>>());
+        }
+        let db = Database::create(dir.path().join("raft.db")).unwrap();
+        let tx = db.begin_read().unwrap();
+        assert!(tx.open_table(LEGACY_LOG).is_err(), "the old table is gone");
+    }
+
+    #[tokio::test]
+    async fn entries_span_segments_and_a_purge_removes_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open_with(dir.path(), 1_000, 2_048).unwrap();
+            for i in 1..=300u64 {
+                append(&mut s, vec![entry(1, i)]).await;
+            }
+            let files = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+            assert!(files > 3, "{files} segments");
+            s.purge(entry(1, 250).log_id).await.unwrap();
+            let after = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+            assert!(after < files, "purged segments are deleted: {after} of {files}");
+        }
+        let mut s = LogStore::open_with(dir.path(), 1_000, 2_048).unwrap();
+        let got: Vec<u64> = s.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, (251..=300).collect::<Vec<_>>(), "nothing at or below the purge point is offered");
+        assert_eq!(s.get_log_state().await.unwrap().last_purged_log_id.map(|l| l.index), Some(250));
     }
 }
