@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod config;
 mod conn_limit;
+pub mod events;
 pub mod http;
 pub mod local;
 pub mod logging;
@@ -27,7 +28,8 @@ use tokio::sync::watch;
 use cairn_cluster::leader::{reconcile_alive, Member};
 use cairn_cluster::{Server, ServerConfig};
 use cairn_types::structs::{
-    HealthCheck, NodeService, ServiceAddress, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX,
+    HealthCheck, NodeService, ServiceAddress, UserEvent, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID,
+    SERVICE_MAINT_PREFIX,
 };
 
 pub use config::{Config, ConfigError, Flags};
@@ -60,6 +62,8 @@ pub struct Agent {
     http_addrs: RwLock<Vec<SocketAddr>>,
     /// Running config-defined watches (restarted on reload).
     watch_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// User events this agent accepted.
+    pub events: events::Events,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -121,6 +125,7 @@ impl Agent {
             started: Instant::now(),
             http_addrs: RwLock::new(Vec::new()),
             watch_tasks: Default::default(),
+            events: Default::default(),
         });
         agent.load_config_definitions(&agent.config())?;
         agent.reconcile_self().await;
@@ -191,6 +196,17 @@ impl Agent {
         m.insert(format!("lan_{fam}"), a.clone());
         m.insert(format!("wan_{fam}"), a);
         m
+    }
+
+    /// Fires a user event to the datacenter's members (for now the pool is this agent alone, so it
+    /// is delivered here when its filters match). Returns the event as sent.
+    pub fn fire_event(&self, ev: UserEvent) -> Result<UserEvent, String> {
+        events::validate(&ev)?;
+        let services = self.local.services();
+        if events::accepts(&ev, &self.config().node_name, services.values()) {
+            self.events.deliver(ev.clone());
+        }
+        Ok(ev)
     }
 
     /// This agent as a pool member.

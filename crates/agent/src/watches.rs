@@ -1,5 +1,5 @@
 //! Watches: a blocking-query loop over one view (`key`, `keyprefix`, `services`, `nodes`, `service`,
-//! `checks`) that hands each real change to a handler: a script (JSON on stdin, `CONSUL_INDEX` in
+//! `checks`, `event`) that hands each real change to a handler: a script (JSON on stdin, `CONSUL_INDEX` in
 //! its environment) or an HTTP endpoint. Used by `cairn watch` and by `watches` in agent config;
 //! like Consul's, they are clients of an agent's HTTP API.
 
@@ -15,8 +15,20 @@ pub enum View {
     KeyPrefix(String),
     Services,
     Nodes,
-    Service { name: String, tags: Vec<String>, passing_only: bool },
-    Checks { service: Option<String>, state: Option<String> },
+    Service {
+        name: String,
+        tags: Vec<String>,
+        passing_only: bool,
+    },
+    Checks {
+        service: Option<String>,
+        state: Option<String>,
+    },
+    /// User events, optionally of one name. The handler gets the events that arrived since its
+    /// last call (all the agent holds on the first).
+    Event {
+        name: Option<String>,
+    },
 }
 
 /// What to do on a change.
@@ -61,6 +73,9 @@ impl View {
             View::Checks { service: None, state } => {
                 (format!("/v1/health/state/{}", state.as_deref().unwrap_or("any")), vec![])
             }
+            View::Event { name } => {
+                ("/v1/event/list".into(), name.iter().map(|n| ("name".to_string(), n.clone())).collect())
+            }
         }
     }
 
@@ -96,7 +111,7 @@ pub fn parse(v: &Value) -> Result<Plan, String> {
             passing_only: v.get("passingonly").and_then(Value::as_bool).unwrap_or(false),
         },
         "checks" => View::Checks { service: s(v, "service"), state: s(v, "state") },
-        "event" => return Err("watch: event watches need user events, which are not implemented yet".into()),
+        "event" => View::Event { name: s(v, "name") },
         other => return Err(format!("watch: unsupported type {other:?}")),
     };
     let handler = match s(v, "handler_type").as_deref().unwrap_or("script") {
@@ -201,6 +216,16 @@ pub async fn fetch(
     Ok((idx, v))
 }
 
+/// The events after the one whose index is `seen` (all of them when it is no longer listed).
+fn new_events(list: &Value, seen: u64) -> Value {
+    let Value::Array(evs) = list else { return list.clone() };
+    let pos = evs.iter().position(|e| e["ID"].as_str().is_some_and(|id| crate::events::id_to_index(id) == seen));
+    Value::Array(match pos {
+        Some(p) => evs[p + 1..].to_vec(),
+        None => evs.clone(),
+    })
+}
+
 /// Runs the handler once for a change.
 pub async fn invoke(http: &reqwest::Client, handler: &Handler, index: u64, data: &Value) -> Result<(), String> {
     match handler {
@@ -259,11 +284,24 @@ pub async fn run(base: String, plan: Plan, stop: impl std::future::Future<Output
             match fetch(&http, &base, &plan, index, Duration::from_secs(300)).await {
                 Ok((idx, data)) => {
                     backoff = Duration::from_millis(100);
-                    // The index may go backwards (a restore): start over, as Consul clients must.
-                    index = if idx < index { 0 } else { idx };
+                    let prev = index;
+                    index = match plan.view {
+                        // The event list's index identifies the newest event; it is not ordered.
+                        View::Event { .. } => idx,
+                        // The index may go backwards (a restore): start over, as Consul clients must.
+                        _ if idx < index => 0,
+                        _ => idx,
+                    };
                     if last.as_ref() != Some(&data) {
-                        if let Err(e) = invoke(&http, &plan.handler, idx, &data).await {
-                            tracing::warn!(target: "agent.watch", error = %e, "watch handler failed");
+                        let out = match plan.view {
+                            View::Event { .. } if last.is_some() => new_events(&data, prev),
+                            _ => data.clone(),
+                        };
+                        let nothing_new = matches!(&out, Value::Array(a) if a.is_empty()) && last.is_some();
+                        if !nothing_new {
+                            if let Err(e) = invoke(&http, &plan.handler, idx, &out).await {
+                                tracing::warn!(target: "agent.watch", error = %e, "watch handler failed");
+                            }
                         }
                         last = Some(data);
                     }

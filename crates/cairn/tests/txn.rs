@@ -72,6 +72,27 @@ fn txn_results_rollback_and_limits() {
 }
 
 #[test]
+fn txn_limits_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "limits.hcl", "limits {\n  txn_max_ops = 3\n  txn_max_req_len = 400\n}\n");
+    let a = Agent::dev(&[&format!("-config-file={}", cfg.display())]);
+    let ops = |n: usize| -> Value {
+        Value::Array((0..n).map(|i| json!({"KV": {"Verb": "set", "Key": format!("l/{i}")}})).collect())
+    };
+    let (st, v) = txn(&a, &ops(3));
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = txn(&a, &ops(4));
+    assert_eq!(st, 413);
+    assert!(v.as_str().unwrap().contains("too many operations (4 > 3)"), "{v}");
+    let (st, _, _) = http("GET", &a.url("/v1/kv/l/3"), None);
+    assert_eq!(st, 404, "a rejected transaction writes nothing");
+    let big = json!([{"KV": {"Verb": "set", "Key": "big", "Value": "QUFB".repeat(200)}}]);
+    let (st, v) = txn(&a, &big);
+    assert_eq!(st, 413);
+    assert!(v.as_str().unwrap().contains("limits.txn_max_req_len"), "{v}");
+}
+
+#[test]
 fn txn_locks_with_sessions() {
     let a = Agent::dev(&[]);
     let (_, _, b) = http("PUT", &a.url("/v1/session/create"), Some(br#"{"LockDelay": "0s"}"#));

@@ -365,3 +365,24 @@ pub struct Session {
     #[serde(rename = "ModifyIndex", default)]
     pub modify_index: u64,
 }
+
+/// A user event (`/v1/event/fire`, `/v1/event/list`). `LTime` is the receiving agent's Lamport
+/// time for it (0 in the fire response, as Consul answers before delivery).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserEvent {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    #[serde(default, with = "b64opt")]
+    pub payload: Option<Vec<u8>>,
+    #[serde(default)]
+    pub node_filter: String,
+    #[serde(default)]
+    pub service_filter: String,
+    #[serde(default)]
+    pub tag_filter: String,
+    pub version: u32,
+    #[serde(rename = "LTime")]
+    pub ltime: u64,
+}

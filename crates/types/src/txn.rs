@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::structs::{b64opt, DirEntry, HealthCheck, Node, NodeService};
 
-/// Consul 1.14+ allows 128 operations per transaction (64 before).
+/// Consul 1.14+ allows 128 operations per transaction (64 before); Cairn's default, configurable
+/// with `limits.txn_max_ops`.
 pub const MAX_TXN_OPS: usize = 128;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

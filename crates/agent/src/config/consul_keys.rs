@@ -323,6 +323,10 @@ const LIMITS: &[Key] = &[
     k!("rpc_rate", Any),
     k!("kv_max_value_size", Int),
     k!("txn_max_req_len", Int),
+    // Cairn's own key, the one exception to "only Consul's keys": Consul hard-codes the number of
+    // operations in a `/v1/txn` request (128); Cairn defaults to the same and lets it be raised or
+    // lowered. (Consul itself would reject a config file that sets it.)
+    k!("txn_max_ops", Int),
 ];
 
 // ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use cairn_types::txn::MAX_TXN_OPS;
 use consul_keys::{Key, Kind, TOP};
 
 /// What the command line said (`cairn agent ...`). `None` means "not given": a config file may set it.
@@ -79,6 +80,8 @@ pub struct Config {
     pub node_meta: BTreeMap<String, String>,
     pub kv_max_value_size: usize,
     pub txn_max_req_len: usize,
+    /// Operations allowed in one `/v1/txn` request (`limits.txn_max_ops`, a Cairn extension).
+    pub txn_max_ops: usize,
     pub http_max_conns_per_client: usize,
     pub check_update_interval: Duration,
     /// Consul's `session_ttl_min`: the shortest session TTL accepted (default 10s).
@@ -148,6 +151,7 @@ const IMPLEMENTED: &[&str] = &[
     "node_meta",
     "limits.kv_max_value_size",
     "limits.txn_max_req_len",
+    "limits.txn_max_ops",
     "limits.http_max_conns_per_client",
     "check_update_interval",
     "leave_on_terminate",
@@ -305,6 +309,7 @@ impl Config {
             node_meta,
             kv_max_value_size: int(&["limits", "kv_max_value_size"], 512 * 1024).max(1) as usize,
             txn_max_req_len: int(&["limits", "txn_max_req_len"], 512 * 1024).max(1) as usize,
+            txn_max_ops: int(&["limits", "txn_max_ops"], MAX_TXN_OPS as i64).max(1) as usize,
             http_max_conns_per_client: int(&["limits", "http_max_conns_per_client"], 200).max(1) as usize,
             check_update_interval,
             leave_on_terminate: b("leave_on_terminate"),

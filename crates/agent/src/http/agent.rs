@@ -192,6 +192,7 @@ fn debug_config(agent: &Agent) -> Value {
         "RaftTrailingLogs": c.raft_trailing_logs,
         "KVMaxValueSize": c.kv_max_value_size,
         "TxnMaxReqLen": c.txn_max_req_len,
+        "TxnMaxOps": c.txn_max_ops,
         "HTTPMaxConnsPerClient": c.http_max_conns_per_client,
         "NodeMeta": c.node_meta,
         "IgnoredKeys": c.ignored,

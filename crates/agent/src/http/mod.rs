@@ -4,6 +4,7 @@
 
 mod agent;
 mod catalog;
+mod event;
 mod health;
 mod kv;
 mod query;
@@ -70,6 +71,9 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/query/{id}/execute", get(query::execute))
         .route("/v1/query/{id}/explain", get(query::explain))
         .route("/v1/txn", put(txn::txn).layer(DefaultBodyLimit::max(agent.config().txn_max_req_len.saturating_add(1))))
+        .route("/v1/event/fire/{name}", put(event::fire))
+        .route("/v1/event/fire/", put(event::fire))
+        .route("/v1/event/list", get(event::list))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .merge(agent::routes())
@@ -242,7 +246,7 @@ impl QueryOpts {
     }
 
     /// The wait with Consul's jitter: up to wait/16 more, so that many waiters do not return together.
-    fn jittered_wait(&self) -> Duration {
+    pub fn jittered_wait(&self) -> Duration {
         let w = if self.wait.is_zero() { DEFAULT_WAIT } else { self.wait };
         let j = w.as_millis() as u64 / 16;
         w + Duration::from_millis(if j == 0 { 0 } else { rand::random::<u64>() % j })

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::Value;
 
-use cairn_types::txn::{TxnError, TxnOp, TxnResponse, TxnResult, MAX_TXN_OPS};
+use cairn_types::txn::{TxnError, TxnOp, TxnResponse, TxnResult};
 use cairn_types::{Command, CommandResult};
 
 use super::{check_dc, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
@@ -31,23 +31,41 @@ fn rollback(errors: Vec<TxnError>, pretty: bool) -> HttpResult {
     Ok((StatusCode::CONFLICT, json_response(None, pretty, &body)).into_response())
 }
 
-pub async fn txn(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
+pub async fn txn(
+    State(agent): State<AgentRef>,
+    RawQuery(raw): RawQuery,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let max = agent.config().txn_max_req_len;
+    let too_large = |len: String| {
+        HttpError::too_large(format!(
+            "Request body({len} bytes) too large, max size: {max} bytes. See limits.txn_max_req_len."
+        ))
+    };
+    // The router's body limit stops an oversized body before it is read; say why as Consul does.
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(
+            headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| format!("more than {max}"), str::to_string),
+        ),
+        _ => HttpError::bad(e.body_text()),
+    })?;
     if body.len() > max {
-        return Err(HttpError::too_large(format!(
-            "Request body({} bytes) too large, max size: {max} bytes. See limits.txn_max_req_len.",
-            body.len()
-        )));
+        return Err(too_large(body.len().to_string()));
     }
     let v: Value = super::decode_body(&body)?;
     let Value::Array(items) = v else {
         return Err(HttpError::bad("Failed to parse body: expected a list of operations"));
     };
-    if items.len() > MAX_TXN_OPS {
+    let max_ops = agent.config().txn_max_ops;
+    if items.len() > max_ops {
         return Err(HttpError::too_large(format!(
-            "Transaction contains too many operations ({} > {MAX_TXN_OPS})",
+            "Transaction contains too many operations ({} > {max_ops}). See limits.txn_max_ops.",
             items.len()
         )));
     }

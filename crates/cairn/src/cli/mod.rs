@@ -3,6 +3,7 @@
 
 mod agent;
 mod catalog;
+mod event;
 mod kv;
 mod lock;
 mod watch;
@@ -43,8 +44,10 @@ pub enum Cmd {
     },
     /// Runs a command while holding a lock or semaphore slot.
     Lock(lock::LockArgs),
-    /// Watches a view (key, keyprefix, services, nodes, service, checks) and runs a handler on changes.
+    /// Watches a view (key, keyprefix, services, nodes, service, checks, event) and runs a handler on changes.
     Watch(watch::WatchArgs),
+    /// Fires a user event.
+    Event(event::EventArgs),
     /// Lists the members of the cluster.
     Members(agent::MembersArgs),
     /// Shows debugging information about the agent.
@@ -170,6 +173,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Services { cmd } => catalog::run_services(cmd).await,
         Cmd::Lock(a) => lock::run(a).await,
         Cmd::Watch(a) => watch::run(a).await,
+        Cmd::Event(a) => event::run(a).await,
         Cmd::Members(a) => agent::members(a).await,
         Cmd::Info(a) => agent::info(a).await,
         Cmd::Leave(a) => agent::leave(a).await,
