@@ -27,10 +27,12 @@ use tokio::sync::watch;
 
 use cairn_cluster::leader::{reconcile_alive, Member};
 use cairn_cluster::{Server, ServerConfig};
+use cairn_types::coordinate::{Coordinate, CoordinateEntry};
 use cairn_types::structs::{
     HealthCheck, NodeService, ServiceAddress, UserEvent, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID,
     SERVICE_MAINT_PREFIX,
 };
+use cairn_types::Command;
 
 pub use config::{Config, ConfigError, Flags};
 
@@ -209,6 +211,13 @@ impl Agent {
         Ok(ev)
     }
 
+    /// This agent's network coordinate. Serf's Vivaldi client moves it as gossip probes measure
+    /// round trips to other members; while the pool is this agent alone there is nothing to
+    /// measure, so it stays where a new client starts.
+    pub fn coordinate(&self) -> Coordinate {
+        Coordinate::origin()
+    }
+
     /// This agent as a pool member.
     pub fn member(&self) -> Member {
         let c = self.config();
@@ -232,6 +241,16 @@ impl Agent {
         if let Err(e) = reconcile_alive(&self.server, &self.member()).await {
             tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile member into the catalog");
         }
+        // Agents send their coordinate to the servers (Consul: every 15 s or so, batched); ours
+        // changes only with gossip, so it is sent when the catalog lacks or differs from it.
+        let coord = self.coordinate();
+        let name = self.config().node_name.clone();
+        if self.server.store().snapshot().coordinate(&name).is_none_or(|c| **c != coord) {
+            let e = CoordinateEntry { node: name, segment: String::new(), coord };
+            if let Err(e) = self.server.apply(Command::CoordinateBatchUpdate(vec![e])).await {
+                tracing::warn!(target: "agent", error = %e, "failed to update this node's coordinate");
+            }
+        }
     }
 
     async fn serve_http(self: &Arc<Self>) -> Result<(), StartError> {
@@ -253,8 +272,9 @@ impl Agent {
             let app = app.clone();
             let me = self.clone();
             tokio::spawn(async move {
-                let res =
-                    axum::serve(listener, app).with_graceful_shutdown(async move { me.shutting_down().await }).await;
+                let res = axum::serve(listener, app.into_make_service_with_connect_info::<conn_limit::PeerAddr>())
+                    .with_graceful_shutdown(async move { me.shutting_down().await })
+                    .await;
                 if let Err(e) = res {
                     tracing::error!(target: "agent.http", error = %e, "HTTP server failed");
                 }

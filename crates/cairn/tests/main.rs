@@ -8,6 +8,7 @@ mod api_client;
 mod bad_input;
 mod cli;
 mod config_and_lifecycle;
+mod coordinates;
 mod events;
 mod locks;
 mod queries;

@@ -67,6 +67,23 @@ pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fx: &mut Fx) -> Com
             }
             CommandResult::Ok
         }
+        Command::CoordinateBatchUpdate(entries) => {
+            for e in entries {
+                // As Consul: coordinates of nodes the catalog does not know are dropped (the node
+                // may have been deregistered while the update was in flight).
+                if !st.nodes.contains_key(&e.node) || e.coord.validate().is_err() {
+                    continue;
+                }
+                let key = (e.node.clone(), e.segment.clone());
+                if st.coordinates.get(&key).is_some_and(|c| **c == e.coord) {
+                    continue;
+                }
+                st.coordinates.insert(key, Arc::new(e.coord.clone()));
+                bump(st, "coordinates", idx);
+                fx.fired.push(topics::COORDINATES);
+            }
+            CommandResult::Ok
+        }
         Command::Batch(cmds) => {
             for c in cmds {
                 if let CommandResult::Error(e) = apply(st, idx, c, fx) {
@@ -615,6 +632,19 @@ pub(crate) fn delete_node(st: &mut State, idx: u64, node: &str, fx: &mut Fx) {
     let on_node: Vec<String> = st.sessions.values().filter(|s| s.node == node).map(|s| s.id.clone()).collect();
     for sid in on_node {
         invalidate_session(st, idx, &sid, fx);
+    }
+    let coords: Vec<(String, String)> = st
+        .coordinates
+        .range((node.to_string(), String::new())..)
+        .take_while(|((n, _), _)| n == node)
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !coords.is_empty() {
+        for k in &coords {
+            st.coordinates.remove(k);
+        }
+        bump(st, "coordinates", idx);
+        fx.fired.push(topics::COORDINATES);
     }
     st.nodes.remove(node);
     bump(st, "nodes", idx);

@@ -12,6 +12,7 @@ use cairn_types::structs::{
 };
 
 use crate::watch::Topic;
+use cairn_types::coordinate::{Coordinate, CoordinateEntry};
 use cairn_types::query::PreparedQuery;
 
 /// A node and the services registered on it.
@@ -43,6 +44,9 @@ pub struct State {
     /// Prepared queries by ID.
     #[serde(default)]
     pub queries: OrdMap<String, Arc<PreparedQuery>>,
+    /// Network coordinates by (node, segment).
+    #[serde(default)]
+    pub coordinates: OrdMap<(String, String), Arc<Coordinate>>,
     /// Last-change index of each table (`kvs`, `tombstones`, `nodes`, `services`, `checks`) and of
     /// each service name (`service.<name>`), as Consul keeps them.
     pub indexes: OrdMap<String, u64>,
@@ -68,6 +72,7 @@ pub mod topics {
     pub const CHECKS: Topic = Topic::Table("checks");
     pub const SESSIONS: Topic = Topic::Table("sessions");
     pub const QUERIES: Topic = Topic::Table("queries");
+    pub const COORDINATES: Topic = Topic::Table("coordinates");
 }
 
 impl State {
@@ -148,6 +153,31 @@ impl State {
 
     pub fn node(&self, name: &str) -> Option<&Arc<Node>> {
         self.nodes.get(name)
+    }
+
+    // ---- Coordinates ----------------------------------------------------------------------
+
+    /// Every node's coordinates, by node then segment.
+    pub fn coordinates(&self) -> (u64, Vec<CoordinateEntry>) {
+        let rows = self.coordinates.iter().map(|((n, s), c)| entry(n, s, c)).collect();
+        (self.index("coordinates"), rows)
+    }
+
+    /// One node's coordinates (one per segment).
+    pub fn node_coordinates(&self, node: &str) -> (u64, Vec<CoordinateEntry>) {
+        let lo = (node.to_string(), String::new());
+        let rows = self
+            .coordinates
+            .range(lo..)
+            .take_while(|((n, _), _)| n == node)
+            .map(|((n, s), c)| entry(n, s, c))
+            .collect();
+        (self.index("coordinates"), rows)
+    }
+
+    /// A node's coordinate in the default segment, which `near` sorting uses.
+    pub fn coordinate(&self, node: &str) -> Option<&Arc<Coordinate>> {
+        self.coordinates.get(&(node.to_string(), String::new()))
     }
 
     /// Service names and the union of their tags.
@@ -306,4 +336,8 @@ fn has_tags(s: &NodeService, tags: &[String]) -> bool {
 /// The worst status among checks (`passing` when there are none).
 pub fn aggregate_status<'a>(statuses: impl IntoIterator<Item = &'a str>) -> &'a str {
     statuses.into_iter().max_by_key(|s| status_rank(s)).unwrap_or(HEALTH_PASSING)
+}
+
+fn entry(node: &str, segment: &str, c: &Coordinate) -> CoordinateEntry {
+    CoordinateEntry { node: node.to_string(), segment: segment.to_string(), coord: c.clone() }
 }

@@ -604,3 +604,54 @@ fn txn_catalog_ops_and_read_only() {
     assert!(matches!(crate::txn::read_txn(&s.snapshot(), &reads), CommandResult::TxnResults(r) if r.len() == 1));
     assert_eq!(s.snapshot().last_index, before);
 }
+
+#[test]
+fn coordinates_update_watch_and_go_with_their_node() {
+    use cairn_types::coordinate::{Coordinate, CoordinateEntry};
+    let s = Store::new();
+    s.apply(1, &Command::Register(reg("n1", "10.0.0.1")));
+    s.apply(2, &Command::Register(reg("n2", "10.0.0.2")));
+    let mut c = Coordinate::origin();
+    c.vec[0] = 0.25;
+    let e = |node: &str, coord: &Coordinate| CoordinateEntry {
+        node: node.into(),
+        segment: String::new(),
+        coord: coord.clone(),
+    };
+    let ws = WatchSet::new();
+    s.watch(&ws, [topics::COORDINATES]);
+    let ws_kv = WatchSet::new();
+    s.watch(&ws_kv, [topics::kv("k"), topics::NODES]);
+    // An unknown node's and an invalid coordinate are dropped; the rest lands at this index.
+    let mut bad = Coordinate::origin();
+    bad.vec.pop();
+    s.apply(
+        3,
+        &Command::CoordinateBatchUpdate(vec![
+            e("n1", &c),
+            e("ghost", &c),
+            e("n2", &bad),
+            e("n2", &Coordinate::origin()),
+        ]),
+    );
+    assert!(fired(&ws));
+    assert!(!fired(&ws_kv), "a coordinate update touches neither KV nor the nodes table");
+    let st = s.snapshot();
+    let (idx, all) = st.coordinates();
+    assert_eq!(idx, 3);
+    assert_eq!(all.iter().map(|x| x.node.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+    assert_eq!(st.node_coordinates("n1").1[0].coord, c);
+    assert_eq!(st.coordinate("n2").map(|x| (**x).clone()), Some(Coordinate::origin()));
+    // The same values again move nothing.
+    let ws = WatchSet::new();
+    s.watch(&ws, [topics::COORDINATES]);
+    s.apply(4, &Command::CoordinateBatchUpdate(vec![e("n1", &c)]));
+    assert!(!fired(&ws));
+    assert_eq!(s.snapshot().index("coordinates"), 3);
+    // Deregistering the node removes its coordinate.
+    s.apply(5, &Command::Deregister(DeregisterRequest { node: "n1".into(), ..Default::default() }));
+    assert!(fired(&ws));
+    let st = s.snapshot();
+    assert!(st.coordinate("n1").is_none());
+    assert_eq!(st.coordinates(), (5, vec![e("n2", &Coordinate::origin())]));
+}

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::coordinate::CoordinateEntry;
 use crate::query::PreparedQuery;
 use crate::structs::{DeregisterRequest, DirEntry, RegisterRequest, Session};
 use crate::txn::{TxnError, TxnOp, TxnResult};
@@ -56,6 +57,8 @@ pub enum Command {
     QuerySet(PreparedQuery),
     /// Delete a prepared query by ID.
     QueryDelete(String),
+    /// Set nodes' network coordinates (entries for nodes not in the catalog are skipped).
+    CoordinateBatchUpdate(Vec<CoordinateEntry>),
 }
 
 impl fmt::Display for Command {
@@ -71,6 +74,7 @@ impl fmt::Display for Command {
             Command::Txn(ops) => write!(f, "Txn({})", ops.len()),
             Command::QuerySet(q) => write!(f, "QuerySet({})", q.id),
             Command::QueryDelete(id) => write!(f, "QueryDelete({id})"),
+            Command::CoordinateBatchUpdate(v) => write!(f, "CoordinateBatchUpdate({})", v.len()),
         }
     }
 }

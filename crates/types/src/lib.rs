@@ -3,6 +3,7 @@
 //!
 //! Map:
 //! - [`structs`]: catalog, health, KV and agent JSON types (PascalCase on the wire).
+//! - [`coordinate`]: network coordinates and RTT estimates.
 //! - [`command`]: the replicated `Command` enum and its results (on disk: tags append-only).
 //! - [`normalize`]: Consul's lenient input decoding (case-insensitive, snake_case keys).
 //! - [`duration`]: Go-style durations (`"10s"`, `"1m30s"`, `"0.001s"`).
@@ -12,6 +13,7 @@
 //! - [`error`]: the crate's error enum.
 
 pub mod command;
+pub mod coordinate;
 pub mod duration;
 pub mod error;
 pub mod filter;

@@ -128,7 +128,7 @@ async fn self_(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpRe
             "BuildDate": "1970-01-01T00:00:00Z",
         },
         "DebugConfig": debug_config(&agent),
-        "Coord": { "Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05 },
+        "Coord": agent.coordinate(),
         "Member": member_json(&agent),
         "Stats": {
             "agent": {

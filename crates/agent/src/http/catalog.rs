@@ -11,7 +11,9 @@ use cairn_types::structs::{
 };
 use cairn_types::{Command, CommandResult};
 
-use super::{blocking, check_dc, decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use super::{
+    blocking, check_dc, decode_body, json_response, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts,
+};
 
 /// `?node-meta=k:v` (repeatable): every pair must match.
 fn node_meta_filter(p: &Params) -> Result<Vec<(String, String)>, HttpError> {
@@ -123,7 +125,8 @@ pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Ht
     let q = QueryOpts::parse(&p)?;
     let want = node_meta_filter(&p)?;
     let (meta, rows) = blocking(&agent, &q, vec![topics::NODES], |st| st.nodes()).await?;
-    let rows: Vec<_> = rows.iter().filter(|n| meta_matches(&n.meta, &want)).map(|n| &**n).collect();
+    let mut rows: Vec<_> = rows.iter().filter(|n| meta_matches(&n.meta, &want)).map(|n| &**n).collect();
+    sort_near(&agent, p.get("near"), &mut rows, |n| &n.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
 }
 
@@ -171,7 +174,8 @@ pub async fn service(State(agent): State<AgentRef>, Path(name): Path<String>, Ra
     let tags: Vec<String> = p.all("tag").to_vec();
     let want = node_meta_filter(&p)?;
     let (meta, rows) = blocking(&agent, &q, vec![topics::service(&name)], |st| st.service_nodes(&name, &tags)).await?;
-    let rows: Vec<_> = rows.into_iter().filter(|r| meta_matches(&r.node_meta, &want)).collect();
+    let mut rows: Vec<_> = rows.into_iter().filter(|r| meta_matches(&r.node_meta, &want)).collect();
+    sort_near(&agent, p.get("near"), &mut rows, |r| &r.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
 }
 

@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use cairn_store::state::topics;
 use cairn_types::structs::HealthCheck;
 
-use super::{blocking, check_dc, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use super::{blocking, check_dc, json_response, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts};
 
 fn rows(v: &[std::sync::Arc<HealthCheck>]) -> Vec<&HealthCheck> {
     v.iter().map(|c| &**c).collect()
@@ -33,8 +33,9 @@ pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, Raw
     let q = QueryOpts::parse(&p)?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let passing = p.flag("passing");
-    let (meta, entries) =
+    let (meta, mut entries) =
         blocking(&agent, &q, vec![topics::service(&svc)], |st| st.check_service_nodes(&svc, &tags, passing)).await?;
+    sort_near(&agent, p.get("near"), &mut entries, |e| &e.node.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(entries)?))
 }
 

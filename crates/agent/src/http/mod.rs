@@ -4,6 +4,7 @@
 
 mod agent;
 mod catalog;
+mod coordinate;
 mod event;
 mod health;
 mod kv;
@@ -71,6 +72,10 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/query/{id}/execute", get(query::execute))
         .route("/v1/query/{id}/explain", get(query::explain))
         .route("/v1/txn", put(txn::txn).layer(DefaultBodyLimit::max(agent.config().txn_max_req_len.saturating_add(1))))
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes))
+        .route("/v1/coordinate/node/{node}", get(coordinate::node))
+        .route("/v1/coordinate/update", put(coordinate::update))
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/fire/", put(event::fire))
         .route("/v1/event/list", get(event::list))
@@ -328,6 +333,20 @@ pub fn check_dc(agent: &Agent, p: &Params) -> Result<(), HttpError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Sorts `rows` by estimated round-trip time from the node `near` (`_agent`: this agent's node),
+/// as Consul's `?near=` does: nearest first, rows whose node has no coordinate last, ties in their
+/// previous order. Without a coordinate for `near` itself the order is left alone.
+pub fn sort_near<T>(agent: &Agent, near: Option<&str>, rows: &mut [T], node_of: impl Fn(&T) -> &str) {
+    let Some(near) = near.filter(|n| !n.is_empty()) else { return };
+    let near = if near == "_agent" { agent.config().node_name.clone() } else { near.to_string() };
+    let st = agent.server.store().snapshot();
+    let Some(origin) = st.coordinate(&near).cloned() else { return };
+    // Distances are non-negative (or infinite), so their bit patterns order like the values.
+    rows.sort_by_cached_key(|r| {
+        st.coordinate(node_of(r)).and_then(|c| origin.distance_to(c)).unwrap_or(f64::INFINITY).to_bits()
+    });
 }
 
 /// A JSON response with Consul's headers.

@@ -3,8 +3,12 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::conn_limit::PeerAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
 
@@ -14,7 +18,9 @@ use cairn_types::query::PreparedQuery;
 use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL, HEALTH_PASSING};
 use cairn_types::{Command, CommandResult};
 
-use super::{blocking, check_dc, decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use super::{
+    blocking, check_dc, decode_body, json_response, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts,
+};
 
 fn parse_query(body: &[u8]) -> Result<PreparedQuery, HttpError> {
     let q: PreparedQuery = decode_body(body)?;
@@ -111,7 +117,25 @@ fn resolve(st: &StoreState, id_or_name: &str) -> Result<PreparedQuery, HttpError
     q.render(id_or_name).map_err(HttpError::internal)
 }
 
-pub async fn execute(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+/// The node a `near` of `_ip` means: the catalog node whose address is the request's source (the
+/// first `X-Forwarded-For` address when a proxy set one).
+fn node_at_source(st: &StoreState, headers: &HeaderMap, peer: SocketAddr) -> Option<String> {
+    let ip = headers
+        .get("X-Forwarded-For")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer.ip());
+    st.nodes.values().find(|n| n.address.parse::<IpAddr>().ok() == Some(ip)).map(|n| n.node.clone())
+}
+
+pub async fn execute(
+    State(agent): State<AgentRef>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let limit = p.u64("limit")?.unwrap_or(0) as usize;
@@ -121,10 +145,17 @@ pub async fn execute(State(agent): State<AgentRef>, Path(id): Path<String>, RawQ
     let (meta, mut nodes) =
         blocking(&agent, &q, vec![], |st| st.check_service_nodes(&pq.service.service, &[], false)).await?;
     nodes.retain(|e| matches(&pq, e));
-    // Consul shuffles results (there are no coordinates to sort by `Near` yet).
+    // As Consul: shuffle, then sort by round-trip time from `near` (the request's, else the
+    // query's); equally near nodes, and all of them when there is nothing to sort by, stay shuffled.
     for i in (1..nodes.len()).rev() {
         nodes.swap(i, rand::random::<u64>() as usize % (i + 1));
     }
+    let near = p.get("near").filter(|n| !n.is_empty()).unwrap_or(&pq.service.near);
+    let near = match near {
+        "_ip" => node_at_source(&st, &headers, peer),
+        n => Some(n.to_string()),
+    };
+    sort_near(&agent, near.as_deref(), &mut nodes, |e| &e.node.node);
     if limit > 0 {
         nodes.truncate(limit);
     }

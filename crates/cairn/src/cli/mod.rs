@@ -6,6 +6,7 @@ mod catalog;
 mod event;
 mod kv;
 mod lock;
+mod rtt;
 mod watch;
 
 use clap::{Args, Parser, Subcommand};
@@ -48,6 +49,8 @@ pub enum Cmd {
     Watch(watch::WatchArgs),
     /// Fires a user event.
     Event(event::EventArgs),
+    /// Estimates the network round-trip time between two nodes.
+    Rtt(rtt::RttArgs),
     /// Lists the members of the cluster.
     Members(agent::MembersArgs),
     /// Shows debugging information about the agent.
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Lock(a) => lock::run(a).await,
         Cmd::Watch(a) => watch::run(a).await,
         Cmd::Event(a) => event::run(a).await,
+        Cmd::Rtt(a) => rtt::run(a).await,
         Cmd::Members(a) => agent::members(a).await,
         Cmd::Info(a) => agent::info(a).await,
         Cmd::Leave(a) => agent::leave(a).await,

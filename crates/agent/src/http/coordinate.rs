@@ -1,0 +1,65 @@
+//! `/v1/coordinate/*`: network coordinates (see [`cairn_types::coordinate`]).
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use serde_json::json;
+
+use cairn_store::state::topics;
+use cairn_types::coordinate::CoordinateEntry;
+use cairn_types::Command;
+
+use super::{blocking, check_dc, decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+
+/// `GET /v1/coordinate/datacenters`: the servers' WAN coordinates by datacenter. With no WAN pool
+/// yet, that is this datacenter and this server (at its LAN coordinate, which the WAN one equals
+/// while there are no other servers to measure against).
+pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    let c = agent.config();
+    let body = json!([{
+        "Datacenter": c.datacenter,
+        "AreaID": "WAN",
+        "Coordinates": [{ "Node": format!("{}.{}", c.node_name, c.datacenter), "Coord": agent.coordinate() }],
+    }]);
+    Ok(json_response(None, p.flag("pretty"), &body))
+}
+
+/// `GET /v1/coordinate/nodes`: every node's LAN coordinate (blocking).
+pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    let segment = p.get("segment");
+    let (meta, mut rows) = blocking(&agent, &q, vec![topics::COORDINATES], |st| st.coordinates()).await?;
+    if let Some(s) = segment {
+        rows.retain(|e| e.segment == s);
+    }
+    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+}
+
+/// `GET /v1/coordinate/node/:node`: one node's coordinates (one per segment); 404 when it has none.
+pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let q = QueryOpts::parse(&p)?;
+    let (meta, rows) = blocking(&agent, &q, vec![topics::COORDINATES], |st| st.node_coordinates(&node)).await?;
+    if rows.is_empty() {
+        return Err(HttpError::not_found(""));
+    }
+    Ok(json_response(Some(meta), q.pretty, &rows))
+}
+
+/// `PUT /v1/coordinate/update`: sets a node's coordinate (normally agents do this themselves).
+/// Consul answers a coordinate it cannot use with 500 and the reason; a coordinate for a node the
+/// catalog does not know is accepted and dropped when applied, as Consul's batch update does.
+pub async fn update(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    check_dc(&agent, &p)?;
+    let e: CoordinateEntry = decode_body(&body)?;
+    if e.node.is_empty() {
+        return Err(HttpError::bad("Missing node name"));
+    }
+    e.coord.validate().map_err(|why| HttpError::internal(format!("rejected bad coordinate: {why}")))?;
+    agent.server.apply(Command::CoordinateBatchUpdate(vec![e])).await?;
+    Ok(json_response(None, p.flag("pretty"), &true))
+}
