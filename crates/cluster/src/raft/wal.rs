@@ -169,6 +169,16 @@ fn preallocate(file: &File, bytes: u64) {
     }
 }
 
+/// Whether a segment file got as far as a non-zero header.
+fn has_header(file: &File) -> std::io::Result<bool> {
+    let mut h = [0u8; FILE_HEADER as usize];
+    if file.metadata()?.len() < FILE_HEADER {
+        return Ok(false);
+    }
+    file.read_exact_at(&mut h, 0)?;
+    Ok(h != [0u8; FILE_HEADER as usize])
+}
+
 /// The end of one segment's scan.
 enum End {
     /// A zero length or the end of the file: written cleanly up to here.
@@ -271,6 +281,15 @@ impl Wal {
                 continue;
             }
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            if i + 1 == seqs.len() && !has_header(&file)? {
+                // The process stopped while creating this segment (before its header was synced),
+                // so nothing was ever written to it.
+                tracing::warn!(segment = %path.display(), "raft log: removing a segment whose creation did not finish");
+                drop(file);
+                std::fs::remove_file(&path)?;
+                sync_dir(dir)?;
+                continue;
+            }
             let mut seg = Segment { seq, path, file: Arc::new(file), first: 0, locs: Vec::new() };
             let (p, c, end) = scan(&mut seg, &mut expect_next, &mut committed)?;
             match end {
@@ -462,8 +481,13 @@ impl Wal {
             let keep_from = ix.segs[..n - 1].iter().take_while(|s| s.last().is_none_or(|l| l <= upto)).count();
             ix.segs.drain(..keep_from).collect()
         };
+        // Oldest first, and durable before returning: whatever a crash leaves is a contiguous
+        // run of segments.
         for s in &gone {
             std::fs::remove_file(&s.path)?;
+        }
+        if !gone.is_empty() {
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -710,5 +734,26 @@ mod tests {
         drop(w);
         let (w, _) = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&w), vec![20, 21]);
+    }
+
+    #[test]
+    fn a_segment_whose_creation_did_not_finish_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 1024;
+        {
+            let (mut w, _) = Wal::open_with_segment_bytes(dir.path(), seg).unwrap();
+            append(&mut w, 1..=3, 1);
+        }
+        // Preallocated but no header yet, as a crash in the middle of a rollover leaves it.
+        std::fs::write(seg_path(dir.path(), 2), vec![0u8; 4096]).unwrap();
+        let (mut w, _) = Wal::open_with_segment_bytes(dir.path(), seg).unwrap();
+        assert_eq!(indexes(&w), vec![1, 2, 3]);
+        for i in 4..=40 {
+            append(&mut w, i..=i, 1);
+        }
+        assert!(w.segments() > 1, "rolled over again, over the removed file's name");
+        drop(w);
+        let (w, _) = Wal::open_with_segment_bytes(dir.path(), seg).unwrap();
+        assert_eq!(indexes(&w), (1..=40).collect::<Vec<_>>());
     }
 }
