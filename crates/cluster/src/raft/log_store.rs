@@ -292,18 +292,11 @@ fn writer(mut wal: Wal, db: Arc<Database>, rx: mpsc::Receiver<DiskOp>, mem: Arc<
             tracing::error!(error = %e, "raft log: write failed");
             failed = Some(e.clone());
         } else {
-            let top = batch
-                .iter()
-                .filter_map(|op| match op {
-                    DiskOp::Append(entries, _) => entries.last().map(|(i, _)| *i),
-                    _ => None,
-                })
-                .max();
-            if let Some(top) = top {
-                let mut m = mem.lock().expect("log mem");
-                m.flushed = m.flushed.max(top);
-                m.evict();
-            }
+            // What is on disk now, after any truncation in the batch: those entries may leave the
+            // cache. (Not the highest index appended: a truncation may have cut it.)
+            let mut m = mem.lock().expect("log mem");
+            m.flushed = wal.last_index().unwrap_or(0);
+            m.evict();
         }
         for op in batch {
             let r = res.clone().map_err(io_err);
@@ -459,15 +452,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), std::io::Error> {
         let after = last_log_id.map(|l| l.index);
-        {
-            let mut m = self.mem();
-            match after {
-                Some(a) => m.drop_from(a + 1),
-                None => m.drop_from(0),
-            }
-            m.flushed = m.flushed.min(after.unwrap_or(0));
+        // Disk first: once the writer has done it, its `flushed` already reflects the cut, and
+        // the entries that replace the cut ones are appended only after this returns.
+        self.send_wait(|tx| DiskOp::Truncate(after, tx)).await?;
+        let mut m = self.mem();
+        match after {
+            Some(a) => m.drop_from(a + 1),
+            None => m.drop_from(0),
         }
-        self.send_wait(|tx| DiskOp::Truncate(after, tx)).await
+        m.flushed = m.flushed.min(after.unwrap_or(0));
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
@@ -623,5 +617,27 @@ mod tests {
         let got: Vec<u64> = s.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
         assert_eq!(got, (251..=300).collect::<Vec<_>>(), "nothing at or below the purge point is offered");
         assert_eq!(s.get_log_state().await.unwrap().last_purged_log_id.map(|l| l.index), Some(250));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_past_the_log_end_then_new_entries_survive_reopen() {
+        // A follower whose log ends at 20 installs a snapshot at 500, then replicates 501...
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open_with(dir.path(), 1_000, 2_048).unwrap();
+            append(&mut s, (1..=20).map(|i| entry(1, i)).collect()).await;
+            s.purge(entry(2, 500).log_id).await.unwrap();
+            assert_eq!(s.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(500));
+            for i in 501..=600 {
+                append(&mut s, vec![entry(2, i)]).await;
+            }
+            s.truncate_after(Some(entry(2, 590).log_id)).await.unwrap();
+            append(&mut s, (591..=595).map(|i| entry(3, i)).collect()).await;
+        }
+        let mut s = LogStore::open_with(dir.path(), 1_000, 2_048).unwrap();
+        let got = s.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (501..=595).collect::<Vec<_>>());
+        assert_eq!(got.last().map(|e| e.log_id.leader_id.term), Some(3));
+        assert_eq!(s.get_log_state().await.unwrap().last_purged_log_id.map(|l| l.index), Some(500));
     }
 }

@@ -169,6 +169,16 @@ fn preallocate(file: &File, bytes: u64) {
     }
 }
 
+/// Removes segment files in the given order, syncing the directory after each so that the removals
+/// become durable in that order.
+fn remove_segments<'a>(dir: &Path, segs: impl Iterator<Item = &'a Segment>) -> std::io::Result<()> {
+    for s in segs {
+        std::fs::remove_file(&s.path)?;
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 /// Whether a segment file got as far as a non-zero header.
 fn has_header(file: &File) -> std::io::Result<bool> {
     let mut h = [0u8; FILE_HEADER as usize];
@@ -185,9 +195,6 @@ enum End {
     Clean,
     /// A record that does not check out (a torn write, or corruption), with the reason.
     Bad(&'static str),
-    /// The segment's first entry does not continue the log: a truncation ended the log in an
-    /// earlier segment and the process stopped before removing this one.
-    Orphan,
 }
 
 /// Reads a segment's records from `FILE_HEADER`; returns the end position, chain, why it ended.
@@ -229,9 +236,6 @@ fn scan(
         match kind {
             KIND_ENTRY => {
                 if let Some(want) = *expect_next {
-                    if index != want && seg.locs.is_empty() && pos == FILE_HEADER {
-                        return Ok((pos, chain, End::Orphan));
-                    }
                     if index != want {
                         return Err(corrupt(&seg.path, pos, &format!("entry {index} where {want} was expected")));
                     }
@@ -258,6 +262,10 @@ impl Wal {
 
     pub fn open_with_segment_bytes(dir: &Path, seg_bytes: u64) -> std::io::Result<(Wal, Recovered)> {
         std::fs::create_dir_all(dir)?;
+        if let Some(parent) = dir.parent() {
+            // The directory's own entry must be durable too.
+            sync_dir(parent)?;
+        }
         let mut seqs = Vec::new();
         for de in std::fs::read_dir(dir)? {
             let name = de?.file_name();
@@ -273,13 +281,8 @@ impl Wal {
         let mut committed = None;
         let mut expect_next = None;
         let (mut pos, mut chain) = (FILE_HEADER, 0);
-        let mut orphaned = false;
         for (i, &seq) in seqs.iter().enumerate() {
             let path = seg_path(dir, seq);
-            if orphaned {
-                std::fs::remove_file(&path)?;
-                continue;
-            }
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             if i + 1 == seqs.len() && !has_header(&file)? {
                 // The process stopped while creating this segment (before its header was synced),
@@ -293,12 +296,6 @@ impl Wal {
             let mut seg = Segment { seq, path, file: Arc::new(file), first: 0, locs: Vec::new() };
             let (p, c, end) = scan(&mut seg, &mut expect_next, &mut committed)?;
             match end {
-                End::Orphan => {
-                    tracing::warn!(segment = %seg.path.display(), "raft log: removing a segment left by a truncation");
-                    std::fs::remove_file(&seg.path)?;
-                    orphaned = true;
-                    continue;
-                }
                 End::Bad(why) if i + 1 < seqs.len() => return Err(corrupt(&seg.path, p, why)),
                 End::Bad(why) => {
                     tracing::warn!(segment = %seg.path.display(), offset = p, why, "raft log: dropping a torn tail");
@@ -309,9 +306,6 @@ impl Wal {
             }
             (pos, chain) = (p, c);
             index.segs.push(seg);
-        }
-        if orphaned {
-            sync_dir(dir)?;
         }
         if index.segs.is_empty() {
             let next = seqs.last().map_or(1, |s| s + 1);
@@ -341,7 +335,9 @@ impl Wal {
 
     /// Stages a record for the next [`Wal::flush`].
     pub fn stage(&mut self, kind: u8, index: u64, data: &[u8]) {
-        self.staged.push(Staged { kind, index, start: self.data.len(), len: data.len() as u32 });
+        // An oversized record (over `MAX_RECORD`, let alone u32) is refused by the flush.
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        self.staged.push(Staged { kind, index, start: self.data.len(), len });
         self.data.extend_from_slice(data);
     }
 
@@ -359,6 +355,26 @@ impl Wal {
     }
 
     fn write_staged(&mut self, total: u64) -> std::io::Result<()> {
+        // Entries must continue the log without a gap: a location is known by its position.
+        let mut next = self.last_index().map(|l| l + 1);
+        for s in &self.staged {
+            if s.len > MAX_RECORD {
+                return Err(std::io::Error::other(format!(
+                    "raft log: entry {} is too large ({} bytes)",
+                    s.index, s.len
+                )));
+            }
+            if s.kind == KIND_ENTRY {
+                if next.is_some_and(|n| n != s.index) {
+                    return Err(std::io::Error::other(format!(
+                        "raft log: entry {} does not follow {}",
+                        s.index,
+                        next.unwrap_or_default() - 1
+                    )));
+                }
+                next = Some(s.index + 1);
+            }
+        }
         if self.pos > FILE_HEADER && self.pos + total > self.seg_bytes {
             self.roll_over()?;
         }
@@ -434,17 +450,13 @@ impl Wal {
             seg.locs.truncate(k);
             (seg.file.clone(), loc)
         };
-        // Mark the end first and make it durable, then drop later segments: a crash in between
-        // leaves segments that do not continue the log, which opening removes.
+        // Later segments go first, newest first, each removal durable before the next: a crash at
+        // any point leaves a prefix of the old log (the truncation not yet done, which Raft then
+        // repeats). Only then the end marker.
+        let gone: Vec<Segment> = self.index().segs.drain(si + 1..).collect();
+        remove_segments(&self.dir, gone.iter().rev())?;
         file.write_all_at(&[0u8; REC_HEADER], cut.off)?;
         file.sync_data()?;
-        let gone: Vec<Segment> = self.index().segs.drain(si + 1..).collect();
-        for s in gone.iter().rev() {
-            std::fs::remove_file(&s.path)?;
-        }
-        if !gone.is_empty() {
-            sync_dir(&self.dir)?;
-        }
         self.pos = cut.off;
         self.chain = cut.prev;
         Ok(())
@@ -455,16 +467,11 @@ impl Wal {
         self.staged.clear();
         self.data.clear();
         let next = self.index().segs.last().map_or(1, |s| s.seq + 1);
-        // The new, empty segment exists before the old ones go. A crash in between leaves the
-        // old segments in front of an empty one, i.e. the old log, and the caller (openraft)
-        // repeats the operation that asked for it.
-        let seg = create_segment(&self.dir, next, self.seg_bytes)?;
+        // Newest first, each removal durable before the next: a crash part-way leaves a prefix
+        // of the old log. Then the new, empty segment.
         let old: Vec<Segment> = std::mem::take(&mut self.index().segs);
-        // Newest first, so that a crash part-way leaves a prefix of the old log.
-        for s in old.iter().rev() {
-            std::fs::remove_file(&s.path)?;
-        }
-        sync_dir(&self.dir)?;
+        remove_segments(&self.dir, old.iter().rev())?;
+        let seg = create_segment(&self.dir, next, self.seg_bytes)?;
         self.index().segs.push(seg);
         self.pos = FILE_HEADER;
         self.chain = header_chain(next);
@@ -473,23 +480,23 @@ impl Wal {
 
     /// Deletes the segments whose entries are all at or below `upto` (never the one being written).
     /// Entries at or below `upto` in the remaining first segment stay on disk but are never asked
-    /// for (the caller records the purge point).
+    /// for (the caller records the purge point first). A purge at or past the last entry (a
+    /// snapshot installed on a follower that lags behind it) empties the log: the next entry
+    /// follows the snapshot, not what the log held.
     pub fn purge_upto(&mut self, upto: u64) -> std::io::Result<()> {
+        self.flush()?;
+        if self.last_index().is_some_and(|l| l <= upto) {
+            return self.clear();
+        }
         let gone: Vec<Segment> = {
             let mut ix = self.index();
             let n = ix.segs.len();
             let keep_from = ix.segs[..n - 1].iter().take_while(|s| s.last().is_none_or(|l| l <= upto)).count();
             ix.segs.drain(..keep_from).collect()
         };
-        // Oldest first, and durable before returning: whatever a crash leaves is a contiguous
-        // run of segments.
-        for s in &gone {
-            std::fs::remove_file(&s.path)?;
-        }
-        if !gone.is_empty() {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        // Oldest first, each removal durable before the next: whatever a crash leaves is a
+        // contiguous run of segments.
+        remove_segments(&self.dir, gone.iter())
     }
 
     pub fn last_index(&self) -> Option<u64> {
@@ -674,31 +681,75 @@ mod tests {
     }
 
     #[test]
-    fn segments_left_behind_by_a_crashed_truncation_are_removed() {
+    fn a_crash_in_the_middle_of_a_truncation_leaves_a_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let seg = 1024;
         let (mut w, _) = Wal::open_with_segment_bytes(dir.path(), seg).unwrap();
         for i in 1..=60 {
             append(&mut w, i..=i, 1);
         }
-        let n = w.segments();
-        assert!(n >= 3);
-        // Keep copies of the later segments, truncate into the first, then put them back: the
-        // state of a crash after the end marker was synced but before the files were removed.
-        let keep: Vec<(PathBuf, Vec<u8>)> =
-            w.index().segs[1..].iter().map(|s| (s.path.clone(), std::fs::read(&s.path).unwrap())).collect();
+        assert!(w.segments() >= 3);
+        let (first_path, first_last) = {
+            let ix = w.index();
+            (ix.segs[0].path.clone(), ix.segs[0].last().unwrap())
+        };
+        let first_bytes = std::fs::read(&first_path).unwrap();
         w.truncate_from(3).unwrap();
         drop(w);
-        for (p, b) in &keep {
-            std::fs::write(p, b).unwrap();
-        }
+        // The later segments are gone but the end marker never made it to the first one.
+        std::fs::write(&first_path, &first_bytes).unwrap();
         let (mut w, _) = Wal::open_with_segment_bytes(dir.path(), seg).unwrap();
-        assert_eq!(indexes(&w), vec![1, 2]);
-        assert_eq!(w.segments(), 1);
+        assert_eq!(indexes(&w), (1..=first_last).collect::<Vec<_>>(), "a prefix of the old log");
+        w.truncate_from(3).unwrap();
         append(&mut w, 3..=40, 2);
         drop(w);
         let (w, _) = Wal::open_with_segment_bytes(dir.path(), seg).unwrap();
         assert_eq!(indexes(&w), (1..=40).collect::<Vec<_>>());
+        assert!(all(&w)[2..].iter().all(|(i, d)| *d == data(*i, 2)));
+    }
+
+    #[test]
+    fn a_missing_segment_in_the_middle_fails_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open_with_segment_bytes(dir.path(), 1024).unwrap();
+        for i in 1..=60 {
+            append(&mut w, i..=i, 1);
+        }
+        let middle = w.index().segs[1].path.clone();
+        drop(w);
+        std::fs::remove_file(middle).unwrap();
+        let err = Wal::open_with_segment_bytes(dir.path(), 1024).err().expect("open fails");
+        assert!(err.to_string().contains("was expected"), "{err}");
+    }
+
+    #[test]
+    fn a_purge_past_the_last_entry_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut w, _) = Wal::open_with_segment_bytes(dir.path(), 1024).unwrap();
+            for i in 1..=30 {
+                append(&mut w, i..=i, 1);
+            }
+            // A snapshot at 500 installed on a follower whose log ends at 30.
+            w.purge_upto(500).unwrap();
+            assert!(indexes(&w).is_empty());
+            append(&mut w, 501..=520, 2);
+            assert_eq!(w.reader().read(501, 503).unwrap().len(), 2);
+            w.truncate_from(510).unwrap();
+        }
+        let (w, _) = Wal::open_with_segment_bytes(dir.path(), 1024).unwrap();
+        assert_eq!(indexes(&w), (501..=509).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_entry_that_does_not_follow_the_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open(dir.path()).unwrap();
+        append(&mut w, 1..=3, 1);
+        w.stage(KIND_ENTRY, 7, b"x");
+        assert!(w.flush().unwrap_err().to_string().contains("entry 7 does not follow 3"));
+        append(&mut w, 4..=4, 1);
+        assert_eq!(indexes(&w), vec![1, 2, 3, 4]);
     }
 
     #[test]
