@@ -4,6 +4,8 @@
 //! total order, and each agent keeps the last [`BUFFER`] it accepted. An agent accepts an event when
 //! its filters match: the node filter against its node name, the service filter against one of its
 //! local services, and the tag filter against one of that service's tags (all regular expressions).
+//! Consul's quirk, kept: the "service" filter is matched against local service *IDs* (which are
+//! the names unless a registration set another ID).
 //!
 //! Delivery goes to every member of the pool. Until gossip exists the pool is this agent alone, so
 //! [`Events::fire`] delivers to it directly; the gossip layer will call [`Events::deliver`] for
@@ -19,8 +21,9 @@ use tokio::sync::watch;
 /// Events kept per agent (Consul keeps 256).
 pub const BUFFER: usize = 256;
 
-/// Serf's default user-event size limit; Consul counts the whole encoded event against it. We
-/// count the event's ID, name, filters and payload, which is what varies.
+/// Serf's default user-event size limit. Consul sends the event as Serf's user event
+/// `consul:event:<name>` with the msgpack-encoded event as its payload, and Serf refuses one whose
+/// name and payload exceed this.
 pub const SIZE_LIMIT: usize = 512;
 
 /// The blocking index of an event list: the two halves of the newest event's UUID XORed, as
@@ -49,14 +52,9 @@ pub fn validate(ev: &UserEvent) -> Result<(), String> {
             Regex::new(f).map_err(|e| format!("Invalid {what} filter: {e}"))?;
         }
     }
-    let size = ev.id.len()
-        + ev.name.len()
-        + ev.node_filter.len()
-        + ev.service_filter.len()
-        + ev.tag_filter.len()
-        + ev.payload.as_ref().map_or(0, Vec::len);
-    if size > SIZE_LIMIT {
-        return Err(format!("user event exceeds limit of {SIZE_LIMIT} bytes"));
+    let encoded = rmp_serde::to_vec_named(ev).map_err(|e| e.to_string())?;
+    if "consul:event:".len() + ev.name.len() + encoded.len() > SIZE_LIMIT {
+        return Err(format!("user event exceeds configured limit of {SIZE_LIMIT} bytes before encoding"));
     }
     Ok(())
 }
@@ -71,7 +69,7 @@ pub fn accepts<'a>(ev: &UserEvent, node: &str, mut services: impl Iterator<Item 
     }
     let Some(svc) = re(&ev.service_filter) else { return true };
     let tag = re(&ev.tag_filter);
-    services.any(|s| svc.is_match(&s.service) && tag.as_ref().is_none_or(|t| s.tags.iter().any(|x| t.is_match(x))))
+    services.any(|s| svc.is_match(&s.id) && tag.as_ref().is_none_or(|t| s.tags.iter().any(|x| t.is_match(x))))
 }
 
 struct Ring {
@@ -162,6 +160,13 @@ mod tests {
         e.service_filter = "cache".into();
         e.tag_filter.clear();
         assert!(!accepts(&e, "n1", web.iter()));
+        // Matched against the service ID, as Consul does.
+        let mut renamed = svc("web", &[]);
+        renamed.id = "frontend-1".into();
+        e.service_filter = "^web$".into();
+        assert!(!accepts(&e, "n1", [renamed.clone()].iter()));
+        e.service_filter = "^frontend".into();
+        assert!(accepts(&e, "n1", [renamed].iter()));
     }
 
     #[test]
@@ -174,7 +179,12 @@ mod tests {
         assert!(validate(&e).unwrap_err().contains("Invalid service filter"));
         let mut e = ev("x");
         e.payload = Some(vec![b'a'; SIZE_LIMIT]);
-        assert!(validate(&e).unwrap_err().contains("exceeds limit"));
+        assert!(validate(&e).unwrap_err().contains("exceeds configured limit of 512 bytes"));
+        // About 100 bytes of payload fit, as Consul advises; 400 do not.
+        e.payload = Some(vec![b'a'; 100]);
+        assert!(validate(&e).is_ok());
+        e.payload = Some(vec![b'a'; 400]);
+        assert!(validate(&e).is_err());
     }
 
     #[test]

@@ -57,9 +57,11 @@ fn coordinate_endpoints_and_bad_input() {
     assert_eq!(st, 200);
     assert_eq!(dcs[0]["Datacenter"], "dc1");
     assert_eq!(dcs[0]["AreaID"], "WAN");
-    assert_eq!(dcs[0]["Coordinates"][0]["Node"], "e2e.dc1");
-    let (st, _) = get(&a, "/v1/coordinate/node/ghost");
+    assert_eq!(dcs[0]["Coordinates"][0]["Node"], "e2e");
+    let (st, h, _) = http("GET", &a.url("/v1/coordinate/node/ghost"), None);
     assert_eq!(st, 404);
+    assert!(header(&h, "X-Consul-Index").is_some(), "a 404 still carries the index");
+    assert_eq!(get(&a, "/v1/coordinate/node/e2e?segment=other").0, 404);
 
     // A blocking read of all coordinates wakes on an update.
     let (_, h, _) = http("GET", &a.url("/v1/coordinate/nodes"), None);
@@ -81,12 +83,12 @@ fn coordinate_endpoints_and_bad_input() {
     let bad_dim = json!({"Node": "n-mid", "Coord": {"Vec": [0, 0], "Error": 1.5, "Adjustment": 0, "Height": 0}});
     let (st, _, b) = http("PUT", &a.url("/v1/coordinate/update"), Some(bad_dim.to_string().as_bytes()));
     assert_eq!(st, 500);
-    assert!(String::from_utf8_lossy(&b).contains("rejected bad coordinate"));
+    assert!(String::from_utf8_lossy(&b).contains("incompatible coordinate"));
     let (st, _, _) = http("PUT", &a.url("/v1/coordinate/update"), Some(b"{not json"));
     assert_eq!(st, 400);
-    let (st, _, _) =
+    let (st, _, b) =
         http("PUT", &a.url("/v1/coordinate/update"), Some(json!({"Coord": coord(0.0)}).to_string().as_bytes()));
-    assert_eq!(st, 400);
+    assert_eq!((st, b.len()), (200, 0), "no node: accepted and dropped, empty body as Consul");
     // A node the catalog does not know: accepted, and dropped.
     let (st, _, _) = http(
         "PUT",
@@ -112,6 +114,10 @@ fn near_sorts_catalog_health_and_prepared_queries() {
     assert_eq!(names(&v, |r| &r["Node"]), ["n-far", "n-mid", "n-near", "n-none"]);
     let (_, v) = get(&a, "/v1/health/service/svc?near=_agent&passing");
     assert_eq!(names(&v, |r| &r["Node"]["Node"]), ["n-near", "n-mid", "n-far", "n-none"]);
+    let (_, v) = get(&a, "/v1/health/checks/svc?near=_agent");
+    assert_eq!(names(&v, |r| &r["Node"]), ["n-near", "n-mid", "n-far", "n-none"]);
+    let (_, v) = get(&a, "/v1/health/state/passing?near=n-far");
+    assert_eq!(names(&v, |r| &r["Node"])[..2], ["n-far", "n-mid"]);
     let (_, v) = get(&a, "/v1/health/service/svc?near=n-mid&filter=Node.Node%20!%3D%20%22n-near%22");
     assert_eq!(names(&v, |r| &r["Node"]["Node"]), ["n-mid", "n-far", "n-none"], "filter and near together");
 
@@ -127,6 +133,16 @@ fn near_sorts_catalog_health_and_prepared_queries() {
     }
     let (_, v) = get(&a, "/v1/query/svc-near/execute?near=n-far&limit=2");
     assert_eq!(nodes(&v), ["n-far", "n-mid"]);
+    // A node far from everything, itself included (a large height): n-near sorts ahead of it by
+    // distance, but a prepared query puts the `near` node itself first, as Consul's does.
+    let mut tall = coord(0.01);
+    tall["Height"] = json!(0.05);
+    let up = json!({"Node": "n-mid", "Coord": tall});
+    http("PUT", &a.url("/v1/coordinate/update"), Some(up.to_string().as_bytes()));
+    let (_, v) = get(&a, "/v1/catalog/service/svc?near=n-mid");
+    assert_eq!(names(&v, |r| &r["Node"])[0], "n-near");
+    let (_, v) = get(&a, "/v1/query/svc-near/execute?near=n-mid");
+    assert_eq!(nodes(&v)[..2], ["n-mid", "n-near"]);
     // `_ip`: the node at the request's source address. Curl comes from 127.0.0.1, the agent's
     // own node; a proxy's X-Forwarded-For names another.
     let (_, v) = get(&a, "/v1/query/svc-near/execute?near=_ip");

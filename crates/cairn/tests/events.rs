@@ -1,7 +1,6 @@
 //! User events: `/v1/event/fire` and `/v1/event/list` (filters, blocking list), `cairn event`, and
 //! `cairn watch -type=event`.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -73,7 +72,7 @@ fn fire_list_filters_and_bad_input() {
     assert!(String::from_utf8_lossy(&b).contains("Invalid node filter"));
     let (st, _, b) = http("PUT", &a.url("/v1/event/fire/x"), Some(&[b'a'; 600]));
     assert_eq!(st, 500);
-    assert!(String::from_utf8_lossy(&b).contains("exceeds limit"));
+    assert!(String::from_utf8_lossy(&b).contains("exceeds configured limit of 512 bytes"));
     let (st, _, _) = http("GET", &a.url("/v1/event/fire/x"), None);
     assert_eq!(st, 405);
     let (st, _, _) = http("GET", &a.url("/v1/event/list?index=abc"), None);
@@ -117,34 +116,15 @@ fn event_cli_and_event_watch() {
     assert_eq!(o.status.code(), Some(1));
 
     // The watch gets everything held on start, then only events newer than the last it saw.
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("calls");
-    let handler = format!("(cat; echo; echo IDX=$CONSUL_INDEX) >> {}", f.display());
-    let mut w = Command::new(BIN)
-        .args(["watch", "-type=event", "-name=deploy", &handler])
-        .env("CONSUL_HTTP_ADDR", a.addr())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let calls = |n: usize| {
-        wait_for(Duration::from_secs(10), &format!("{n} handler calls"), || {
-            let t = std::fs::read_to_string(&f).unwrap_or_default();
-            (t.matches("IDX=").count() >= n).then_some(t)
-        })
-    };
-    let t = calls(1);
+    let w = RecordingWatch::start(&a, &["-type=event", "-name=deploy"]);
+    let t = w.calls(1);
     assert!(t.contains("cGF5bG9hZC0x"), "{t}");
     // An event of another name does not call the handler; a matching one does, alone.
     a.cli(&["event", "-name=unrelated"]);
     a.cli(&["event", "-name=deploy", "payload-2"]);
-    let t = calls(2);
+    let t = w.calls(2);
     let second: Value = serde_json::from_str(t.split("IDX=").nth(1).unwrap().split_once('\n').unwrap().1).unwrap();
     assert_eq!(second.as_array().unwrap().len(), 1, "only the new event: {second}");
     assert_eq!(second[0]["Payload"], "cGF5bG9hZC0y");
-    unsafe {
-        libc::kill(w.id() as i32, libc::SIGTERM);
-    }
-    wait_for(Duration::from_secs(10), "watch to exit", || w.try_wait().ok().flatten());
-    assert_eq!(std::fs::read_to_string(&f).unwrap().matches("IDX=").count(), 2, "no spurious calls");
+    assert_eq!(w.stop(), 2, "no spurious calls");
 }

@@ -196,3 +196,46 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// A `cairn watch` process whose handler appends the JSON it gets and `IDX=$CONSUL_INDEX` to a file.
+pub struct RecordingWatch {
+    pub child: Child,
+    pub file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RecordingWatch {
+    /// Starts `cairn watch <args> <handler>` against `a`.
+    pub fn start(a: &Agent, args: &[&str]) -> RecordingWatch {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calls");
+        let handler = format!("(cat; echo; echo IDX=$CONSUL_INDEX) >> {}", file.display());
+        let child = Command::new(BIN)
+            .arg("watch")
+            .args(args)
+            .arg(&handler)
+            .env("CONSUL_HTTP_ADDR", a.addr())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        RecordingWatch { child, file, _dir: dir }
+    }
+
+    /// Waits until the handler has run at least `n` times; returns everything it recorded.
+    pub fn calls(&self, n: usize) -> String {
+        wait_for(Duration::from_secs(10), &format!("{n} handler calls"), || {
+            let t = std::fs::read_to_string(&self.file).unwrap_or_default();
+            (t.matches("IDX=").count() >= n).then_some(t)
+        })
+    }
+
+    /// SIGTERM, wait for the exit; returns how many times the handler ran.
+    pub fn stop(mut self) -> usize {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        wait_for(Duration::from_secs(10), "watch to exit", || self.child.try_wait().ok().flatten());
+        std::fs::read_to_string(&self.file).unwrap_or_default().matches("IDX=").count()
+    }
+}

@@ -74,7 +74,11 @@ fn txn_results_rollback_and_limits() {
 #[test]
 fn txn_limits_are_configurable() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_file(dir.path(), "limits.hcl", "limits {\n  txn_max_ops = 3\n  txn_max_req_len = 400\n}\n");
+    let cfg = write_file(
+        dir.path(),
+        "limits.hcl",
+        "limits {\n  txn_max_ops = 3\n  txn_max_req_len = 2000\n  kv_max_value_size = 300\n}\n",
+    );
     let a = Agent::dev(&[&format!("-config-file={}", cfg.display())]);
     let ops = |n: usize| -> Value {
         Value::Array((0..n).map(|i| json!({"KV": {"Verb": "set", "Key": format!("l/{i}")}})).collect())
@@ -86,10 +90,18 @@ fn txn_limits_are_configurable() {
     assert!(v.as_str().unwrap().contains("too many operations (4 > 3)"), "{v}");
     let (st, _, _) = http("GET", &a.url("/v1/kv/l/3"), None);
     assert_eq!(st, 404, "a rejected transaction writes nothing");
-    let big = json!([{"KV": {"Verb": "set", "Key": "big", "Value": "QUFB".repeat(200)}}]);
+    // The body may be as large as the larger of the two limits; one value no larger than
+    // kv_max_value_size.
+    let big = json!([{"KV": {"Verb": "set", "Key": "big", "Value": "QUFB".repeat(700)}}]);
     let (st, v) = txn(&a, &big);
     assert_eq!(st, 413);
-    assert!(v.as_str().unwrap().contains("limits.txn_max_req_len"), "{v}");
+    assert!(v.as_str().unwrap().contains("max size: 2000 bytes. See limits.txn_max_req_len"), "{v}");
+    let value = json!([{"KV": {"Verb": "set", "Key": "v", "Value": "QUFB".repeat(110)}}]);
+    let (st, v) = txn(&a, &value);
+    assert_eq!(st, 413);
+    assert_eq!(v.as_str().unwrap(), "Value for key \"v\" is too large (330 > 300 bytes)");
+    let ok = json!([{"KV": {"Verb": "set", "Key": "v", "Value": "QUFB".repeat(100)}}]);
+    assert_eq!(txn(&a, &ok).0, 200);
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! `cairn watch` and `watches` in agent config: handlers run on real changes only, with the JSON on
 //! stdin and CONSUL_INDEX set; without a handler the value is printed once.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -22,22 +21,8 @@ fn watch_without_handler_prints_and_exits() {
 #[test]
 fn watch_handler_runs_on_real_changes_only() {
     let a = Agent::dev(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("calls");
-    let handler = format!("(cat; echo; echo IDX=$CONSUL_INDEX) >> {}", f.display());
-    let mut w = Command::new(BIN)
-        .args(["watch", "-type=key", "-key=w/k", &handler])
-        .env("CONSUL_HTTP_ADDR", a.addr())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let calls = |n: usize| {
-        wait_for(Duration::from_secs(10), &format!("{n} handler calls"), || {
-            let t = std::fs::read_to_string(&f).unwrap_or_default();
-            (t.matches("IDX=").count() >= n).then_some(t)
-        })
-    };
+    let w = RecordingWatch::start(&a, &["-type=key", "-key=w/k"]);
+    let calls = |n: usize| w.calls(n);
     let t = calls(1);
     assert!(t.starts_with("null"), "fires once on start, with the (missing) value: {t}");
     http("PUT", &a.url("/v1/kv/w/k"), Some(b"1"));
@@ -51,11 +36,7 @@ fn watch_handler_runs_on_real_changes_only() {
     let last_idx: u64 = t.lines().rfind(|l| l.starts_with("IDX=")).unwrap()[4..].parse().unwrap();
     assert!(last_idx > 0);
     // The watch process stops cleanly on SIGTERM.
-    unsafe {
-        libc::kill(w.id() as i32, libc::SIGTERM);
-    }
-    wait_for(Duration::from_secs(10), "watch to exit", || w.try_wait().ok().flatten());
-    assert_eq!(std::fs::read_to_string(&f).unwrap().matches("IDX=").count(), 3, "no spurious calls");
+    assert_eq!(w.stop(), 3, "no spurious calls");
 }
 
 #[test]

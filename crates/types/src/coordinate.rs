@@ -51,11 +51,14 @@ impl Coordinate {
     /// component.
     pub fn validate(&self) -> Result<(), String> {
         if self.vec.len() != DIMENSIONALITY {
-            return Err(format!("coordinate has dimensionality {}, expected {DIMENSIONALITY}", self.vec.len()));
+            return Err(format!(
+                "incompatible coordinate (dimensionality {}, expected {DIMENSIONALITY})",
+                self.vec.len()
+            ));
         }
         let all = self.vec.iter().chain([&self.error, &self.adjustment, &self.height]);
         if all.clone().any(|x| !x.is_finite()) {
-            return Err("coordinate has a component that is not a finite number".into());
+            return Err("invalid coordinate (a component is not a finite number)".into());
         }
         Ok(())
     }
@@ -78,6 +81,7 @@ impl Coordinate {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CoordinateEntry {
+    #[serde(default)]
     pub node: String,
     #[serde(default)]
     pub segment: String,
@@ -120,7 +124,7 @@ mod tests {
         assert!(Coordinate::origin().validate().is_ok());
         let mut c = Coordinate::origin();
         c.vec.push(0.0);
-        assert!(c.validate().unwrap_err().contains("dimensionality 9"));
+        assert!(c.validate().unwrap_err().contains("incompatible coordinate (dimensionality 9"));
         let mut c = Coordinate::origin();
         c.height = f64::INFINITY;
         assert!(c.validate().is_err());

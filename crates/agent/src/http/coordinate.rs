@@ -8,18 +8,23 @@ use cairn_store::state::topics;
 use cairn_types::coordinate::CoordinateEntry;
 use cairn_types::Command;
 
-use super::{blocking, check_dc, decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use super::{
+    blocking, check_dc, decode_body, json_response, set_meta, AgentRef, HttpError, HttpResult, Params, QueryOpts,
+};
 
 /// `GET /v1/coordinate/datacenters`: the servers' WAN coordinates by datacenter. With no WAN pool
 /// yet, that is this datacenter and this server (at its LAN coordinate, which the WAN one equals
-/// while there are no other servers to measure against).
+/// while there are no other servers to measure against). Agents are always servers for now.
 pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let c = agent.config();
     let body = json!([{
         "Datacenter": c.datacenter,
         "AreaID": "WAN",
-        "Coordinates": [{ "Node": format!("{}.{}", c.node_name, c.datacenter), "Coord": agent.coordinate() }],
+        "Coordinates": [{ "Node": c.node_name, "Coord": agent.coordinate() }],
     }]);
     Ok(json_response(None, p.flag("pretty"), &body))
 }
@@ -42,24 +47,28 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
-    let (meta, rows) = blocking(&agent, &q, vec![topics::COORDINATES], |st| st.node_coordinates(&node)).await?;
+    let segment = p.get("segment");
+    let (meta, mut rows) = blocking(&agent, &q, vec![topics::COORDINATES], |st| st.node_coordinates(&node)).await?;
+    if let Some(s) = segment {
+        rows.retain(|e| e.segment == s);
+    }
     if rows.is_empty() {
-        return Err(HttpError::not_found(""));
+        let mut r = StatusCode::NOT_FOUND.into_response();
+        set_meta(r.headers_mut(), meta);
+        return Ok(r);
     }
     Ok(json_response(Some(meta), q.pretty, &rows))
 }
 
 /// `PUT /v1/coordinate/update`: sets a node's coordinate (normally agents do this themselves).
-/// Consul answers a coordinate it cannot use with 500 and the reason; a coordinate for a node the
-/// catalog does not know is accepted and dropped when applied, as Consul's batch update does.
+/// Answers 200 with an empty body, as Consul. A coordinate it cannot use is a 500 with the reason;
+/// one for a node the catalog does not know (or no node at all) is accepted and dropped when
+/// applied, as Consul's batch update does.
 pub async fn update(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let e: CoordinateEntry = decode_body(&body)?;
-    if e.node.is_empty() {
-        return Err(HttpError::bad("Missing node name"));
-    }
-    e.coord.validate().map_err(|why| HttpError::internal(format!("rejected bad coordinate: {why}")))?;
+    e.coord.validate().map_err(HttpError::internal)?;
     agent.server.apply(Command::CoordinateBatchUpdate(vec![e])).await?;
-    Ok(json_response(None, p.flag("pretty"), &true))
+    Ok(StatusCode::OK.into_response())
 }

@@ -38,15 +38,21 @@ pub async fn fire(
 /// `GET /v1/event/list?name=`: the events this agent holds, oldest first. Blocking: with `?index=`
 /// equal to the current list index, waits until a newer event arrives (the index is derived from
 /// the newest event's ID, so "changed" rather than "greater").
+///
+/// As Consul, this is the agent's own view: `dc` and `filter` are not looked at, and a blocking
+/// call without `wait` waits up to the 10-minute maximum, without jitter.
 pub async fn list(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
-    check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse(&Params::parse(Some(&without(raw.as_deref(), "filter"))))?;
+    let wait = match p.get("wait") {
+        Some(w) if !w.is_empty() && !q.wait.is_zero() => q.wait,
+        _ => super::MAX_WAIT,
+    };
     let name = p.get("name").filter(|n| !n.is_empty());
     let mut rx = agent.events.subscribe();
     let (mut idx, mut evs) = agent.events.list(name);
     if q.index != 0 && q.index == idx {
-        let deadline = tokio::time::Instant::now() + q.jittered_wait();
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::select! {
                 r = rx.changed() => if r.is_err() { break },
@@ -59,12 +65,11 @@ pub async fn list(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Htt
             }
         }
     }
-    let evs: Vec<UserEvent> = match &q.filter {
-        Some(_) => {
-            let rows = q.filter_rows(evs)?;
-            rows.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect()
-        }
-        None => evs,
-    };
     Ok(json_response(Some(agent.meta(idx.max(1))), q.pretty, &evs))
+}
+
+/// The raw query string without parameter `name` (so that a `filter` Consul ignores here is not
+/// parsed, and cannot fail the request).
+fn without(raw: Option<&str>, name: &str) -> String {
+    raw.unwrap_or_default().split('&').filter(|kv| kv.split('=').next() != Some(name)).collect::<Vec<_>>().join("&")
 }

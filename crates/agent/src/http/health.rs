@@ -24,7 +24,9 @@ pub async fn checks(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQ
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
     let (meta, checks) = blocking(&agent, &q, vec![topics::service(&svc)], |st| st.service_checks(&svc)).await?;
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows(&checks))?))
+    let mut rows = rows(&checks);
+    sort_near(&agent, p.get("near"), &mut rows, |c| &c.node);
+    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
 }
 
 pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -47,5 +49,7 @@ pub async fn state(State(agent): State<AgentRef>, Path(state): Path<String>, Raw
     }
     let q = QueryOpts::parse(&p)?;
     let (meta, checks) = blocking(&agent, &q, vec![topics::CHECKS], |st| st.checks_in_state(&state)).await?;
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows(&checks))?))
+    let mut rows = rows(&checks);
+    sort_near(&agent, p.get("near"), &mut rows, |c| &c.node);
+    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
 }

@@ -71,7 +71,10 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/query/{id}", get(query::get).put(query::update).delete(query::delete))
         .route("/v1/query/{id}/execute", get(query::execute))
         .route("/v1/query/{id}/explain", get(query::explain))
-        .route("/v1/txn", put(txn::txn).layer(DefaultBodyLimit::max(agent.config().txn_max_req_len.saturating_add(1))))
+        .route(
+            "/v1/txn",
+            put(txn::txn).layer(DefaultBodyLimit::max(txn::txn_body_limit(&agent.config()).saturating_add(1))),
+        )
         .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
         .route("/v1/coordinate/nodes", get(coordinate::nodes))
         .route("/v1/coordinate/node/{node}", get(coordinate::node))
@@ -251,7 +254,7 @@ impl QueryOpts {
     }
 
     /// The wait with Consul's jitter: up to wait/16 more, so that many waiters do not return together.
-    pub fn jittered_wait(&self) -> Duration {
+    fn jittered_wait(&self) -> Duration {
         let w = if self.wait.is_zero() { DEFAULT_WAIT } else { self.wait };
         let j = w.as_millis() as u64 / 16;
         w + Duration::from_millis(if j == 0 { 0 } else { rand::random::<u64>() % j })
@@ -343,9 +346,16 @@ pub fn sort_near<T>(agent: &Agent, near: Option<&str>, rows: &mut [T], node_of: 
     let near = if near == "_agent" { agent.config().node_name.clone() } else { near.to_string() };
     let st = agent.server.store().snapshot();
     let Some(origin) = st.coordinate(&near).cloned() else { return };
-    // Distances are non-negative (or infinite), so their bit patterns order like the values.
     rows.sort_by_cached_key(|r| {
-        st.coordinate(node_of(r)).and_then(|c| origin.distance_to(c)).unwrap_or(f64::INFINITY).to_bits()
+        let d = st.coordinate(node_of(r)).and_then(|c| origin.distance_to(c)).unwrap_or(f64::INFINITY);
+        // An order-preserving map of the float to an integer (a negative height can make a
+        // distance negative).
+        let b = d.to_bits();
+        if d.is_sign_negative() {
+            !b
+        } else {
+            b | (1 << 63)
+        }
     });
 }
 

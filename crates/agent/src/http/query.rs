@@ -153,9 +153,19 @@ pub async fn execute(
     let near = p.get("near").filter(|n| !n.is_empty()).unwrap_or(&pq.service.near);
     let near = match near {
         "_ip" => node_at_source(&st, &headers, peer),
+        "_agent" => Some(agent.config().node_name.clone()),
+        "" => None,
         n => Some(n.to_string()),
     };
     sort_near(&agent, near.as_deref(), &mut nodes, |e| &e.node.node);
+    // Consul then puts the `near` node itself first when it is among the first ten results
+    // (its distance to itself is twice its height, so a close neighbour can sort ahead of it).
+    if let Some(n) = &near {
+        if let Some(i) = nodes.iter().take(10).position(|e| e.node.node.eq_ignore_ascii_case(n)) {
+            let me = nodes.remove(i);
+            nodes.insert(0, me);
+        }
+    }
     if limit > 0 {
         nodes.truncate(limit);
     }

@@ -39,7 +39,9 @@ pub async fn txn(
 ) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let max = agent.config().txn_max_req_len;
+    let cfg = agent.config();
+    // As Consul: the body may be as large as the larger of the two limits.
+    let max = txn_body_limit(&cfg);
     let too_large = |len: String| {
         HttpError::too_large(format!(
             "Request body({len} bytes) too large, max size: {max} bytes. See limits.txn_max_req_len."
@@ -58,14 +60,15 @@ pub async fn txn(
     if body.len() > max {
         return Err(too_large(body.len().to_string()));
     }
-    let v: Value = super::decode_body(&body)?;
+    let v: Value = super::decode_body(&body)
+        .map_err(|e| HttpError::bad(e.msg.replacen("Request decode failed", "Failed to parse body", 1)))?;
     let Value::Array(items) = v else {
         return Err(HttpError::bad("Failed to parse body: expected a list of operations"));
     };
-    let max_ops = agent.config().txn_max_ops;
+    let max_ops = cfg.txn_max_ops;
     if items.len() > max_ops {
         return Err(HttpError::too_large(format!(
-            "Transaction contains too many operations ({} > {max_ops}). See limits.txn_max_ops.",
+            "Transaction contains too many operations ({} > {max_ops})",
             items.len()
         )));
     }
@@ -76,6 +79,15 @@ pub async fn txn(
             serde_json::from_value(x).map_err(|e| HttpError::bad(format!("Failed to parse operation {i}: {e}")))
         })
         .collect::<Result<_, _>>()?;
+    for kv in ops.iter().filter_map(|op| op.kv.as_ref()) {
+        let len = kv.value.as_ref().map_or(0, Vec::len);
+        if len > cfg.kv_max_value_size {
+            return Err(HttpError::too_large(format!(
+                "Value for key {:?} is too large ({len} > {} bytes)",
+                kv.key, cfg.kv_max_value_size
+            )));
+        }
+    }
     if ops.iter().all(TxnOp::is_read) {
         let q = QueryOpts::parse(&p)?;
         let (meta, res) = super::blocking(&agent, &QueryOpts { index: 0, ..q }, Vec::new(), |st| {
@@ -101,4 +113,10 @@ pub async fn txn(
     }
     let applied = agent.server.apply(Command::Txn(ops)).await?;
     answer(applied.result, Some(agent.meta(applied.index)), p.has("pretty"))
+}
+
+/// The largest `/v1/txn` body: Consul takes the larger of `limits.txn_max_req_len` and
+/// `limits.kv_max_value_size`.
+pub fn txn_body_limit(cfg: &crate::Config) -> usize {
+    cfg.txn_max_req_len.max(cfg.kv_max_value_size)
 }

@@ -40,7 +40,7 @@ pub async fn run(a: EventArgs) -> Result<i32> {
             q.push((k.to_string(), v.clone()));
         }
     }
-    let path = format!("/v1/event/fire/{}", form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>());
+    let path = format!("/v1/event/fire/{}", crate::api::seg(&name));
     let v = client.put(&path, &q, a.payload.map(String::into_bytes)).await?;
     println!("Event ID: {}", v["ID"].as_str().unwrap_or_default());
     Ok(0)

@@ -44,7 +44,7 @@ pub async fn run(a: RttArgs) -> Result<i32> {
     let find = |n: &str| {
         coords
             .iter()
-            .find(|e| e.node == n && e.segment.is_empty())
+            .find(|e| e.node.eq_ignore_ascii_case(n) && e.segment.is_empty())
             .map(|e| e.coord.clone())
             .ok_or_else(|| anyhow!("Could not find a coordinate for node {n:?}"))
     };
