@@ -10,7 +10,6 @@
 pub mod checks;
 pub mod config;
 mod conn_limit;
-pub mod events;
 pub mod http;
 pub mod local;
 pub mod logging;
@@ -25,6 +24,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use cairn_cluster::gossip::user_events::{self as events, Events};
 use cairn_cluster::leader::{reconcile_alive, Member};
 use cairn_cluster::{Server, ServerConfig};
 use cairn_types::coordinate::{Coordinate, CoordinateEntry};
@@ -65,7 +65,7 @@ pub struct Agent {
     /// Running config-defined watches (restarted on reload).
     watch_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// User events this agent accepted.
-    pub events: events::Events,
+    pub events: Events,
 }
 
 fn metrics_handle() -> PrometheusHandle {

@@ -219,7 +219,9 @@ pub async fn fetch(
 /// The events after the one whose index is `seen` (all of them when it is no longer listed).
 fn new_events(list: &Value, seen: u64) -> Value {
     let Value::Array(evs) = list else { return list.clone() };
-    let pos = evs.iter().position(|e| e["ID"].as_str().is_some_and(|id| crate::events::id_to_index(id) == seen));
+    let pos = evs
+        .iter()
+        .position(|e| e["ID"].as_str().is_some_and(|id| cairn_cluster::gossip::user_events::id_to_index(id) == seen));
     Value::Array(match pos {
         Some(p) => evs[p + 1..].to_vec(),
         None => evs.clone(),

@@ -5,9 +5,10 @@
 //! Must not: know about HTTP or DNS.
 //!
 //! Map: [`raft`] wires openraft; [`server::Server`] is what the agent talks to; [`error::Error`] is what
-//! the caller must decide on.
+//! the caller must decide on; [`gossip`] holds what travels over the gossip pools (user events).
 
 pub mod error;
+pub mod gossip;
 pub mod leader;
 pub mod raft;
 pub mod server;

@@ -1,4 +1,4 @@
-//! `/v1/event/*`: user events (see [`crate::events`]).
+//! `/v1/event/*`: user events (see [`cairn_cluster::gossip::user_events`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};

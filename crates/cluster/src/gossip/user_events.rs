@@ -7,9 +7,9 @@
 //! Consul's quirk, kept: the "service" filter is matched against local service *IDs* (which are
 //! the names unless a registration set another ID).
 //!
-//! Delivery goes to every member of the pool. Until gossip exists the pool is this agent alone, so
-//! [`Events::fire`] delivers to it directly; the gossip layer will call [`Events::deliver`] for
-//! events from other members.
+//! Delivery goes to every member of the pool. Until gossip exists the pool is the agent alone, so
+//! the agent's `fire_event` checks [`accepts`] and calls [`Events::deliver`] itself; the gossip
+//! layer will do the same for events from other members.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
