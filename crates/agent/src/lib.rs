@@ -96,6 +96,18 @@ impl Agent {
         for key in &cfg.ignored {
             tracing::warn!(target: "agent.config", key = %key, "config key is accepted for Consul compatibility but not implemented yet; ignored");
         }
+        // Listeners Consul would open that Cairn does not serve yet: say so once, by name and port,
+        // rather than leave an operator to find a refused connection.
+        let p = &cfg.ports;
+        let unserved: Vec<String> =
+            [("dns", p.dns), ("https", p.https), ("grpc", p.grpc), ("serf_lan", p.serf_lan), ("serf_wan", p.serf_wan)]
+                .iter()
+                .filter(|(_, port)| *port > 0)
+                .map(|(name, port)| format!("{name}={port}"))
+                .collect();
+        if !unserved.is_empty() {
+            tracing::warn!(target: "agent", ports = %unserved.join(" "), "these listeners are not implemented yet and are not opened");
+        }
         if !cfg.server {
             return Err(StartError::Other(
                 "client mode needs the LAN gossip pool, which is not implemented yet: run with -server or -dev".into(),
