@@ -1,5 +1,5 @@
-//! The project's typed client against a real agent: KV, catalog, health, agent, status and
-//! blocking queries.
+//! The project's typed client against a real agent: KV, catalog, health, agent, status, events,
+//! coordinates and blocking queries.
 
 use std::time::{Duration, Instant};
 
@@ -162,4 +162,35 @@ fn consistency_modes_and_headers() {
     let (st, h, _) = http("GET", &a.url("/v1/kv/never/written"), None);
     assert_eq!(st, 404);
     assert!(header(&h, "x-consul-index").unwrap().parse::<u64>().unwrap() > 0);
+}
+
+#[test]
+fn events_and_coordinates() {
+    let a = Agent::dev(&[]);
+    rt().block_on(async {
+        let c = Client::new(&a.addr()).unwrap();
+        let fired = c.event_fire("deploy a", Some(b"v1"), &[("node", "^e2e$")]).await.unwrap();
+        assert_eq!((fired.name.as_str(), fired.node_filter.as_str(), fired.ltime), ("deploy a", "^e2e$", 0));
+        let (evs, m) = c.event_list(Some("deploy a"), &QueryOptions::default()).await.unwrap();
+        assert_eq!(evs.len(), 1, "a space in the name survives the path");
+        assert_eq!(evs[0].payload.as_deref(), Some(&b"v1"[..]));
+        // A blocking list on that index wakes with the next event of the name.
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            let q = QueryOptions { index: m.index, wait: Some(Duration::from_secs(30)), ..Default::default() };
+            c2.event_list(Some("deploy a"), &q).await.unwrap()
+        });
+        c.event_fire("deploy a", Some(b"v2"), &[]).await.unwrap();
+        let (evs, m2) = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").unwrap();
+        assert_ne!(m2.index, m.index);
+        assert_eq!(evs.last().unwrap().payload.as_deref(), Some(&b"v2"[..]));
+
+        let (coords, _) = c.coordinate_nodes(&QueryOptions::default()).await.unwrap();
+        assert_eq!(coords.iter().map(|e| e.node.as_str()).collect::<Vec<_>>(), ["e2e"]);
+        let mut moved = coords[0].clone();
+        moved.coord.vec[0] = 0.5;
+        c.coordinate_update(&moved).await.unwrap();
+        let (coords, _) = c.coordinate_nodes(&QueryOptions::default()).await.unwrap();
+        assert_eq!(coords[0].coord.vec[0], 0.5);
+    });
 }

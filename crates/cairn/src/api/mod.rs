@@ -8,7 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use cairn_types::structs::{DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode};
+pub use cairn_types::coordinate::{Coordinate, CoordinateEntry};
+pub use cairn_types::structs::{DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode, UserEvent};
 
 /// Response metadata of a read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -304,6 +305,32 @@ impl Client {
 
     pub async fn status_peers(&self) -> Result<Vec<String>> {
         Ok(self.get_json("/v1/status/peers", &[], None).await?.0.unwrap_or_default())
+    }
+
+    // ---- Events and coordinates -------------------------------------------------------------
+
+    /// Fires a user event; `filters` are the `node`, `service` and `tag` regular expressions.
+    pub async fn event_fire(&self, name: &str, payload: Option<&[u8]>, filters: &[(&str, &str)]) -> Result<UserEvent> {
+        let q: Vec<(String, String)> = filters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let v = self.put(&format!("/v1/event/fire/{}", seg(name)), &q, payload.map(<[u8]>::to_vec)).await?;
+        serde_json::from_value(v).context("decoding event")
+    }
+
+    /// The events the agent holds (of one name, or all), oldest first. The index of the result is
+    /// derived from the newest event's ID; block on it with `opts.index`.
+    pub async fn event_list(&self, name: Option<&str>, opts: &QueryOptions) -> Result<(Vec<UserEvent>, QueryMeta)> {
+        let q: Vec<(String, String)> = name.map(|n| ("name".to_string(), n.to_string())).into_iter().collect();
+        let (v, m) = self.get_json::<Vec<UserEvent>>("/v1/event/list", &q, Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn coordinate_nodes(&self, opts: &QueryOptions) -> Result<(Vec<CoordinateEntry>, QueryMeta)> {
+        let (v, m) = self.get_json::<Vec<CoordinateEntry>>("/v1/coordinate/nodes", &[], Some(opts)).await?;
+        Ok((v.unwrap_or_default(), m))
+    }
+
+    pub async fn coordinate_update(&self, entry: &CoordinateEntry) -> Result<()> {
+        self.put("/v1/coordinate/update", &[], Some(serde_json::to_vec(entry)?)).await.map(|_| ())
     }
 }
 

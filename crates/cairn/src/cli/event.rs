@@ -34,14 +34,12 @@ pub async fn run(a: EventArgs) -> Result<i32> {
         bail!("Cannot provide tag filter without service filter.");
     }
     let client = a.http.client()?;
-    let mut q = Vec::new();
-    for (k, v) in [("node", &a.node), ("service", &a.service), ("tag", &a.tag), ("dc", &a.http.datacenter)] {
-        if let Some(v) = v {
-            q.push((k.to_string(), v.clone()));
-        }
-    }
-    let path = format!("/v1/event/fire/{}", crate::api::seg(&name));
-    let v = client.put(&path, &q, a.payload.map(String::into_bytes)).await?;
-    println!("Event ID: {}", v["ID"].as_str().unwrap_or_default());
+    let filters: Vec<(&str, &str)> =
+        [("node", &a.node), ("service", &a.service), ("tag", &a.tag), ("dc", &a.http.datacenter)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+            .collect();
+    let ev = client.event_fire(&name, a.payload.as_deref().map(str::as_bytes), &filters).await?;
+    println!("Event ID: {}", ev.id);
     Ok(0)
 }

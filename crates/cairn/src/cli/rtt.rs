@@ -4,8 +4,6 @@
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
-use cairn_types::coordinate::CoordinateEntry;
-
 use super::HttpArgs;
 
 #[derive(Args, Debug)]
@@ -38,9 +36,7 @@ pub async fn run(a: RttArgs) -> Result<i32> {
                 .to_string()
         }
     };
-    let (coords, _) =
-        client.get_json::<Vec<CoordinateEntry>>("/v1/coordinate/nodes", &[], Some(&a.http.query())).await?;
-    let coords = coords.unwrap_or_default();
+    let (coords, _) = client.coordinate_nodes(&a.http.query()).await?;
     let find = |n: &str| {
         coords
             .iter()
