@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod config;
 mod conn_limit;
+pub mod dns;
 pub mod http;
 pub mod local;
 pub mod logging;
@@ -100,7 +101,7 @@ impl Agent {
         // rather than leave an operator to find a refused connection.
         let p = &cfg.ports;
         let unserved: Vec<String> =
-            [("dns", p.dns), ("https", p.https), ("grpc", p.grpc), ("serf_lan", p.serf_lan), ("serf_wan", p.serf_wan)]
+            [("https", p.https), ("grpc", p.grpc), ("serf_lan", p.serf_lan), ("serf_wan", p.serf_wan)]
                 .iter()
                 .filter(|(_, port)| *port > 0)
                 .map(|(name, port)| format!("{name}={port}"))
@@ -145,6 +146,11 @@ impl Agent {
         agent.reconcile_self().await;
         tokio::spawn(local::sync::run(agent.clone()));
         tokio::spawn(reconcile_loop(agent.clone()));
+        // DNS first: once HTTP answers (what callers wait for), every listener is up.
+        let dns = dns::serve(&agent).await.map_err(|e| StartError::Other(format!("DNS listener: {e}")))?;
+        if !dns.is_empty() {
+            tracing::info!(target: "agent", addrs = ?dns, "DNS interface listening");
+        }
         agent.serve_http().await?;
         agent.start_watches()?;
         Ok(agent)

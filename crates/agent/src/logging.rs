@@ -18,11 +18,12 @@ fn directive(level: &str) -> String {
         "trace" => "trace",
         _ => "info",
     };
-    // openraft is chatty at debug: keep it at info unless tracing everything.
+    // openraft and hickory (a line per DNS request) are chatty at debug: keep them quieter unless
+    // tracing everything.
     if l == "trace" {
         l.to_string()
     } else {
-        format!("{l},openraft=warn")
+        format!("{l},openraft=warn,hickory_server=warn,hickory_net=warn")
     }
 }
 

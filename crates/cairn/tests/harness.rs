@@ -51,11 +51,14 @@ impl Agent {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("agent.log");
         let f = std::fs::File::create(&log).unwrap();
+        // DNS is off unless a test asks for it (many agents run at once; 8600 is shared).
+        let dns_off = if args.iter().any(|a| a.starts_with("-dns-port")) { None } else { Some("-dns-port=-1") };
         let child = Command::new(BIN)
             .arg("agent")
             .args(args)
             .arg(format!("-http-port={port}"))
-            .args(["-dns-port=-1", "-grpc-port=-1", "-serf-lan-port=-1", "-serf-wan-port=-1"])
+            .args(dns_off)
+            .args(["-grpc-port=-1", "-serf-lan-port=-1", "-serf-wan-port=-1"])
             .stdout(Stdio::null())
             .stderr(f)
             .spawn()

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod config_and_lifecycle;
 mod coordinates;
+mod dns;
 mod events;
 mod locks;
 mod queries;

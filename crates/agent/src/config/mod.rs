@@ -66,6 +66,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub client_addrs: Vec<IpAddr>,
     pub http_addrs: Option<Vec<IpAddr>>,
+    /// `addresses.dns`: where DNS listens instead of `client_addr`.
+    pub dns_addrs: Option<Vec<IpAddr>>,
     pub bind_addr: IpAddr,
     pub advertise_addr: IpAddr,
     pub ports: Ports,
@@ -132,6 +134,7 @@ const IMPLEMENTED: &[&str] = &[
     "advertise_addr",
     "client_addr",
     "addresses.http",
+    "addresses.dns",
     "ports.http",
     "ports.https",
     "ports.dns",
@@ -205,14 +208,20 @@ impl Config {
             .split_whitespace()
             .map(|a| a.parse().map_err(|_| ConfigError(format!("client_addr: invalid IP address {a:?}"))))
             .collect::<Result<Vec<IpAddr>, _>>()?;
-        let http_addrs = match at(&["addresses", "http"]).and_then(Value::as_str) {
-            Some(v) => Some(
-                v.split_whitespace()
-                    .map(|a| a.parse().map_err(|_| ConfigError(format!("addresses.http: invalid IP address {a:?}"))))
-                    .collect::<Result<Vec<IpAddr>, _>>()?,
-            ),
-            None => None,
+        let addrs = |which: &str| -> Result<Option<Vec<IpAddr>>, ConfigError> {
+            match at(&["addresses", which]).and_then(Value::as_str) {
+                Some(v) => Ok(Some(
+                    v.split_whitespace()
+                        .map(|a| {
+                            a.parse().map_err(|_| ConfigError(format!("addresses.{which}: invalid IP address {a:?}")))
+                        })
+                        .collect::<Result<Vec<IpAddr>, _>>()?,
+                )),
+                None => Ok(None),
+            }
         };
+        let http_addrs = addrs("http")?;
+        let dns_addrs = addrs("dns")?;
         let bind_addr = ip("bind_addr", "0.0.0.0")?;
         let advertise_addr = match s("advertise_addr") {
             Some(a) => a.parse().map_err(|_| ConfigError(format!("advertise_addr: invalid IP address {a:?}")))?,
@@ -295,6 +304,7 @@ impl Config {
             data_dir,
             client_addrs,
             http_addrs,
+            dns_addrs,
             bind_addr,
             advertise_addr,
             ports,

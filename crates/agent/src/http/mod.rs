@@ -8,7 +8,7 @@ mod coordinate;
 mod event;
 mod health;
 mod kv;
-mod query;
+pub(crate) mod query;
 mod session;
 mod status;
 mod txn;

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::conn_limit::PeerAddr;
+use crate::Agent;
 
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -111,10 +112,34 @@ fn matches(q: &PreparedQuery, e: &ServiceEntry) -> bool {
     healthy && tags_ok && meta_ok(&s.node_meta, &e.node.meta) && meta_ok(&s.service_meta, &e.service.meta)
 }
 
-fn resolve(st: &StoreState, id_or_name: &str) -> Result<PreparedQuery, HttpError> {
+pub(crate) fn resolve(st: &StoreState, id_or_name: &str) -> Result<PreparedQuery, HttpError> {
     let (_, found) = st.query_resolve(id_or_name);
     let q = found.ok_or_else(|| HttpError::not_found(format!("Query not found: {id_or_name}")))?;
     q.render(id_or_name).map_err(HttpError::internal)
+}
+
+/// Keeps the instances a query selects, in the order it returns them. As Consul: shuffle, then sort
+/// by round-trip time from `near` (`_agent` for this agent; the caller resolves `_ip`); equally
+/// near instances, and all of them when there is nothing to sort by, stay shuffled.
+pub(crate) fn rank(agent: &Agent, pq: &PreparedQuery, nodes: &mut Vec<ServiceEntry>, near: Option<&str>) {
+    nodes.retain(|e| matches(pq, e));
+    for i in (1..nodes.len()).rev() {
+        nodes.swap(i, rand::random::<u64>() as usize % (i + 1));
+    }
+    let near = match near {
+        Some("_agent") => Some(agent.config().node_name.clone()),
+        Some("") | None => None,
+        Some(n) => Some(n.to_string()),
+    };
+    sort_near(agent, near.as_deref(), nodes, |e| &e.node.node);
+    // Consul then puts the `near` node itself first when it is among the first ten results (its
+    // distance to itself is twice its height, so a close neighbour can sort ahead of it).
+    if let Some(n) = &near {
+        if let Some(i) = nodes.iter().take(10).position(|e| e.node.node.eq_ignore_ascii_case(n)) {
+            let me = nodes.remove(i);
+            nodes.insert(0, me);
+        }
+    }
 }
 
 /// The node a `near` of `_ip` means: the catalog node whose address is the request's source (the
@@ -144,28 +169,12 @@ pub async fn execute(
     let pq = resolve(&st, &id)?;
     let (meta, mut nodes) =
         blocking(&agent, &q, vec![], |st| st.check_service_nodes(&pq.service.service, &[], false)).await?;
-    nodes.retain(|e| matches(&pq, e));
-    // As Consul: shuffle, then sort by round-trip time from `near` (the request's, else the
-    // query's); equally near nodes, and all of them when there is nothing to sort by, stay shuffled.
-    for i in (1..nodes.len()).rev() {
-        nodes.swap(i, rand::random::<u64>() as usize % (i + 1));
-    }
     let near = p.get("near").filter(|n| !n.is_empty()).unwrap_or(&pq.service.near);
     let near = match near {
         "_ip" => node_at_source(&st, &headers, peer),
-        "_agent" => Some(agent.config().node_name.clone()),
-        "" => None,
         n => Some(n.to_string()),
     };
-    sort_near(&agent, near.as_deref(), &mut nodes, |e| &e.node.node);
-    // Consul then puts the `near` node itself first when it is among the first ten results
-    // (its distance to itself is twice its height, so a close neighbour can sort ahead of it).
-    if let Some(n) = &near {
-        if let Some(i) = nodes.iter().take(10).position(|e| e.node.node.eq_ignore_ascii_case(n)) {
-            let me = nodes.remove(i);
-            nodes.insert(0, me);
-        }
-    }
+    rank(&agent, &pq, &mut nodes, near.as_deref());
     if limit > 0 {
         nodes.truncate(limit);
     }

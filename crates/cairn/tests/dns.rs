@@ -1,0 +1,184 @@
+//! The DNS interface over real UDP and TCP: service, tag, RFC 2782, node and addr lookups, health
+//! filtering, prepared queries, NXDOMAIN/REFUSED, the SOA, and `-dns-port=-1`.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::json;
+
+use crate::harness::*;
+
+fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 4242;
+    m.add_query(hickory_proto::op::Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.to_vec().unwrap()
+}
+
+fn udp(port: u16, name: &str, qtype: RecordType) -> Message {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(&query(name, qtype), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).unwrap();
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.id, 4242);
+    m
+}
+
+fn tcp(port: u16, name: &str, qtype: RecordType) -> Message {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let q = query(name, qtype);
+    s.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+    s.write_all(&q).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+fn ips(m: &Message) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn register(a: &Agent, body: serde_json::Value) {
+    let (st, _, b) = http("PUT", &a.url("/v1/catalog/register"), Some(body.to_string().as_bytes()));
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+}
+
+#[test]
+fn services_nodes_and_errors_over_udp_and_tcp() {
+    let port = free_port();
+    let a = Agent::dev(&[&format!("-dns-port={port}")]);
+    let check = |status: &str| json!({"CheckID": "c", "Name": "c", "Status": status, "ServiceID": "web"});
+    register(
+        &a,
+        json!({"Node": "n-a", "Address": "10.0.0.1", "NodeMeta": {"rack": "r1"},
+        "Service": {"ID": "web", "Service": "web", "Port": 8080, "Tags": ["v1"]}, "Check": check("passing")}),
+    );
+    register(
+        &a,
+        json!({"Node": "n-b", "Address": "10.0.0.2",
+        "Service": {"ID": "web", "Service": "web", "Port": 8081, "Tags": ["v2"], "Address": "10.9.9.9"}, "Check": check("warning")}),
+    );
+    register(
+        &a,
+        json!({"Node": "n-c", "Address": "10.0.0.3",
+        "Service": {"ID": "web", "Service": "web", "Port": 8082, "Tags": ["v1"]}, "Check": check("critical")}),
+    );
+    register(&a, json!({"Node": "n-d", "Address": "2001:db8::4", "Service": {"Service": "v6", "Port": 1}}));
+
+    // Critical instances are left out, warning ones stay; a service address wins over the node's.
+    let m = udp(port, "web.service.consul", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    let want: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "10.9.9.9".parse().unwrap()];
+    assert_eq!(ips(&m), want);
+    assert!(m.answers.iter().all(|r| r.ttl == 0));
+    assert_eq!(ips(&tcp(port, "web.service.dc1.consul", RecordType::A)), want, "over TCP, with the datacenter");
+    assert_eq!(ips(&udp(port, "v1.web.service.consul", RecordType::A)), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(ips(&udp(port, "v6.service.consul", RecordType::AAAA)), vec!["2001:db8::4".parse::<IpAddr>().unwrap()]);
+    assert!(ips(&udp(port, "v6.service.consul", RecordType::A)).is_empty());
+
+    // SRV: ports, and targets that resolve to each instance's address.
+    let m = udp(port, "_web._tcp.service.consul", RecordType::SRV);
+    let mut srv: Vec<(u16, String)> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some((s.port, s.target.to_ascii())),
+            _ => None,
+        })
+        .collect();
+    srv.sort();
+    assert_eq!(srv, [(8080, "n-a.node.dc1.consul.".to_string()), (8081, "0a090909.addr.dc1.consul.".to_string())]);
+    assert_eq!(m.additionals.len(), 2, "the targets' addresses ride along");
+    assert_eq!(ips(&udp(port, "0a090909.addr.dc1.consul", RecordType::A)), vec!["10.9.9.9".parse::<IpAddr>().unwrap()]);
+    let m = udp(port, "_web._v2.service.consul", RecordType::SRV);
+    assert_eq!(m.answers.len(), 1);
+
+    // Nodes: address, and meta as TXT.
+    assert_eq!(ips(&udp(port, "n-a.node.consul", RecordType::A)), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    let m = udp(port, "n-a.node.dc1.consul", RecordType::TXT);
+    let txt: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    assert!(txt.iter().any(|t| t.contains("rack=r1")), "{txt:?}");
+    assert_eq!(ips(&udp(port, "e2e.node.consul", RecordType::A)), vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+
+    // Many instances: UDP answers what fits a 512-byte message and sets TC (so resolvers retry over
+    // TCP; Consul leaves TC off unless `dns_config.enable_truncate`), TCP answers all of them.
+    for i in 0..60 {
+        register(
+            &a,
+            json!({"Node": format!("m-{i}"), "Address": format!("10.1.0.{i}"), "Service": {"Service": "many", "Port": 1}}),
+        );
+    }
+    let m = udp(port, "many.service.consul", RecordType::A);
+    assert!(!m.answers.is_empty() && m.answers.len() < 60);
+    assert!(m.metadata.truncation);
+    assert_eq!(tcp(port, "many.service.consul", RecordType::A).answers.len(), 60);
+
+    // Prepared queries, with their TTL.
+    let q = json!({"Name": "web-v1", "Service": {"Service": "web", "Tags": ["v1"]}, "DNS": {"TTL": "30s"}});
+    let (st, _, _) = http("POST", &a.url("/v1/query"), Some(q.to_string().as_bytes()));
+    assert_eq!(st, 200);
+    let m = udp(port, "web-v1.query.consul", RecordType::A);
+    assert_eq!(ips(&m), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert!(m.answers.iter().all(|r| r.ttl == 30));
+    let m = udp(port, "web-v1.query.dc1.consul", RecordType::SRV);
+    assert_eq!(m.answers.len(), 1);
+
+    // What does not exist, and what is not ours.
+    for name in
+        ["nope.service.consul", "nope.node.consul", "a.b.web.service.consul", "web.nothing.consul", "nope.query.consul"]
+    {
+        let m = udp(port, name, RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        assert!(matches!(m.authorities.first().map(|r| r.record_type()), Some(RecordType::SOA)), "{name}: SOA");
+    }
+    assert_eq!(udp(port, "web.service.dc9.consul", RecordType::A).metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(udp(port, "example.com", RecordType::A).metadata.response_code, ResponseCode::Refused);
+    let m = udp(port, "consul", RecordType::SOA);
+    assert_eq!(m.answers.first().map(|r| r.record_type()), Some(RecordType::SOA));
+    let m = udp(port, "consul", RecordType::NS);
+    assert_eq!(m.answers.first().map(|r| r.record_type()), Some(RecordType::NS));
+
+    // Health changes show at once: the warning instance turns critical and drops out.
+    register(
+        &a,
+        json!({"Node": "n-b", "Address": "10.0.0.2",
+        "Service": {"ID": "web", "Service": "web", "Port": 8081, "Address": "10.9.9.9"}, "Check": check("critical")}),
+    );
+    assert_eq!(ips(&udp(port, "web.service.consul", RecordType::A)), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    // Garbage on the socket gets no answer and breaks nothing.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"\x00\x01garbage", ("127.0.0.1", port)).unwrap();
+    assert_eq!(udp(port, "n-a.node.consul", RecordType::A).answers.len(), 1);
+}
+
+#[test]
+fn dns_port_minus_one_opens_nothing() {
+    let a = Agent::dev(&["-dns-port=-1"]);
+    let (_, _, b) = http("GET", &a.url("/v1/agent/self"), None);
+    let me: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(me["DebugConfig"]["DNSPort"], -1);
+    assert!(!a.log_text().contains("DNS interface listening"), "{}", a.log_text());
+    // And with a port, the agent says where it listens.
+    let port = free_port();
+    let b = Agent::dev(&[&format!("-dns-port={port}")]);
+    assert!(b.log_text().contains(&format!("127.0.0.1:{port}")), "{}", b.log_text());
+}
