@@ -12,10 +12,28 @@ use serde_json::json;
 use crate::harness::*;
 
 fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+    query_edns(name, qtype, None)
+}
+
+fn query_edns(name: &str, qtype: RecordType, edns_size: Option<u16>) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = 4242;
     m.add_query(hickory_proto::op::Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(size) = edns_size {
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
     m.to_vec().unwrap()
+}
+
+fn udp_edns(port: u16, name: &str, qtype: RecordType, size: u16) -> Message {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(&query_edns(name, qtype, Some(size)), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 65535];
+    let n = s.recv(&mut buf).unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
 }
 
 fn udp(port: u16, name: &str, qtype: RecordType) -> Message {
@@ -130,6 +148,11 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
     let m = udp(port, "many.service.consul", RecordType::A);
     assert!(!m.answers.is_empty() && m.answers.len() < 60);
     assert!(m.metadata.truncation);
+    // A client that advertises a larger EDNS size gets everything over UDP.
+    let m = udp_edns(port, "many.service.consul", RecordType::A, 4096);
+    assert_eq!(m.answers.len(), 60);
+    assert!(!m.metadata.truncation);
+    assert!(m.edns.is_some(), "EDNS is answered with EDNS");
     assert_eq!(tcp(port, "many.service.consul", RecordType::A).answers.len(), 60);
 
     // Prepared queries, with their TTL.
@@ -142,6 +165,42 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
     let m = udp(port, "web-v1.query.dc1.consul", RecordType::SRV);
     assert_eq!(m.answers.len(), 1);
 
+    // Names in any case; a service spelled with capitals in the catalog.
+    register(&a, json!({"Node": "n-e", "Address": "10.0.0.5", "Service": {"Service": "Billing", "Port": 9}}));
+    assert_eq!(ips(&udp(port, "BILLING.service.Consul", RecordType::A)), vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+    assert_eq!(ips(&udp(port, "N-A.node.consul", RecordType::A)), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    // An instance with its own IP (even the node's) gets an `.addr` SRV target; one with a
+    // hostname a CNAME, and the hostname as its target.
+    register(
+        &a,
+        json!({"Node": "n-f", "Address": "10.0.0.6",
+        "Service": {"Service": "same", "Port": 7, "Address": "10.0.0.6"}}),
+    );
+    let m = udp(port, "same.service.consul", RecordType::SRV);
+    assert!(m.answers.iter().any(|r| r.data.to_string().contains("0a000006.addr.dc1.consul.")), "{:?}", m.answers);
+    register(
+        &a,
+        json!({"Node": "n-g", "Address": "10.0.0.7",
+        "Service": {"Service": "ext", "Port": 443, "Address": "api.example.com"}}),
+    );
+    let m = udp(port, "ext.service.consul", RecordType::A);
+    assert_eq!(m.answers.first().map(|r| r.record_type()), Some(RecordType::CNAME));
+    assert!(m.answers[0].data.to_string().contains("api.example.com"));
+    let m = udp(port, "ext.service.consul", RecordType::SRV);
+    assert!(m.answers[0].data.to_string().contains("api.example.com."), "{:?}", m.answers);
+    // A service whose every instance is critical does not resolve.
+    register(
+        &a,
+        json!({"Node": "n-h", "Address": "10.0.0.8", "Service": {"ID": "down", "Service": "down", "Port": 1},
+        "Check": {"CheckID": "d", "Name": "d", "Status": "critical", "ServiceID": "down"}}),
+    );
+    assert_eq!(udp(port, "down.service.consul", RecordType::A).metadata.response_code, ResponseCode::NXDomain);
+    // SOA for any name in the domain; NS names the servers; the apex has no address.
+    assert_eq!(udp(port, "web.service.consul", RecordType::SOA).answers[0].record_type(), RecordType::SOA);
+    let m = udp(port, "consul", RecordType::NS);
+    assert!(m.answers[0].data.to_string().contains("e2e.node.dc1.consul."), "{:?}", m.answers);
+    assert_eq!(udp(port, "consul", RecordType::A).metadata.response_code, ResponseCode::NXDomain);
+
     // What does not exist, and what is not ours.
     for name in
         ["nope.service.consul", "nope.node.consul", "a.b.web.service.consul", "web.nothing.consul", "nope.query.consul"]
@@ -150,7 +209,7 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
         assert!(matches!(m.authorities.first().map(|r| r.record_type()), Some(RecordType::SOA)), "{name}: SOA");
     }
-    assert_eq!(udp(port, "web.service.dc9.consul", RecordType::A).metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(udp(port, "web.service.dc9.consul", RecordType::A).metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(udp(port, "example.com", RecordType::A).metadata.response_code, ResponseCode::Refused);
     let m = udp(port, "consul", RecordType::SOA);
     assert_eq!(m.answers.first().map(|r| r.record_type()), Some(RecordType::SOA));

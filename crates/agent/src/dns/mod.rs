@@ -1,23 +1,28 @@
-//! The DNS interface (Consul's, on `ports.dns`, UDP and TCP, domain `consul.` by default):
+//! The DNS interface (Consul's, on `ports.dns`, UDP and TCP, domain `consul.` by default). Names
+//! are case-insensitive; `[.<dc>]` below may also be written `.<dc>.dc`.
 //!
-//! - `<node>.node[.<dc>].<domain>`: the node's address (A/AAAA), its meta as TXT `key=value`.
+//! - `<node>.node[.<dc>].<domain>`: the node's address (A/AAAA, or a CNAME for a hostname), its
+//!   meta as TXT (`key=value`, or the bare value for `rfc1035-` keys).
 //! - `[<tag>.]<service>.service[.<dc>].<domain>`: the addresses of the healthy instances (A/AAAA),
-//!   or SRV records (port, and a target that resolves to the instance's address).
-//! - `_<service>._<tag>.service[.<dc>].<domain>` (RFC 2782; `_tcp`/`_udp` mean any tag).
-//! - `<query>.query[.<dc>].<domain>`: a prepared query's instances (its filters, `Near`, and its
-//!   `DNS.TTL`).
-//! - `<hex-ip>.addr[.<dc>].<domain>`: the address encoded in the name (SRV targets of instances
-//!   registered with their own address).
-//! - the domain itself: SOA and NS.
+//!   or SRV records (weight from the instance's `Weights`, target the node's name, the `.addr`
+//!   name of the instance's own IP, or its hostname).
+//! - `_<service>._<tag>[.service][.<dc>].<domain>` (RFC 2782; `_tcp` means any tag).
+//! - `<query>.query[.<dc>].<domain>`: a prepared query's instances (its filters, `Near` incl.
+//!   `_ip` as the asker's address, and its `DNS.TTL`).
+//! - `<hex-ip>.addr[.<dc>].<domain>`: the address encoded in the name.
+//! - SOA for any name in the domain; NS: the servers (the `consul` service's nodes, up to three).
 //!
 //! Healthy means as Consul's DNS: an instance with any critical check (its own or its node's) is
-//! left out; warning ones stay. Answers are shuffled, TTLs are 0 (Consul's defaults), a name that
-//! does not exist answers NXDOMAIN with the SOA, a name outside the domain REFUSED (no recursors).
+//! left out; warning ones stay; a service with none healthy does not resolve. Answers are shuffled,
+//! TTLs are 0 (Consul's defaults), a name that does not exist (or another datacenter, until there
+//! is a WAN pool) answers NXDOMAIN with the SOA, a name outside the domain REFUSED (no recursors).
 //! A UDP answer larger than the client's limit (512 bytes, or its EDNS size) is cut and has TC set,
 //! so resolvers retry over TCP; Consul leaves TC off unless `dns_config.enable_truncate` is set.
-//! Not yet: `dns_config` (TTLs, `only_passing`, record limits), recursors, PTR, other datacenters.
 //! Reads are served from this agent's state store without a leader round trip, as Consul's DNS
 //! uses stale reads by default.
+//!
+//! Not yet: `dns_config` (TTLs, `only_passing`, record limits), recursors, PTR, node meta TXT in
+//! the additional section of service answers.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -25,13 +30,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL};
+use cairn_store::State as StoreState;
+use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL, HEALTH_PASSING};
 
 use crate::Agent;
 
@@ -61,7 +67,6 @@ enum Lookup {
 struct Names {
     domain: Name,
     datacenter: String,
-    node: String,
 }
 
 impl Names {
@@ -85,6 +90,10 @@ impl Names {
         // Consul's defaults: refresh 1h, retry 10m, expire 24h, minimum (negative caching) 0.
         Record::from_rdata(self.domain.clone(), 0, RData::SOA(SOA::new(ns, mail, serial, 3600, 600, 86400, 0)))
     }
+
+    fn not_found(&self) -> Answer {
+        Answer { code: ResponseCode::NXDomain, soa: vec![self.soa()], ..Answer::default() }
+    }
 }
 
 /// Parses the labels in front of the domain (lowercased, in order), or `Err` with the response
@@ -93,49 +102,83 @@ fn parse(labels: &[String], datacenter: &str) -> Result<Lookup, ResponseCode> {
     if labels.is_empty() {
         return Ok(Lookup::Apex);
     }
-    // `<...>.<kind>` or `<...>.<kind>.<dc>`.
+    // RFC 2782 without the kind: `_<service>._<tag>[.<dc>]`.
+    let underscored = |l: &[String]| l.len() == 2 && l.iter().all(|x| x.starts_with('_') && x.len() > 1);
+    if underscored(labels) {
+        return Ok(rfc2782(&labels[0], &labels[1]));
+    }
+    // `<...>.<kind>`, `<...>.<kind>.<dc>` or `<...>.<kind>.<dc>.dc`.
     let kinds = ["node", "service", "addr", "query"];
-    let (kind_at, dc) = match labels.len() {
-        n if kinds.contains(&labels[n - 1].as_str()) => (n - 1, None),
-        n if n >= 2 && kinds.contains(&labels[n - 2].as_str()) => (n - 2, Some(labels[n - 1].as_str())),
-        _ => return Err(ResponseCode::NXDomain),
+    let is_kind = |i: usize| kinds.contains(&labels[i].as_str());
+    let n = labels.len();
+    let (kind_at, dc) = if is_kind(n - 1) {
+        (n - 1, None)
+    } else if n >= 2 && is_kind(n - 2) {
+        (n - 2, Some(labels[n - 1].as_str()))
+    } else if n >= 3 && labels[n - 1] == "dc" && is_kind(n - 3) {
+        (n - 3, Some(labels[n - 2].as_str()))
+    } else {
+        return Err(ResponseCode::NXDomain);
     };
-    if dc.is_some_and(|d| !d.eq_ignore_ascii_case(datacenter)) {
-        // Other datacenters need the WAN pool to forward to.
-        return Err(ResponseCode::ServFail);
+    let kind = labels[kind_at].as_str();
+    // Other datacenters need the WAN pool; Consul answers a datacenter it cannot reach NXDOMAIN.
+    // An `.addr` name means the same address wherever it is asked.
+    if kind != "addr" && dc.is_some_and(|d| !d.eq_ignore_ascii_case(datacenter)) {
+        return Err(ResponseCode::NXDomain);
     }
     let front = &labels[..kind_at];
-    match (labels[kind_at].as_str(), front) {
-        ("node", [node]) => Ok(Lookup::Node(node.clone())),
-        ("service", [svc]) => Ok(Lookup::Service { name: svc.clone(), tag: None }),
-        ("service", [a, b]) if a.starts_with('_') && b.starts_with('_') => {
-            let tag = &b[1..];
-            let tag = (!matches!(tag, "tcp" | "udp")).then(|| tag.to_string());
-            Ok(Lookup::Service { name: a[1..].to_string(), tag })
-        }
-        ("service", [tag, svc]) => Ok(Lookup::Service { name: svc.clone(), tag: Some(tag.clone()) }),
-        ("query", [q]) => Ok(Lookup::Query(q.clone())),
-        ("addr", [hex]) => decode_addr(hex).map(Lookup::Addr).ok_or(ResponseCode::NXDomain),
+    if front.is_empty() {
+        return Err(ResponseCode::NXDomain);
+    }
+    match kind {
+        // Node and query names may contain dots.
+        "node" => Ok(Lookup::Node(front.join("."))),
+        "query" if underscored(front) => Ok(Lookup::Query(front[0][1..].to_string())),
+        "query" => Ok(Lookup::Query(front.join("."))),
+        "service" => match front {
+            [svc] => Ok(Lookup::Service { name: svc.clone(), tag: None }),
+            [a, b] if underscored(front) => Ok(rfc2782(a, b)),
+            [tag, svc] => Ok(Lookup::Service { name: svc.clone(), tag: Some(tag.clone()) }),
+            _ => Err(ResponseCode::NXDomain),
+        },
+        "addr" => match front {
+            [hex] => decode_addr(hex).map(Lookup::Addr).ok_or(ResponseCode::NXDomain),
+            _ => Err(ResponseCode::NXDomain),
+        },
         _ => Err(ResponseCode::NXDomain),
     }
 }
 
+/// `_<service>._<tag>`: `_tcp` means any tag (Consul's reading; `_udp` is a tag like any other).
+fn rfc2782(svc: &str, tag: &str) -> Lookup {
+    let tag = &tag[1..];
+    Lookup::Service { name: svc[1..].to_string(), tag: (tag != "tcp").then(|| tag.to_string()) }
+}
+
 fn decode_addr(hex: &str) -> Option<IpAddr> {
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)
         .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
         .collect::<Option<_>>()?;
     match bytes.len() {
         4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?).to_canonical()),
         _ => None,
     }
 }
 
-fn addr_record(name: &Name, ip: IpAddr) -> Record {
+/// An address as DNS answers it: IPv4-mapped IPv6 addresses are IPv4.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+fn addr_record(name: &Name, ip: IpAddr, ttl: u32) -> Record {
     match ip {
-        IpAddr::V4(v4) => Record::from_rdata(name.clone(), 0, RData::A(A(v4))),
-        IpAddr::V6(v6) => Record::from_rdata(name.clone(), 0, RData::AAAA(AAAA(v6))),
+        IpAddr::V4(v4) => Record::from_rdata(name.clone(), ttl, RData::A(A(v4))),
+        IpAddr::V6(v6) => Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(v6))),
     }
 }
 
@@ -148,12 +191,24 @@ fn wants_addr(qtype: RecordType, ip: IpAddr) -> bool {
     }
 }
 
+/// Node meta as TXT strings, as Consul writes them: `key=value`, or the bare value for keys that
+/// start with `rfc1035-`.
+fn meta_txt(meta: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    meta.iter()
+        .map(|(k, v)| match k.strip_prefix("rfc1035-") {
+            Some(_) => v.clone(),
+            None => format!("{k}={v}"),
+        })
+        .collect()
+}
+
 /// The instances DNS returns: none with a critical check.
 fn healthy(entries: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
     entries.into_iter().filter(|e| e.checks.iter().all(|c| c.status != HEALTH_CRITICAL)).collect()
 }
 
-/// A/AAAA (deduplicated) or SRV records (plus their targets' addresses) for service instances.
+/// A/AAAA (deduplicated; a CNAME for a hostname address) or SRV records (plus their targets'
+/// addresses) for service instances.
 fn instance_records(
     names: &Names,
     qname: &Name,
@@ -163,40 +218,63 @@ fn instance_records(
     out: &mut Answer,
 ) {
     let mut seen = BTreeSet::new();
+    let mut seen_hosts = BTreeSet::new();
     for e in entries {
-        let addr = if e.service.address.is_empty() { &e.node.address } else { &e.service.address };
-        let Ok(ip) = addr.parse::<IpAddr>() else { continue };
+        let own = !e.service.address.is_empty();
+        let addr = if own { &e.service.address } else { &e.node.address };
+        let ip = parse_ip(addr);
+        let host = || Name::from_ascii(format!("{}.", addr.trim_end_matches('.'))).ok();
         match qtype {
             RecordType::SRV => {
                 // The target resolves to the instance's address: its node's name when the instance
-                // uses the node's address, else the address encoded in a name.
-                let own = !e.service.address.is_empty() && e.service.address != e.node.address;
-                let target = if own { names.addr_fqdn(ip) } else { names.node_fqdn(&e.node.node) };
+                // uses the node's address, the address encoded in an `.addr` name when it has an
+                // IP of its own, else its hostname.
+                let target = match ip {
+                    Some(ip) if own => names.addr_fqdn(ip),
+                    Some(_) => names.node_fqdn(&e.node.node),
+                    None => host(),
+                };
                 let Some(target) = target else { continue };
-                let srv = SRV::new(1, 1, e.service.port, target.clone());
+                let passing = e.checks.iter().all(|c| c.status == HEALTH_PASSING);
+                let w = if passing { e.service.weights.passing } else { e.service.weights.warning };
+                let srv = SRV::new(1, w.clamp(0, u16::MAX as i64) as u16, e.service.port, target.clone());
                 out.answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
-                let mut a = addr_record(&target, ip);
-                a.ttl = ttl;
-                out.additionals.push(a);
+                if let Some(ip) = ip {
+                    out.additionals.push(addr_record(&target, ip, ttl));
+                }
             }
-            _ if wants_addr(qtype, ip) && seen.insert(ip) => {
-                let mut a = addr_record(qname, ip);
-                a.ttl = ttl;
-                out.answers.push(a);
-            }
+            RecordType::A | RecordType::AAAA | RecordType::ANY => match ip {
+                Some(ip) if wants_addr(qtype, ip) && seen.insert(ip) => out.answers.push(addr_record(qname, ip, ttl)),
+                Some(_) => {}
+                None => {
+                    if let Some(h) = host().filter(|h| seen_hosts.insert(h.to_ascii())) {
+                        out.answers.push(Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(h))));
+                    }
+                }
+            },
             _ => {}
         }
     }
 }
 
-/// Answers one question from the agent's current state.
-pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType) -> Answer {
+/// The catalog's spelling of a service name asked for in any case.
+fn service_name(st: &StoreState, name: &str) -> Option<String> {
+    if st.services_by_name.range((name.to_string(), String::new(), String::new())..).next().is_some_and(|k| k.0 == name)
+    {
+        return Some(name.to_string());
+    }
+    st.services_by_name.iter().find(|k| k.0.eq_ignore_ascii_case(name)).map(|k| k.0.clone())
+}
+
+/// Answers one question from the agent's current state. `src` is the asker's address (for a
+/// prepared query whose `Near` is `_ip`).
+pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> Answer {
     let cfg = agent.config();
     let domain = cfg.domain.trim_matches('.').to_ascii_lowercase();
     let Ok(domain_name) = Name::from_ascii(format!("{domain}.")) else {
         return Answer { code: ResponseCode::ServFail, ..Answer::default() };
     };
-    let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone(), node: cfg.node_name.clone() };
+    let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone() };
     let q = qname.to_ascii().to_ascii_lowercase();
     let q = q.trim_end_matches('.');
     let front = if q == domain { Some("") } else { q.strip_suffix(&format!(".{domain}")) };
@@ -204,68 +282,91 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType) -> Answer {
         // Not ours, and there are no recursors to ask.
         return Answer { code: ResponseCode::Refused, ..Answer::default() };
     };
+    let st = agent.server.store().snapshot();
+    let mut out = Answer::default();
+    // SOA and NS are answered for any name in the domain.
+    match qtype {
+        RecordType::SOA => {
+            out.answers.push(names.soa());
+            return out;
+        }
+        RecordType::NS => {
+            // The servers: the `consul` service's nodes, up to three.
+            let (_, servers) = st.check_service_nodes("consul", &[], false);
+            for e in healthy(servers).iter().take(3) {
+                let Some(ns) = names.node_fqdn(&e.node.node) else { continue };
+                out.answers.push(Record::from_rdata(names.domain.clone(), 0, RData::NS(NS(ns.clone()))));
+                if let Some(ip) = parse_ip(&e.node.address) {
+                    out.additionals.push(addr_record(&ns, ip, 0));
+                }
+            }
+            return out;
+        }
+        _ => {}
+    }
     let labels: Vec<String> = if front.is_empty() { vec![] } else { front.split('.').map(str::to_string).collect() };
     let lookup = match parse(&labels, &cfg.datacenter) {
         Ok(l) => l,
         Err(code) => return Answer { code, soa: vec![names.soa()], ..Answer::default() },
     };
-    let st = agent.server.store().snapshot();
-    let mut out = Answer::default();
     match lookup {
-        Lookup::Apex => match qtype {
-            RecordType::SOA => out.answers.push(names.soa()),
-            RecordType::NS | RecordType::ANY => {
-                if let Some(ns) = names.node_fqdn(&names.node) {
-                    out.answers.push(Record::from_rdata(names.domain.clone(), 0, RData::NS(NS(ns.clone()))));
-                    if let Some(ip) = st.node(&names.node).and_then(|n| n.address.parse::<IpAddr>().ok()) {
-                        out.additionals.push(addr_record(&ns, ip));
-                    }
-                }
-            }
-            _ => {}
-        },
+        // The domain itself holds only SOA and NS.
+        Lookup::Apex => return names.not_found(),
         Lookup::Addr(ip) => {
             if wants_addr(qtype, ip) {
-                out.answers.push(addr_record(qname, ip));
+                out.answers.push(addr_record(qname, ip, 0));
             }
         }
         Lookup::Node(node) => {
-            let Some(n) = st.nodes.values().find(|n| n.node.eq_ignore_ascii_case(&node)) else {
-                return Answer { code: ResponseCode::NXDomain, soa: vec![names.soa()], ..Answer::default() };
+            let Some(n) = st.node(&node).or_else(|| st.nodes.values().find(|n| n.node.eq_ignore_ascii_case(&node)))
+            else {
+                return names.not_found();
             };
-            if let Ok(ip) = n.address.parse::<IpAddr>() {
-                if wants_addr(qtype, ip) {
-                    out.answers.push(addr_record(qname, ip));
+            match parse_ip(&n.address) {
+                Some(ip) if wants_addr(qtype, ip) => out.answers.push(addr_record(qname, ip, 0)),
+                Some(_) => {}
+                None if matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) => {
+                    if let Ok(h) = Name::from_ascii(format!("{}.", n.address.trim_end_matches('.'))) {
+                        out.answers.push(Record::from_rdata(qname.clone(), 0, RData::CNAME(CNAME(h))));
+                    }
                 }
+                None => {}
             }
             if matches!(qtype, RecordType::TXT | RecordType::ANY) {
-                for (k, v) in &n.meta {
-                    out.answers.push(Record::from_rdata(
-                        qname.clone(),
-                        0,
-                        RData::TXT(TXT::new(vec![format!("{k}={v}")])),
-                    ));
+                for t in meta_txt(&n.meta) {
+                    out.answers.push(Record::from_rdata(qname.clone(), 0, RData::TXT(TXT::new(vec![t]))));
                 }
             }
         }
         Lookup::Service { name, tag } => {
+            let Some(name) = service_name(&st, &name) else { return names.not_found() };
             let tags: Vec<String> = tag.into_iter().collect();
             let (_, entries) = st.check_service_nodes(&name, &tags, false);
-            if entries.is_empty() {
-                return Answer { code: ResponseCode::NXDomain, soa: vec![names.soa()], ..Answer::default() };
-            }
             let mut entries = healthy(entries);
+            // No healthy instance: the name does not resolve, as Consul answers it.
+            if entries.is_empty() {
+                return names.not_found();
+            }
             for i in (1..entries.len()).rev() {
                 entries.swap(i, rand::random::<u64>() as usize % (i + 1));
             }
             instance_records(&names, qname, qtype, &entries, 0, &mut out);
         }
         Lookup::Query(q) => {
-            let Ok(pq) = crate::http::query::resolve(&st, &q) else {
-                return Answer { code: ResponseCode::NXDomain, soa: vec![names.soa()], ..Answer::default() };
-            };
+            let found = crate::http::query::resolve(&st, &q).ok().or_else(|| {
+                let by_name = st.queries.values().find(|x| !x.name.is_empty() && x.name.eq_ignore_ascii_case(&q))?;
+                crate::http::query::resolve(&st, &by_name.name).ok()
+            });
+            let Some(pq) = found else { return names.not_found() };
             let (_, mut entries) = st.check_service_nodes(&pq.service.service, &[], false);
-            crate::http::query::rank(agent, &pq, &mut entries, Some(&pq.service.near));
+            let near = match pq.service.near.as_str() {
+                "_ip" => st.nodes.values().find(|n| parse_ip(&n.address) == Some(src)).map(|n| n.node.clone()),
+                n => Some(n.to_string()),
+            };
+            crate::http::query::rank(agent, &pq, &mut entries, near.as_deref());
+            if entries.is_empty() {
+                return names.not_found();
+            }
             let ttl = cairn_types::duration::parse(&pq.dns.ttl).map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32);
             instance_records(&names, qname, qtype, &entries, ttl, &mut out);
         }
@@ -286,13 +387,21 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
+        // Several questions in one message: the first is answered, as Consul does.
         let answer = match (self.agent.upgrade(), request.queries.queries().first()) {
-            (Some(agent), Some(q)) if request.queries.queries().len() == 1 => resolve(&agent, q.name(), q.query_type()),
+            (Some(agent), Some(q)) => resolve(&agent, q.name(), q.query_type(), request.src().ip()),
             (None, _) => Answer { code: ResponseCode::ServFail, ..Answer::default() },
-            _ => Answer { code: ResponseCode::FormErr, ..Answer::default() },
+            (_, None) => Answer { code: ResponseCode::FormErr, ..Answer::default() },
         };
         meta.response_code = answer.code;
-        let msg = MessageResponseBuilder::from_message_request(request).build(
+        // Answer EDNS with EDNS: the client's advertised size (at least 512) bounds a UDP answer.
+        let edns = request.edns.as_ref().map(|e| {
+            let mut r = Edns::new();
+            r.set_max_payload(e.max_payload().max(512));
+            r.set_version(0);
+            r
+        });
+        let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
             meta,
             answer.answers.iter(),
             std::iter::empty(),
@@ -364,7 +473,19 @@ mod tests {
             parse(&l("20010db8000000000000000000000001.addr.dc1"), "dc1"),
             Ok(Lookup::Addr("2001:db8::1".parse().unwrap()))
         );
-        assert_eq!(parse(&l("web.service.dc2"), "dc1"), Err(ResponseCode::ServFail));
+        assert_eq!(parse(&l("web.service.dc2"), "dc1"), Err(ResponseCode::NXDomain));
+        assert_eq!(parse(&l("web.service.dc1.dc"), "dc1"), svc("web", None));
+        assert_eq!(parse(&l("_web._tcp"), "dc1"), svc("web", None));
+        assert_eq!(parse(&l("_web._udp.service"), "dc1"), svc("web", Some("udp")));
+        assert_eq!(parse(&l("a.b.node"), "dc1"), Ok(Lookup::Node("a.b".into())));
+        assert_eq!(parse(&l("_q._tcp.query"), "dc1"), Ok(Lookup::Query("q".into())));
+        assert_eq!(parse(&l("7f000001.addr.dc9"), "dc1"), Ok(Lookup::Addr("127.0.0.1".parse().unwrap())));
+        assert_eq!(parse(&l("+a+b+c+d.addr"), "dc1"), Err(ResponseCode::NXDomain));
+        assert_eq!(
+            parse(&l("00000000000000000000ffff0a000001.addr"), "dc1"),
+            Ok(Lookup::Addr("10.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(parse(&l("service"), "dc1"), Err(ResponseCode::NXDomain));
         assert_eq!(parse(&l("a.b.web.service"), "dc1"), Err(ResponseCode::NXDomain));
         assert_eq!(parse(&l("nothing"), "dc1"), Err(ResponseCode::NXDomain));
         assert_eq!(parse(&l("zz.addr"), "dc1"), Err(ResponseCode::NXDomain));
@@ -372,7 +493,7 @@ mod tests {
 
     #[test]
     fn addr_names_round_trip() {
-        let names = Names { domain: Name::from_ascii("consul.").unwrap(), datacenter: "dc1".into(), node: "n".into() };
+        let names = Names { domain: Name::from_ascii("consul.").unwrap(), datacenter: "dc1".into() };
         for ip in ["10.1.2.3", "2001:db8::7"] {
             let ip: IpAddr = ip.parse().unwrap();
             let name = names.addr_fqdn(ip).unwrap().to_ascii();
