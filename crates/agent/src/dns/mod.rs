@@ -182,6 +182,15 @@ fn addr_record(name: &Name, ip: IpAddr, ttl: u32) -> Record {
     }
 }
 
+/// A registered address that is not an IP, as a DNS name (the target of a CNAME or SRV).
+fn host_name(addr: &str) -> Option<Name> {
+    Name::from_ascii(format!("{}.", addr.trim_end_matches('.'))).ok()
+}
+
+fn cname(qname: &Name, target: Name, ttl: u32) -> Record {
+    Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target)))
+}
+
 fn wants_addr(qtype: RecordType, ip: IpAddr) -> bool {
     match qtype {
         RecordType::A => ip.is_ipv4(),
@@ -223,7 +232,6 @@ fn instance_records(
         let own = !e.service.address.is_empty();
         let addr = if own { &e.service.address } else { &e.node.address };
         let ip = parse_ip(addr);
-        let host = || Name::from_ascii(format!("{}.", addr.trim_end_matches('.'))).ok();
         match qtype {
             RecordType::SRV => {
                 // The target resolves to the instance's address: its node's name when the instance
@@ -232,7 +240,7 @@ fn instance_records(
                 let target = match ip {
                     Some(ip) if own => names.addr_fqdn(ip),
                     Some(_) => names.node_fqdn(&e.node.node),
-                    None => host(),
+                    None => host_name(addr),
                 };
                 let Some(target) = target else { continue };
                 let passing = e.checks.iter().all(|c| c.status == HEALTH_PASSING);
@@ -247,8 +255,8 @@ fn instance_records(
                 Some(ip) if wants_addr(qtype, ip) && seen.insert(ip) => out.answers.push(addr_record(qname, ip, ttl)),
                 Some(_) => {}
                 None => {
-                    if let Some(h) = host().filter(|h| seen_hosts.insert(h.to_ascii())) {
-                        out.answers.push(Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(h))));
+                    if let Some(h) = host_name(addr).filter(|h| seen_hosts.insert(h.to_ascii())) {
+                        out.answers.push(cname(qname, h, ttl));
                     }
                 }
             },
@@ -326,8 +334,8 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
                 Some(ip) if wants_addr(qtype, ip) => out.answers.push(addr_record(qname, ip, 0)),
                 Some(_) => {}
                 None if matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) => {
-                    if let Ok(h) = Name::from_ascii(format!("{}.", n.address.trim_end_matches('.'))) {
-                        out.answers.push(Record::from_rdata(qname.clone(), 0, RData::CNAME(CNAME(h))));
+                    if let Some(h) = host_name(&n.address) {
+                        out.answers.push(cname(qname, h, 0));
                     }
                 }
                 None => {}
