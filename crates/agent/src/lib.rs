@@ -286,16 +286,11 @@ impl Agent {
                 .map_err(|err| StartError::Bind { addr: addr.to_string(), err })?;
             let local = l.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
             bound.push(local);
-            let listener = conn_limit::LimitedListener::new(l, cfg.http_max_conns_per_client);
             let app = app.clone();
             let me = self.clone();
+            let max = cfg.http_max_conns_per_client;
             tokio::spawn(async move {
-                let res = axum::serve(listener, app.into_make_service_with_connect_info::<conn_limit::PeerAddr>())
-                    .with_graceful_shutdown(async move { me.shutting_down().await })
-                    .await;
-                if let Err(e) = res {
-                    tracing::error!(target: "agent.http", error = %e, "HTTP server failed");
-                }
+                conn_limit::serve(l, max, app, async move { me.shutting_down().await }).await;
             });
             tracing::info!(target: "agent", addr = %local, "HTTP API listening");
         }
@@ -577,6 +572,10 @@ pub fn parse_service(v: &Value) -> Result<NodeService, String> {
         port,
         weights,
         enable_tag_override: v.get("EnableTagOverride").and_then(Value::as_bool).unwrap_or(false),
+        socket_path: s(v, "SocketPath"),
+        proxy: v.get("Proxy").filter(|x| !x.is_null()).cloned(),
+        connect: v.get("Connect").filter(|x| !x.is_null()).cloned(),
+        locality: v.get("Locality").filter(|x| !x.is_null()).cloned(),
         create_index: 0,
         modify_index: 0,
     })

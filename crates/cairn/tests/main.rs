@@ -11,6 +11,7 @@ mod config_and_lifecycle;
 mod coordinates;
 mod dns;
 mod events;
+mod fidelity;
 mod locks;
 mod queries;
 mod restart;

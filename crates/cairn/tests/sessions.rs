@@ -57,13 +57,14 @@ fn session_lifecycle_and_validation() {
     assert_eq!(json(&b)[0]["ID"], id2.as_str());
 
     for (body, what) in [
-        (r#"{"TTL": "5s"}"#, "Invalid Session TTL"),
+        // Consul validates these on the server: 500, the TTL printed in nanoseconds.
+        (r#"{"TTL": "5s"}"#, "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"),
         (r#"{"TTL": "100000s"}"#, "Invalid Session TTL"),
-        (r#"{"TTL": "soon"}"#, "Invalid Session TTL"),
+        (r#"{"TTL": "soon"}"#, "Session TTL 'soon' invalid"),
         (r#"{"Behavior": "explode"}"#, "Invalid Behavior"),
     ] {
         let (st, _, b) = http("PUT", &a.url("/v1/session/create"), Some(body.as_bytes()));
-        assert_eq!(st, 400, "{body}");
+        assert_eq!(st, 500, "{body}");
         assert!(String::from_utf8_lossy(&b).contains(what), "{}", String::from_utf8_lossy(&b));
     }
     let (st, _, b) = http("PUT", &a.url("/v1/session/create"), Some(br#"{"Node": "ghost"}"#));

@@ -8,9 +8,10 @@ pub enum Error {
     /// This server is not the leader; forwarding is the caller's job.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<String> },
-    /// The state machine rejected the command; nothing changed.
+    /// The state machine rejected the command; nothing changed. The inner error says why, in
+    /// terms the caller maps to a status code.
     #[error("{0}")]
-    Rejected(String),
+    Rejected(cairn_types::Error),
     /// Storage or Raft failed in a way that stops this server.
     #[error("raft: {0}")]
     Fatal(String),

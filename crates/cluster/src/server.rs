@@ -66,6 +66,34 @@ pub struct Server {
     pub(crate) session_timers: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
+/// Bytes of log an in-memory server holds before it snapshots: the entry count policy alone would
+/// let 16,384 large values (gigabytes) pile up in `-dev`, where memory should follow the data.
+pub const MEM_LOG_MAX_BYTES: usize = 32 << 20;
+
+/// For a server without a data dir: snapshots (and so drops the log) whenever the log in memory
+/// passes [`MEM_LOG_MAX_BYTES`]. Runs until Raft stops.
+async fn compact_memory_log(raft: Raft, log: LogStore) {
+    let mut rx = raft.metrics();
+    let mut asked_at: Option<u64> = None;
+    loop {
+        let (applied, snap) = {
+            let m = rx.borrow_watched();
+            (m.last_applied.map_or(0, |l| l.index), m.snapshot.map_or(0, |l| l.index))
+        };
+        // One request at a time: wait for the snapshot asked for to land before asking again.
+        let pending = asked_at.is_some_and(|a| snap < a);
+        if !pending && log.cached_bytes() > MEM_LOG_MAX_BYTES && applied > snap {
+            asked_at = Some(applied);
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Arc<Server>, Error> {
         let store = Arc::new(Store::new());
@@ -86,11 +114,14 @@ impl Server {
             election_timeout_min: 300 * m,
             election_timeout_max: 600 * m,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_threshold.max(16)),
-            max_in_snapshot_log_to_keep: cfg.trailing_logs,
+            // Without a data dir there is no follower to catch up from old entries and nowhere to
+            // evict them to: a snapshot drops the whole log before it.
+            max_in_snapshot_log_to_keep: if cfg.data_dir.is_some() { cfg.trailing_logs } else { 0 },
             max_payload_entries: 1024,
             ..Default::default()
         };
         let rc = Arc::new(rc.validate().map_err(|e| Error::Fatal(e.to_string()))?);
+        let mem_log = cfg.data_dir.is_none().then(|| log.clone());
         let raft = Raft::new(cfg.node_id, rc, Network, log, sm).await.map_err(|e| Error::Fatal(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
         if !initialized && cfg.bootstrap {
@@ -99,6 +130,9 @@ impl Server {
         }
         let server = Arc::new(Server { raft, store, cfg, lock_delays, session_timers: Default::default() });
         tokio::spawn(crate::leader::session_reaper(Arc::downgrade(&server)));
+        if let Some(log) = mem_log {
+            tokio::spawn(compact_memory_log(server.raft.clone(), log));
+        }
         Ok(server)
     }
 

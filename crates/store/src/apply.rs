@@ -10,7 +10,7 @@ use cairn_types::structs::{
     DeregisterRequest, DirEntry, HealthCheck, Node, NodeService, RegisterRequest, Session, HEALTH_CRITICAL,
     SESSION_BEHAVIOR_DELETE,
 };
-use cairn_types::{Command, CommandResult};
+use cairn_types::{Command, CommandResult, Error};
 
 use crate::state::{topics, State};
 use crate::watch::Topic;
@@ -211,9 +211,9 @@ pub(crate) fn kv_delete(st: &mut State, idx: u64, key: &str, fx: &mut Fx) {
 
 /// Consul's acquire: with a valid session, take a free lock (LockIndex + 1) or refresh one already
 /// held by the same session; a lock held by another session is not taken (false).
-pub(crate) fn kv_lock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
+pub(crate) fn kv_lock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, Error> {
     if !st.sessions.contains_key(&e.session) {
-        return Err(format!("invalid session {:?}", e.session));
+        return Err(Error::rejected(format!("invalid session {:?}", e.session)));
     }
     let prev = st.kvs.get(&e.key).cloned();
     let mut row = e.clone();
@@ -243,7 +243,7 @@ pub(crate) fn kv_lock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Re
 }
 
 /// Consul's release: only the holding session releases (LockIndex stays, Session clears).
-pub(crate) fn kv_unlock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, String> {
+pub(crate) fn kv_unlock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> Result<bool, Error> {
     let Some(prev) = st.kvs.get(&e.key).cloned() else { return Ok(false) };
     if prev.session != e.session || e.session.is_empty() {
         return Ok(false);
@@ -263,10 +263,10 @@ pub(crate) fn kv_unlock(st: &mut State, idx: u64, e: &DirEntry, fx: &mut Fx) -> 
 
 // ---- Prepared queries -----------------------------------------------------------------------
 
-fn query_set(st: &mut State, idx: u64, q: &cairn_types::query::PreparedQuery, fx: &mut Fx) -> Result<(), String> {
-    q.validate()?;
+fn query_set(st: &mut State, idx: u64, q: &cairn_types::query::PreparedQuery, fx: &mut Fx) -> Result<(), Error> {
+    q.validate().map_err(Error::Invalid)?;
     if q.id.is_empty() {
-        return Err("Missing query ID".into());
+        return Err(Error::invalid("Missing query ID"));
     }
     // Names (and template prefixes) are unique among queries; several unnamed plain queries may
     // exist, but only one catch-all (unnamed) template.
@@ -275,10 +275,10 @@ fn query_set(st: &mut State, idx: u64, q: &cairn_types::query::PreparedQuery, fx
         .values()
         .find(|o| o.id != q.id && o.name == q.name && (!q.name.is_empty() || (o.is_template() && q.is_template())));
     if let Some(other) = clash {
-        return Err(format!("Name {:?} aliases an existing query name (query {})", q.name, other.id));
+        return Err(Error::rejected(format!("Name {:?} aliases an existing query name (query {})", q.name, other.id)));
     }
     if !q.session.is_empty() && !st.sessions.contains_key(&q.session) {
-        return Err(format!("Invalid session {:?}", q.session));
+        return Err(Error::rejected(format!("Invalid session {:?}", q.session)));
     }
     let mut row = q.clone();
     match st.queries.get(&q.id) {
@@ -294,23 +294,23 @@ fn query_set(st: &mut State, idx: u64, q: &cairn_types::query::PreparedQuery, fx
 
 // ---- Sessions -------------------------------------------------------------------------------
 
-fn session_create(st: &mut State, idx: u64, sess: &Session, fx: &mut Fx) -> Result<(), String> {
+fn session_create(st: &mut State, idx: u64, sess: &Session, fx: &mut Fx) -> Result<(), Error> {
     if sess.id.is_empty() {
-        return Err("Missing session ID".into());
+        return Err(Error::invalid("Missing session ID"));
     }
     if st.sessions.contains_key(&sess.id) {
-        return Err(format!("Session {:?} already exists", sess.id));
+        return Err(Error::rejected(format!("Session {:?} already exists", sess.id)));
     }
     if !st.nodes.contains_key(&sess.node) {
-        return Err(format!("Missing node registration for {:?}", sess.node));
+        return Err(Error::rejected(format!("Missing node registration for {:?}", sess.node)));
     }
     let ids = sess.node_checks.iter().chain(sess.service_checks.iter().map(|c| &c.id));
     for cid in ids {
         let Some(c) = st.checks.get(&(sess.node.clone(), cid.clone())) else {
-            return Err(format!("Missing check '{cid}' registration"));
+            return Err(Error::rejected(format!("Missing check '{cid}' registration")));
         };
         if c.status == HEALTH_CRITICAL {
-            return Err(format!("Check '{cid}' is in critical state"));
+            return Err(Error::rejected(format!("Check '{cid}' is in critical state")));
         }
     }
     let mut row = sess.clone();
@@ -366,9 +366,9 @@ fn sessions_on_check(st: &State, node: &str, check_id: &str) -> Vec<String> {
 
 // ---- Catalog --------------------------------------------------------------------------------
 
-fn register(st: &mut State, idx: u64, req: &RegisterRequest, fx: &mut Fx) -> Result<(), String> {
+fn register(st: &mut State, idx: u64, req: &RegisterRequest, fx: &mut Fx) -> Result<(), Error> {
     if req.node.is_empty() {
-        return Err("Must provide node".into());
+        return Err(Error::invalid("Must provide node"));
     }
     let exists = st.nodes.contains_key(&req.node);
     if !req.skip_node_update || !exists {
@@ -393,14 +393,14 @@ fn register(st: &mut State, idx: u64, req: &RegisterRequest, fx: &mut Fx) -> Res
     Ok(())
 }
 
-pub(crate) fn ensure_node(st: &mut State, idx: u64, mut node: Node, fx: &mut Fx) -> Result<(), String> {
+pub(crate) fn ensure_node(st: &mut State, idx: u64, mut node: Node, fx: &mut Fx) -> Result<(), Error> {
     if !node.id.is_empty() {
         // Node IDs are unique: another node may not claim this one's ID.
         if let Some(other) = st.nodes.values().find(|n| n.id.eq_ignore_ascii_case(&node.id) && n.node != node.node) {
-            return Err(format!(
+            return Err(Error::rejected(format!(
                 "Failed to register node {:?}: node ID {:?} is already used by node {:?}",
                 node.node, node.id, other.node
-            ));
+            )));
         }
     }
     match st.nodes.get(&node.node) {
@@ -438,13 +438,13 @@ pub(crate) fn ensure_service(
     node: &str,
     svc: &NodeService,
     fx: &mut Fx,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let mut svc = svc.clone();
     if svc.id.is_empty() {
         svc.id = svc.service.clone();
     }
     if svc.service.is_empty() {
-        return Err("Must provide service name".into());
+        return Err(Error::invalid("Must provide service name"));
     }
     let key = (node.to_string(), svc.id.clone());
     let prev = st.services.get(&key).cloned();
@@ -498,27 +498,27 @@ fn refresh_service_checks(st: &mut State, idx: u64, node: &str, fx: &mut Fx) {
     }
 }
 
-pub(crate) fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fx: &mut Fx) -> Result<(), String> {
+pub(crate) fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck, fx: &mut Fx) -> Result<(), Error> {
     let mut c = c.clone();
     c.node = node.to_string();
     if c.check_id.is_empty() {
         c.check_id = c.name.clone();
     }
     if c.check_id.is_empty() {
-        return Err("Missing check ID".into());
+        return Err(Error::invalid("Missing check ID"));
     }
     if c.status.is_empty() {
         c.status = cairn_types::structs::HEALTH_CRITICAL.into();
     }
     if !st.nodes.contains_key(node) {
-        return Err(format!("Missing node registration for {node:?}"));
+        return Err(Error::rejected(format!("Missing node registration for {node:?}")));
     }
     if !c.service_id.is_empty() {
         let Some(svc) = st.services.get(&(node.to_string(), c.service_id.clone())) else {
-            return Err(format!(
+            return Err(Error::rejected(format!(
                 "Missing service registration for check {:?}: no service {:?} on node {:?}",
                 c.check_id, c.service_id, node
-            ));
+            )));
         };
         c.service_name = svc.service.clone();
         c.service_tags = svc.tags.clone();
@@ -563,9 +563,9 @@ pub(crate) fn ensure_check(st: &mut State, idx: u64, node: &str, c: &HealthCheck
     Ok(())
 }
 
-fn deregister(st: &mut State, idx: u64, req: &DeregisterRequest, fx: &mut Fx) -> Result<(), String> {
+fn deregister(st: &mut State, idx: u64, req: &DeregisterRequest, fx: &mut Fx) -> Result<(), Error> {
     if req.node.is_empty() {
-        return Err("Must provide node".into());
+        return Err(Error::invalid("Must provide node"));
     }
     if !req.service_id.is_empty() {
         delete_service(st, idx, &req.node, &req.service_id, fx);

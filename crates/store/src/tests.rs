@@ -390,7 +390,7 @@ fn session_create_validates_node_and_checks() {
     r.check = Some(check("bad", "", HEALTH_CRITICAL));
     s.apply(3, &Command::Register(r));
     match s.apply(4, &session("s1", "n1", "release", &["bad"])) {
-        CommandResult::Error(e) => assert!(e.contains("critical"), "{e}"),
+        CommandResult::Error(e) => assert!(e.to_string().contains("critical"), "{e}"),
         other => panic!("{other:?}"),
     }
     let ws = WatchSet::new();
@@ -407,7 +407,9 @@ fn acquire_release_and_lock_index() {
     node_with_checks(&s);
     s.apply(2, &session("a", "n1", "release", &[]));
     s.apply(3, &session("b", "n1", "release", &[]));
-    assert!(matches!(lock(&s, 4, KvOp::Lock, "l", "nosuch"), CommandResult::Error(e) if e.contains("invalid session")));
+    assert!(
+        matches!(lock(&s, 4, KvOp::Lock, "l", "nosuch"), CommandResult::Error(e) if e.to_string().contains("invalid session"))
+    );
     assert_eq!(lock(&s, 5, KvOp::Lock, "l", "a"), CommandResult::Bool(true));
     assert_eq!(lock(&s, 6, KvOp::Lock, "l", "b"), CommandResult::Bool(false), "held by another session");
     assert_eq!(lock(&s, 7, KvOp::Lock, "l", "a"), CommandResult::Bool(true), "re-acquire by the holder");

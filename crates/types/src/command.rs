@@ -61,6 +61,30 @@ pub enum Command {
     CoordinateBatchUpdate(Vec<CoordinateEntry>),
 }
 
+impl Command {
+    /// A cheap estimate of the command's size in memory, for budgets that must not pay for an
+    /// encoding (the in-memory Raft log of `-dev`). Values dominate; everything else is counted
+    /// as a small constant.
+    pub fn approx_bytes(&self) -> usize {
+        const SMALL: usize = 256;
+        match self {
+            Command::Kv(r) => SMALL + r.entry.key.len() + r.entry.value.as_ref().map_or(0, Vec::len),
+            Command::Txn(ops) => {
+                SMALL
+                    + ops
+                        .iter()
+                        .map(|o| {
+                            o.kv.as_ref().map_or(SMALL, |k| SMALL + k.key.len() + k.value.as_ref().map_or(0, Vec::len))
+                        })
+                        .sum::<usize>()
+            }
+            Command::Batch(v) => v.iter().map(Command::approx_bytes).sum(),
+            Command::CoordinateBatchUpdate(v) => SMALL * (1 + v.len()),
+            _ => SMALL,
+        }
+    }
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -89,7 +113,7 @@ pub enum CommandResult {
     /// Applied.
     Ok,
     /// Rejected by the state machine (e.g. a check names an unknown service). Nothing was changed.
-    Error(String),
+    Error(crate::Error),
     /// A transaction applied: its results.
     TxnResults(Vec<TxnResult>),
     /// A transaction rolled back: why, per operation. Nothing was changed.

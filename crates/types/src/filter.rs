@@ -163,6 +163,42 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Checks every selector against the shape of the rows it will filter (a row of the endpoint's
+    /// type serialised with default values), as go-bexpr checks selectors against the Go type:
+    /// Consul answers 400 for a selector naming no field. Below a map (an empty object in the
+    /// shape), an array or an optional field (`null`), any path is accepted.
+    pub fn validate_shape(&self, shape: &Value) -> Result<(), FilterError> {
+        let mut selectors = Vec::new();
+        collect_selectors(&self.root, &mut selectors);
+        for sel in selectors {
+            let mut at = shape;
+            for seg in &sel.segments {
+                match at {
+                    Value::Object(m) if m.is_empty() => break,
+                    Value::Object(m) => match m.get(seg) {
+                        Some(v) => at = v,
+                        None => {
+                            return Err(FilterError {
+                                message: format!("Selector {:?} is not valid", sel.text),
+                                offset: sel.offset,
+                            })
+                        }
+                    },
+                    Value::Array(_) | Value::Null => break,
+                    _ => {
+                        return Err(FilterError {
+                            message: format!("Selector {:?} is not valid", sel.text),
+                            offset: sel.offset,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Convenience: parse then filter a Vec in place. `None` or an empty string
 /// means "no filter", matching Consul, which only builds a filter when the
 /// query parameter is non-empty.
@@ -1274,6 +1310,20 @@ mod tests {
         let exact = format!("{prefix}{}\"", "a".repeat(4096 - prefix.len() - 1));
         assert_eq!(exact.len(), 4096);
         assert!(Filter::parse(&exact).is_ok());
+    }
+
+    #[test]
+    fn validate_shape_follows_fields_maps_and_lists() {
+        let shape = json!({"Node": {"Node": "", "Meta": {}}, "Checks": [], "Service": null, "Port": 0});
+        parse("Node.Node == x").validate_shape(&shape).unwrap();
+        parse(r#"Node.Meta["any-key"] == x"#).validate_shape(&shape).unwrap();
+        parse("Checks.Status == passing").validate_shape(&shape).unwrap();
+        parse("Service.Anything == x").validate_shape(&shape).unwrap();
+        let e = parse("Nope == x").validate_shape(&shape).unwrap_err();
+        assert_eq!(e.message, r#"Selector "Nope" is not valid"#);
+        assert!(parse("Node.Nope == x").validate_shape(&shape).is_err());
+        assert!(parse("Port.Deeper == 1").validate_shape(&shape).is_err());
+        assert!(parse("x == 1 or Bad is empty").validate_shape(&shape).is_err());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`filter`]: the `?filter=` expression language.
 //! - [`query`]: prepared queries and their templates.
 //! - [`txn`]: `/v1/txn` operations and results.
-//! - [`error`]: the crate's error enum.
+//! - [`schema`]: strict type checks for bodies read as JSON values (Go's decode errors).
+//! - [`error`]: why a request or command was refused, by what the caller decides.
 
 pub mod command;
 pub mod coordinate;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod filter;
 pub mod normalize;
 pub mod query;
+pub mod schema;
 pub mod structs;
 pub mod txn;
 

@@ -44,7 +44,7 @@ pub struct RaftIndex {
 }
 
 /// A KV entry (Consul's `DirEntry`). `Value` is base64 on the wire, `null` when absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DirEntry {
     #[serde(default)]
@@ -152,6 +152,16 @@ pub struct NodeService {
     pub weights: Weights,
     #[serde(rename = "EnableTagOverride", default)]
     pub enable_tag_override: bool,
+    /// Fields Cairn keeps and shows as registered but does not act on yet (Connect proxies,
+    /// locality, Unix sockets): a client that registers them reads them back unchanged.
+    #[serde(rename = "SocketPath", default, skip_serializing_if = "String::is_empty")]
+    pub socket_path: String,
+    #[serde(rename = "Proxy", default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<serde_json::Value>,
+    #[serde(rename = "Connect", default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<serde_json::Value>,
+    #[serde(rename = "Locality", default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<serde_json::Value>,
     #[serde(rename = "CreateIndex", default)]
     pub create_index: u64,
     #[serde(rename = "ModifyIndex", default)]
@@ -234,7 +244,7 @@ pub struct DeregisterRequest {
 }
 
 /// A row of `/v1/catalog/service/:name` (Consul's `ServiceNode`: node fields plus service fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceNode {
     #[serde(rename = "ID")]
     pub id: String,
@@ -300,7 +310,7 @@ impl ServiceNode {
 }
 
 /// A row of `/v1/health/service/:name`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEntry {
     #[serde(rename = "Node")]
     pub node: Node,

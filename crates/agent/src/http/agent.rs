@@ -19,7 +19,7 @@ use cairn_types::structs::{
 };
 use cairn_types::{CAIRN_VERSION, CONSUL_COMPAT_VERSION};
 
-use super::{decode_body, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use super::{json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
 use crate::Agent;
 
 pub fn routes() -> Router<AgentRef> {
@@ -44,6 +44,51 @@ pub fn routes() -> Router<AgentRef> {
         .route("/v1/agent/reload", put(reload))
         .route("/v1/agent/leave", put(leave))
         .route("/v1/agent/metrics", get(metrics))
+        .route("/v1/agent/monitor", get(monitor))
+        .route("/v1/agent/token/{*which}", put(super::acl_disabled))
+}
+
+/// `GET /v1/agent/monitor?loglevel=&logjson`: streams the agent's log lines at that level, one
+/// per line, until the client goes away or the agent stops.
+async fn monitor(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    let name = p.get("loglevel").unwrap_or("info");
+    let Some(level) = crate::logging::parse_level(name) else {
+        return Err(HttpError::bad(format!("Unknown log level: {name}")));
+    };
+    let json = p.flag("logjson");
+    let Some(mut mon) = crate::logging::Monitor::subscribe(level) else {
+        return Err(HttpError::internal("logging is not initialised"));
+    };
+    let stream = async_stream(move |tx| async move {
+        loop {
+            let line = tokio::select! {
+                l = mon.next() => l,
+                _ = agent.shutting_down() => return,
+            };
+            let text = match line {
+                Ok(l) => format!("{}\n", if json { &l.json } else { &l.text }),
+                Err(n) => format!("Monitor: dropped {n} logs during monitor request\n"),
+            };
+            if tx.send(Ok::<_, std::convert::Infallible>(Bytes::from(text))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    Ok(r)
+}
+
+/// A stream fed by a task; the task stops when the stream (the response body) is dropped.
+fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl futures::Stream<Item = T>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
 /// The agent's service as `/v1/agent/services` shows it (Consul's `AgentService`).
@@ -64,6 +109,14 @@ fn agent_service(s: &NodeService, dc: &str) -> Value {
     }
     if !s.tagged_addresses.is_empty() {
         v["TaggedAddresses"] = json!(s.tagged_addresses);
+    }
+    if !s.socket_path.is_empty() {
+        v["SocketPath"] = json!(s.socket_path);
+    }
+    for (k, x) in [("Proxy", &s.proxy), ("Connect", &s.connect), ("Locality", &s.locality)] {
+        if let Some(x) = x {
+            v[k] = x.clone();
+        }
     }
     v
 }
@@ -213,6 +266,11 @@ async fn members(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Http
 async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let q = QueryOpts::parse(&p)?;
+    let mut shape = agent_service(&NodeService::default(), "");
+    for k in ["Proxy", "Connect", "Locality", "SocketPath", "Kind", "TaggedAddresses"] {
+        shape[k] = Value::Null;
+    }
+    q.check_filter_shape(&shape)?;
     let dc = agent.config().datacenter.clone();
     let mut out = serde_json::Map::new();
     for (id, s) in agent.local.services() {
@@ -261,7 +319,7 @@ async fn service(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery
 
 async fn service_register(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
     let p = Params::parse(raw.as_deref());
-    let v: Value = decode_body(&body)?;
+    let v = super::decode_checked(&body, &cairn_types::schema::SERVICE)?;
     if !v.is_object() {
         return Err(HttpError::bad("Request decode failed: expected a JSON object"));
     }
@@ -283,6 +341,7 @@ async fn service_deregister(State(agent): State<AgentRef>, Path(id): Path<String
 async fn checks(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<HealthCheck>()?;
     let mut out = serde_json::Map::new();
     for (id, c) in agent.local.checks() {
         let v = serde_json::to_value(&c.check).unwrap_or_default();
@@ -294,7 +353,13 @@ async fn checks(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpR
 }
 
 async fn check_register(State(agent): State<AgentRef>, body: Bytes) -> HttpResult {
-    let v: Value = decode_body(&body)?;
+    let v = super::decode_checked(&body, &cairn_types::schema::CHECK)?;
+    // Consul 1.11+: a check for a service this agent does not have is 404, not 400.
+    if let Some(sid) = v.get("ServiceID").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        if agent.local.service(sid).is_none() {
+            return Err(HttpError::not_found(format!("ServiceID {sid:?} does not exist")));
+        }
+    }
     agent.add_check_def(&v).map_err(HttpError::bad)?;
     Ok(StatusCode::OK.into_response())
 }
@@ -346,7 +411,7 @@ async fn check_fail(State(agent): State<AgentRef>, Path(id): Path<String>, RawQu
 }
 
 async fn check_update(State(agent): State<AgentRef>, Path(id): Path<String>, body: Bytes) -> HttpResult {
-    let v: Value = decode_body(&body)?;
+    let v = super::decode_checked(&body, &cairn_types::schema::CHECK_UPDATE)?;
     let status = v.get("Status").and_then(Value::as_str).unwrap_or("");
     if !cairn_types::structs::valid_status(status) {
         return Err(HttpError::bad(format!("Invalid check status: {status:?}")));

@@ -31,16 +31,15 @@ fn meta_matches(meta: &BTreeMap<String, String>, want: &[(String, String)]) -> b
 }
 
 fn applied_ok(r: CommandResult) -> HttpResult {
-    match r {
-        CommandResult::Error(e) => Err(HttpError::bad(e)),
-        _ => Ok(json_response(None, false, &true)),
-    }
+    super::applied(r)?;
+    Ok(json_response(None, false, &true))
 }
 
 pub async fn register(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let mut req: RegisterRequest = decode_body(&body)?;
+    super::check_dc_name(&agent, &req.datacenter)?;
     if req.node.is_empty() {
         return Err(HttpError::bad("Must provide node"));
     }
@@ -106,6 +105,7 @@ pub async fn deregister(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, 
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let req: DeregisterRequest = decode_body(&body)?;
+    super::check_dc_name(&agent, &req.datacenter)?;
     if req.node.is_empty() {
         return Err(HttpError::bad("Must provide node"));
     }
@@ -123,8 +123,11 @@ pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Ht
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<cairn_types::structs::Node>()?;
     let want = node_meta_filter(&p)?;
-    let (meta, rows) = blocking(&agent, &q, vec![topics::NODES], |st| st.nodes()).await?;
+    let peer = super::for_peer(&p);
+    let (meta, rows) =
+        blocking(&agent, &q, vec![topics::NODES], |st| if peer { (1, Vec::new()) } else { st.nodes() }).await?;
     let mut rows: Vec<_> = rows.iter().filter(|n| meta_matches(&n.meta, &want)).map(|n| &**n).collect();
     sort_near(&agent, p.get("near"), &mut rows, |n| &n.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -134,9 +137,14 @@ pub async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) ->
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<ServiceNode>()?;
     let want = node_meta_filter(&p)?;
     let filtered = q.filter.is_some() || !want.is_empty();
+    let peer = super::for_peer(&p);
     let (meta, out) = blocking(&agent, &q, vec![topics::SERVICES], |st| {
+        if peer {
+            return (1, BTreeMap::new());
+        }
         if !filtered {
             return st.services();
         }
@@ -171,9 +179,18 @@ pub async fn service(State(agent): State<AgentRef>, Path(name): Path<String>, Ra
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<ServiceNode>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let want = node_meta_filter(&p)?;
-    let (meta, rows) = blocking(&agent, &q, vec![topics::service(&name)], |st| st.service_nodes(&name, &tags)).await?;
+    let peer = super::for_peer(&p);
+    let (meta, rows) = blocking(&agent, &q, vec![topics::service(&name)], |st| {
+        if peer {
+            (1, Vec::new())
+        } else {
+            st.service_nodes(&name, &tags)
+        }
+    })
+    .await?;
     let mut rows: Vec<_> = rows.into_iter().filter(|r| meta_matches(&r.node_meta, &want)).collect();
     sort_near(&agent, p.get("near"), &mut rows, |r| &r.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -183,7 +200,11 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
-    let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], |st| st.node_services(&node)).await?;
+    q.check_filter::<NodeService>()?;
+    let peer = super::for_peer(&p);
+    let (meta, found) =
+        blocking(&agent, &q, vec![topics::node(&node)], |st| if peer { (1, None) } else { st.node_services(&node) })
+            .await?;
     let out = found.map(|(n, svcs)| NodeServices {
         node: (*n).clone(),
         services: svcs.iter().map(|s| (s.id.clone(), (**s).clone())).collect(),
@@ -209,7 +230,11 @@ pub async fn node_services(
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
-    let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], |st| st.node_services(&node)).await?;
+    q.check_filter::<NodeService>()?;
+    let peer = super::for_peer(&p);
+    let (meta, found) =
+        blocking(&agent, &q, vec![topics::node(&node)], |st| if peer { (1, None) } else { st.node_services(&node) })
+            .await?;
     let Some((n, svcs)) = found else {
         return Err(HttpError::not_found(format!("Node {node:?} not found")));
     };

@@ -34,6 +34,7 @@ pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Ht
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<cairn_types::coordinate::CoordinateEntry>()?;
     let segment = p.get("segment");
     let (meta, mut rows) = blocking(&agent, &q, vec![topics::COORDINATES], |st| st.coordinates()).await?;
     if let Some(s) = segment {

@@ -15,7 +15,22 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
-    let (meta, checks) = blocking(&agent, &q, vec![topics::node(&node)], |st| st.node_checks(&node)).await?;
+    q.check_filter::<HealthCheck>()?;
+    let peer = super::for_peer(&p);
+    let (meta, checks) =
+        blocking(
+            &agent,
+            &q,
+            vec![topics::node(&node)],
+            |st| {
+                if peer {
+                    (1, Vec::new())
+                } else {
+                    st.node_checks(&node)
+                }
+            },
+        )
+        .await?;
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows(&checks))?))
 }
 
@@ -23,7 +38,22 @@ pub async fn checks(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQ
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
-    let (meta, checks) = blocking(&agent, &q, vec![topics::service(&svc)], |st| st.service_checks(&svc)).await?;
+    q.check_filter::<HealthCheck>()?;
+    let peer = super::for_peer(&p);
+    let (meta, checks) =
+        blocking(
+            &agent,
+            &q,
+            vec![topics::service(&svc)],
+            |st| {
+                if peer {
+                    (1, Vec::new())
+                } else {
+                    st.service_checks(&svc)
+                }
+            },
+        )
+        .await?;
     let mut rows = rows(&checks);
     sort_near(&agent, p.get("near"), &mut rows, |c| &c.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -33,10 +63,18 @@ pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, Raw
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<cairn_types::structs::ServiceEntry>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let passing = p.flag("passing");
-    let (meta, mut entries) =
-        blocking(&agent, &q, vec![topics::service(&svc)], |st| st.check_service_nodes(&svc, &tags, passing)).await?;
+    let peer = super::for_peer(&p);
+    let (meta, mut entries) = blocking(&agent, &q, vec![topics::service(&svc)], |st| {
+        if peer {
+            (1, Vec::new())
+        } else {
+            st.check_service_nodes(&svc, &tags, passing)
+        }
+    })
+    .await?;
     sort_near(&agent, p.get("near"), &mut entries, |e| &e.node.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(entries)?))
 }
@@ -48,6 +86,7 @@ pub async fn state(State(agent): State<AgentRef>, Path(state): Path<String>, Raw
         return Err(HttpError::bad(format!("Invalid state {state:?}: must be one of any, passing, warning, critical")));
     }
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<HealthCheck>()?;
     let (meta, checks) = blocking(&agent, &q, vec![topics::CHECKS], |st| st.checks_in_state(&state)).await?;
     let mut rows = rows(&checks);
     sort_near(&agent, p.get("near"), &mut rows, |c| &c.node);

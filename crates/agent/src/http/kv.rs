@@ -29,6 +29,7 @@ pub async fn get(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuer
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<DirEntry>()?;
     if p.has("keys") {
         let sep = p.get("separator").unwrap_or("").to_string();
         let (meta, keys) = blocking(&agent, &q, vec![topics::kv_prefix(&key)], |st| st.kv_keys(&key, &sep)).await?;
@@ -87,8 +88,9 @@ pub async fn put(
             body.len()
         )));
     }
+    // At most one of these: a CAS ignored in favour of an acquire would overwrite a newer value.
+    p.conflicting(&["cas", "acquire", "release"])?;
     let flags = p.u64("flags").map_err(|_| HttpError::bad("Invalid flags"))?.unwrap_or(0);
-    // acquire/release take precedence over cas, as in Consul.
     let (op, cas, session) = if let Some(sess) = p.get("acquire") {
         // Lock-delay is a wall-clock decision, taken here on the leader before proposing: an acquire
         // within the delay after the previous holder's session was invalidated just fails.
@@ -99,7 +101,7 @@ pub async fn put(
     } else if let Some(sess) = p.get("release") {
         (KvOp::Unlock, 0, sess.to_string())
     } else if let Some(v) = p.get("cas") {
-        (KvOp::Cas, v.parse::<u64>().map_err(|_| HttpError::bad("Invalid cas index"))?, String::new())
+        (KvOp::Cas, super::go_uint(v).ok_or_else(|| HttpError::bad("Invalid cas index"))?, String::new())
     } else {
         (KvOp::Set, 0, String::new())
     };
@@ -119,7 +121,7 @@ pub async fn put(
 fn kv_answer(r: CommandResult) -> HttpResult {
     match r {
         CommandResult::Bool(b) => Ok(json_response(None, false, &b)),
-        CommandResult::Error(e) => Err(HttpError::internal(e)),
+        CommandResult::Error(e) => Err(e.into()),
         other => Err(HttpError::internal(format!("unexpected result {other}"))),
     }
 }
@@ -127,6 +129,8 @@ fn kv_answer(r: CommandResult) -> HttpResult {
 pub async fn delete(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
+    // A recursive delete with a CAS index would delete the whole tree whatever the index said.
+    p.conflicting(&["recurse", "cas"])?;
     let recurse = p.has("recurse");
     if key.is_empty() && !recurse {
         return Err(HttpError::bad("Missing key name"));
@@ -134,7 +138,7 @@ pub async fn delete(State(agent): State<AgentRef>, Path(key): Path<String>, RawQ
     let (op, cas) = if recurse {
         (KvOp::DeleteTree, 0)
     } else if let Some(v) = p.get("cas") {
-        (KvOp::DeleteCas, v.parse::<u64>().map_err(|_| HttpError::bad("Invalid cas index"))?)
+        (KvOp::DeleteCas, super::go_uint(v).ok_or_else(|| HttpError::bad("Invalid cas index"))?)
     } else {
         (KvOp::Delete, 0)
     };

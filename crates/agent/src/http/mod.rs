@@ -84,11 +84,32 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/event/list", get(event::list))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
+        .route("/v1/acl/{*rest}", axum::routing::any(acl_disabled))
+        .route("/", get(root))
         .merge(agent::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(method_not_allowed_body))
         .with_state(agent)
+}
+
+/// `GET /`: Consul answers 200 with this text when its UI is off (HTTP checks often point here).
+async fn root() -> Response {
+    text(
+        StatusCode::OK,
+        "Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the agent configuration and restart.",
+    )
+}
+
+/// ACL endpoints while ACLs are off (Cairn has no ACL system yet): Consul's 401.
+pub async fn acl_disabled() -> Response {
+    text(StatusCode::UNAUTHORIZED, "ACL support disabled")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
 }
 
 async fn not_found(req: Request) -> Response {
@@ -148,12 +169,36 @@ impl From<cairn_cluster::Error> for HttpError {
         match e {
             // Consul answers 500 "No cluster leader" for writes and default reads without a leader.
             E::NoLeader | E::NotLeader { .. } => HttpError::internal("No cluster leader"),
-            E::Rejected(m) => HttpError::bad(m),
+            E::Rejected(e) => e.into(),
             E::Fatal(m) | E::Storage(m) => HttpError::internal(m),
             E::ShuttingDown => {
                 HttpError { status: StatusCode::SERVICE_UNAVAILABLE, msg: "agent is shutting down".into() }
             }
         }
+    }
+}
+
+/// The one mapping from store and validation errors to Consul's status codes.
+impl From<cairn_types::Error> for HttpError {
+    fn from(e: cairn_types::Error) -> Self {
+        use cairn_types::Error as E;
+        let status = match &e {
+            E::Invalid(_) => StatusCode::BAD_REQUEST,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::CasFailed(_) => StatusCode::CONFLICT,
+            E::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            // Consul's HTTP layer answers any RPC error it does not classify with 500.
+            E::Rejected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        HttpError { status, msg: e.to_string() }
+    }
+}
+
+/// A state-machine answer that carries no value: `Ok`, or the store's error.
+pub fn applied(r: cairn_types::CommandResult) -> Result<(), HttpError> {
+    match r {
+        cairn_types::CommandResult::Error(e) => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -194,15 +239,56 @@ impl Params {
             Some(_) => false,
         }
     }
+    /// Consul's `conflictingFlags`: refuses a request giving more than one of `flags`, with 400
+    /// `Conflicting flags: ` and the query string re-encoded (Go's `url.Values.Encode`: keys
+    /// sorted, bare flags as `k=`).
+    pub fn conflicting(&self, flags: &[&str]) -> Result<(), HttpError> {
+        if flags.iter().filter(|f| self.has(f)).count() < 2 {
+            return Ok(());
+        }
+        Err(HttpError::bad(format!("Conflicting flags: {}\n", self.go_encode())))
+    }
+
+    fn go_encode(&self) -> String {
+        fn esc(s: &str) -> String {
+            let mut o = String::new();
+            for b in s.bytes() {
+                match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => o.push(b as char),
+                    b' ' => o.push('+'),
+                    _ => o.push_str(&format!("%{b:02X}")),
+                }
+            }
+            o
+        }
+        let mut keys: Vec<&String> = self.map.keys().collect();
+        keys.sort();
+        let mut parts = Vec::new();
+        for k in keys {
+            for v in &self.map[k] {
+                parts.push(format!("{}={}", esc(k), esc(v)));
+            }
+        }
+        parts.join("&")
+    }
+
     pub fn u64(&self, k: &str) -> Result<Option<u64>, HttpError> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => v
-                .parse()
+            Some(v) => go_uint(v)
                 .map(Some)
-                .map_err(|_| HttpError::bad(format!("Invalid {k}: {v:?} is not an unsigned integer"))),
+                .ok_or_else(|| HttpError::bad(format!("Invalid {k}: {v:?} is not an unsigned integer"))),
         }
     }
+}
+
+/// An unsigned decimal as Go's `strconv.ParseUint(s, 10, 64)` reads it: digits only (Rust's
+/// parser would also take a leading `+`).
+pub fn go_uint(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +311,7 @@ impl QueryOpts {
     pub fn parse(p: &Params) -> Result<Self, HttpError> {
         let index = match p.get("index") {
             None | Some("") => 0,
-            Some(v) => v.parse().map_err(|_| HttpError::bad("Invalid index"))?,
+            Some(v) => go_uint(v).ok_or_else(|| HttpError::bad("Invalid index"))?,
         };
         let wait = match p.get("wait") {
             None | Some("") => DEFAULT_WAIT,
@@ -258,6 +344,21 @@ impl QueryOpts {
         let w = if self.wait.is_zero() { DEFAULT_WAIT } else { self.wait };
         let j = w.as_millis() as u64 / 16;
         w + Duration::from_millis(if j == 0 { 0 } else { rand::random::<u64>() % j })
+    }
+
+    /// Refuses a `?filter=` whose selectors name no field of `T`, the endpoint's row type (400, as
+    /// Consul); call before any blocking wait.
+    pub fn check_filter<T: Serialize + Default>(&self) -> Result<(), HttpError> {
+        self.check_filter_shape(&serde_json::to_value(T::default()).unwrap_or_default())
+    }
+
+    pub fn check_filter_shape(&self, shape: &serde_json::Value) -> Result<(), HttpError> {
+        match &self.filter {
+            None => Ok(()),
+            Some(f) => f
+                .validate_shape(shape)
+                .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}"))),
+        }
     }
 
     /// Applies `?filter=` to rows serialised as JSON; the caller states which top-level fields exist.
@@ -330,11 +431,30 @@ async fn check_dc_consistency(agent: &Agent, q: &QueryOpts) -> Result<(), HttpEr
 
 /// Rejects `?dc=` naming another datacenter (no WAN federation yet) with Consul's message.
 pub fn check_dc(agent: &Agent, p: &Params) -> Result<(), HttpError> {
-    match p.get("dc") {
-        Some(dc) if !dc.is_empty() && !dc.eq_ignore_ascii_case(&agent.config().datacenter) => {
-            Err(HttpError::internal("No path to datacenter"))
-        }
-        _ => Ok(()),
+    check_dc_name(agent, p.get("dc").unwrap_or(""))
+}
+
+/// `?peer=NAME`: the query is about a cluster peer's imported services. Cairn has no peerings, so
+/// the answer is empty (as Consul's for a peer it does not know), and never this cluster's data.
+pub fn for_peer(p: &Params) -> bool {
+    p.get("peer").is_some_and(|x| !x.is_empty())
+}
+
+/// The same for a datacenter named in a request body (`"Datacenter": "dc2"`), which Consul routes
+/// on as it does on `?dc=`: a write meant for another datacenter must never land in this one.
+pub fn check_dc_name(agent: &Agent, dc: &str) -> Result<(), HttpError> {
+    if !dc.is_empty() && !dc.eq_ignore_ascii_case(&agent.config().datacenter) {
+        return Err(HttpError::internal("No path to datacenter"));
+    }
+    Ok(())
+}
+
+/// [`check_dc_name`] for the top-level `Datacenter` of a body read as a JSON value.
+pub fn check_body_dc(agent: &Agent, v: &serde_json::Value) -> Result<(), HttpError> {
+    match v.get("Datacenter") {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::String(dc)) => check_dc_name(agent, dc),
+        Some(_) => Err(HttpError::bad("Request decode failed: Datacenter must be a string")),
     }
 }
 
@@ -402,6 +522,14 @@ pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Htt
         serde_json::from_slice(body).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))?;
     let v = cairn_types::normalize::normalize(v);
     serde_json::from_value(v).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))
+}
+
+/// Parses a body that the handler reads as a JSON value, refusing wrong-typed fields as Go's
+/// decoder (and so Consul) does: 400 `Request decode failed: json: cannot unmarshal ...`.
+pub fn decode_checked(body: &[u8], schema: &cairn_types::schema::Schema) -> Result<serde_json::Value, HttpError> {
+    let v: serde_json::Value = decode_body(body)?;
+    cairn_types::schema::check(&v, schema).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))?;
+    Ok(v)
 }
 
 pub fn is_put_or_post(m: &Method) -> bool {

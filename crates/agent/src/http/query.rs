@@ -23,24 +23,24 @@ use super::{
     blocking, check_dc, decode_body, json_response, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts,
 };
 
-fn parse_query(body: &[u8]) -> Result<PreparedQuery, HttpError> {
-    let q: PreparedQuery = decode_body(body)?;
+fn parse_query(agent: &crate::Agent, body: &[u8]) -> Result<PreparedQuery, HttpError> {
+    let v: serde_json::Value = decode_body(body)?;
+    super::check_body_dc(agent, &v)?;
+    let q: PreparedQuery =
+        serde_json::from_value(v).map_err(|e| HttpError::bad(format!("Request decode failed: {e}")))?;
     q.validate().map_err(HttpError::bad)?;
     Ok(q)
 }
 
 fn result(r: CommandResult) -> Result<(), HttpError> {
-    match r {
-        CommandResult::Error(e) => Err(HttpError::bad(e)),
-        _ => Ok(()),
-    }
+    super::applied(r)
 }
 
 /// `POST /v1/query` creates; `GET /v1/query` lists.
 pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let mut q = parse_query(&body)?;
+    let mut q = parse_query(&agent, &body)?;
     q.id = uuid::Uuid::new_v4().to_string();
     let id = q.id.clone();
     result(agent.server.apply(Command::QuerySet(q)).await?.result)?;
@@ -51,6 +51,7 @@ pub async fn list(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Htt
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<cairn_types::query::PreparedQuery>()?;
     let (meta, rows) = blocking(&agent, &q, vec![topics::QUERIES], |st| st.query_list()).await?;
     let rows: Vec<&PreparedQuery> = rows.iter().map(|r| &**r).collect();
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -75,7 +76,7 @@ pub async fn update(
 ) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let mut q = parse_query(&body)?;
+    let mut q = parse_query(&agent, &body)?;
     if !agent.server.store().snapshot().queries.contains_key(&id) {
         return Err(HttpError::not_found(format!("Query not found: {id}")));
     }

@@ -26,8 +26,10 @@ fn lock_delay(v: Option<&Value>) -> Result<Duration, HttpError> {
     match v {
         None | Some(Value::Null) => Ok(DEFAULT_LOCK_DELAY),
         Some(Value::String(s)) if s.is_empty() => Ok(DEFAULT_LOCK_DELAY),
+        // Consul's fixup applies to both forms: a result under 1000 ns is taken as seconds.
         Some(Value::String(s)) => {
-            cairn_types::duration::parse(s).map_err(|e| HttpError::bad(format!("Invalid LockDelay: {e}")))
+            let d = cairn_types::duration::parse(s).map_err(|e| HttpError::bad(format!("Invalid LockDelay: {e}")))?;
+            Ok(if d < Duration::from_nanos(1000) { Duration::from_secs(d.as_nanos() as u64) } else { d })
         }
         Some(Value::Number(n)) => {
             let f = n.as_f64().filter(|f| *f >= 0.0).ok_or_else(|| HttpError::bad("Invalid LockDelay"))?;
@@ -57,10 +59,15 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     // An empty body means all defaults.
-    let v: Value = if body.iter().all(|b| b.is_ascii_whitespace()) { json!({}) } else { super::decode_body(&body)? };
+    let v: Value = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        json!({})
+    } else {
+        super::decode_checked(&body, &cairn_types::schema::SESSION)?
+    };
     if !v.is_object() {
         return Err(HttpError::bad("Request decode failed: expected a JSON object"));
     }
+    super::check_body_dc(&agent, &v)?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let node = match s("Node") {
         n if n.is_empty() => agent.config().node_name.clone(),
@@ -69,24 +76,29 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
     let behavior = match s("Behavior").as_str() {
         "" | SESSION_BEHAVIOR_RELEASE => SESSION_BEHAVIOR_RELEASE.to_string(),
         SESSION_BEHAVIOR_DELETE => SESSION_BEHAVIOR_DELETE.to_string(),
-        other => return Err(HttpError::bad(format!("Invalid Behavior setting '{other}'"))),
+        // Consul validates on the server: its RPC errors reach the client as 500.
+        other => return Err(HttpError::internal(format!("Invalid Behavior setting '{other}'"))),
     };
     let ttl_s = s("TTL");
     let ttl = if ttl_s.is_empty() {
         Duration::ZERO
     } else {
         cairn_types::duration::parse(&ttl_s)
-            .map_err(|e| HttpError::bad(format!("Invalid Session TTL '{ttl_s}': {e}")))?
+            .map_err(|e| HttpError::internal(format!("Session TTL '{ttl_s}' invalid: {e}")))?
     };
     let ttl_min = agent.config().session_ttl_min;
     if !ttl.is_zero() && !(ttl_min..=SESSION_TTL_MAX).contains(&ttl) {
-        return Err(HttpError::bad(format!(
-            "Invalid Session TTL '{ttl_s}', must be between [{}={}]",
+        // Consul prints the TTL in nanoseconds here (Go's %d of a time.Duration).
+        return Err(HttpError::internal(format!(
+            "Invalid Session TTL '{}', must be between [{}={}]",
+            ttl.as_nanos(),
             cairn_types::duration::format(ttl_min),
             cairn_types::duration::format(SESSION_TTL_MAX)
         )));
     }
     let delay = lock_delay(v.get("LockDelay"))?;
+    // As Consul, a lock-delay over 60 s (structs.MaxLockDelay) is stored as given and capped at
+    // 60 s when it is applied (see cluster::raft::state_machine).
     let node_checks = string_list(v.get("NodeChecks"), "NodeChecks")?;
     let legacy = string_list(v.get("Checks"), "Checks")?;
     let service_checks: Vec<ServiceCheckRef> = match v.get("ServiceChecks") {
@@ -126,7 +138,9 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
     let id = sess.id.clone();
     let applied = agent.server.apply(Command::SessionCreate(sess)).await?;
     if let CommandResult::Error(e) = applied.result {
-        return Err(HttpError::internal(format!("Failed to create session: {e}")));
+        let mut err = HttpError::from(e);
+        err.msg = format!("Failed to create session: {}", err.msg);
+        return Err(err);
     }
     if !ttl.is_zero() {
         cairn_cluster::leader::reset_session_timer(&agent.server, &id, ttl);
@@ -163,6 +177,7 @@ pub async fn info(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuer
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<Session>()?;
     let (meta, sess) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.session_get(&id)).await?;
     let rows: Vec<&Session> = sess.iter().map(|s| &**s).collect();
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -172,6 +187,7 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<Session>()?;
     let (meta, rows) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.node_sessions(&node)).await?;
     let rows: Vec<&Session> = rows.iter().map(|s| &**s).collect();
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -181,6 +197,7 @@ pub async fn list(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Htt
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
+    q.check_filter::<Session>()?;
     let (meta, rows) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.session_list()).await?;
     let rows: Vec<&Session> = rows.iter().map(|s| &**s).collect();
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))

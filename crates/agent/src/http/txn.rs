@@ -20,7 +20,7 @@ fn answer(res: CommandResult, meta: Option<super::Meta>, pretty: bool) -> HttpRe
             Ok(json_response(meta, pretty, &body))
         }
         CommandResult::TxnErrors(e) => rollback(e, pretty),
-        CommandResult::Error(e) => Err(HttpError::internal(e)),
+        CommandResult::Error(e) => Err(e.into()),
         other => Err(HttpError::internal(format!("unexpected result {other}"))),
     }
 }
@@ -88,6 +88,24 @@ pub async fn txn(
             )));
         }
     }
+    // A node operation naming another datacenter would land here otherwise; Consul routes on it.
+    for n in ops.iter().filter_map(|op| op.node.as_ref()) {
+        super::check_dc_name(&agent, &n.node.datacenter)?;
+    }
+    // Consul's pre-checks, before anything is proposed: each failure is an error of the rollback.
+    let pre: Vec<TxnError> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| {
+            op.kv
+                .as_ref()
+                .filter(|k| k.key.is_empty() && k.verb != "delete-tree")
+                .map(|_| TxnError { op_index: i, what: "Must provide key".into() })
+        })
+        .collect();
+    if !pre.is_empty() {
+        return rollback(pre, p.has("pretty"));
+    }
     if ops.iter().all(TxnOp::is_read) {
         let q = QueryOpts::parse(&p)?;
         let (meta, res) = super::blocking(&agent, &QueryOpts { index: 0, ..q }, Vec::new(), |st| {
@@ -103,10 +121,7 @@ pub async fn txn(
         .filter_map(|(i, op)| {
             op.kv.as_ref().filter(|k| k.verb == "lock" && agent.server.lock_delayed(&k.key)).map(|k| (i, k))
         })
-        .map(|(i, k)| TxnError {
-            op_index: i,
-            what: format!("failed to lock key {:?}, lock-delay is in effect", k.key),
-        })
+        .map(|(i, k)| TxnError { op_index: i, what: format!("failed to lock key {:?} due to lock delay", k.key) })
         .collect();
     if !delayed.is_empty() {
         return rollback(delayed, p.has("pretty"));

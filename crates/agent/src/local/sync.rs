@@ -141,7 +141,7 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
     let n = cmds.len();
     let applied = agent.server.apply(Command::Batch(cmds)).await.map_err(|e| e.to_string())?;
     if let CommandResult::Error(e) = applied.result {
-        return Err(e);
+        return Err(e.to_string());
     }
     tracing::debug!(target: "agent.anti_entropy", changes = n, index = applied.index, "synced local state");
     Ok(())

@@ -206,6 +206,11 @@ impl LogStore {
         rx.await.map_err(|_| io_err("raft log writer stopped"))?
     }
 
+    /// Bytes of (encoded) entries held in memory.
+    pub fn cached_bytes(&self) -> usize {
+        self.mem().cached_bytes
+    }
+
     fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
         self.shared.mem.lock().expect("log mem")
     }
@@ -431,9 +436,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 sizes.push(b.len());
                 encoded.push((e.log_id.index, b));
             } else {
-                // In memory only the cache exists: its size is not bounded by eviction, so an
-                // estimate is enough.
-                sizes.push(0);
+                // In memory only the cache exists: nothing is evicted, but its size decides when
+                // the server snapshots (see `server::compact_memory_log`), so an estimate is enough.
+                sizes.push(match &e.payload {
+                    openraft::EntryPayload::Normal(cmd) => cmd.approx_bytes(),
+                    _ => 64,
+                });
             }
         }
         {
