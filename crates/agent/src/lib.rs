@@ -316,7 +316,7 @@ impl Agent {
             let base = format!("http://{addr}");
             tasks.push(tokio::spawn(async move {
                 let stop = async { me.shutting_down().await };
-                watches::run(base, plan, stop).await;
+                let _ = watches::run(base, plan, false, stop).await;
             }));
         }
         Ok(())

@@ -248,7 +248,14 @@ pub async fn invoke(http: &reqwest::Client, handler: &Handler, index: u64, data:
             }
             let st = child.wait().await.map_err(|e| e.to_string())?;
             if !st.success() {
-                return Err(format!("handler exited with {st}"));
+                // Go's exec error text, which Consul prints.
+                use std::os::unix::process::ExitStatusExt;
+                return Err(match (st.code(), st.signal()) {
+                    (Some(c), _) => format!("exit status {c}"),
+                    (None, Some(9)) => "signal: killed".into(),
+                    (None, Some(s)) => format!("signal: {s}"),
+                    (None, None) => st.to_string(),
+                });
             }
             Ok(())
         }
@@ -275,7 +282,14 @@ pub async fn invoke(http: &reqwest::Client, handler: &Handler, index: u64, data:
 
 /// Watches until `stop` resolves: each change (new index and new content) goes to the handler;
 /// errors back off exponentially up to 30 s. The first read always fires.
-pub async fn run(base: String, plan: Plan, stop: impl std::future::Future<Output = ()>) {
+/// With `stop_on_handler_error` (the CLI's `consul watch`), a failing handler ends the watch with
+/// its error; otherwise (the agent's configured watches) it is logged and the watch goes on.
+pub async fn run(
+    base: String,
+    plan: Plan,
+    stop_on_handler_error: bool,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     let http = reqwest::Client::new();
     tokio::pin!(stop);
     let mut index = 0u64;
@@ -300,12 +314,15 @@ pub async fn run(base: String, plan: Plan, stop: impl std::future::Future<Output
                             _ => data.clone(),
                         };
                         let nothing_new = matches!(&out, Value::Array(a) if a.is_empty()) && last.is_some();
+                        last = Some(data);
                         if !nothing_new {
                             if let Err(e) = invoke(&http, &plan.handler, idx, &out).await {
+                                if stop_on_handler_error {
+                                    return Err(e);
+                                }
                                 tracing::warn!(target: "agent.watch", error = %e, "watch handler failed");
                             }
                         }
-                        last = Some(data);
                     }
                 }
                 Err(e) => {
@@ -314,10 +331,11 @@ pub async fn run(base: String, plan: Plan, stop: impl std::future::Future<Output
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
+            Ok(())
         };
         tokio::select! {
-            _ = step => {}
-            _ = &mut stop => return,
+            r = step => r?,
+            _ = &mut stop => return Ok(()),
         }
     }
 }

@@ -55,10 +55,21 @@ fn bad_config_stops_startup_naming_file_and_key() {
     let o = cli_at("127.0.0.1:1", &["validate", g.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("ports.http"));
-    let ok = write_file(dir.path(), "ok.hcl", "datacenter = \"dc9\"\nacl { enabled = false }\n");
+    let ok = write_file(
+        dir.path(),
+        "ok.hcl",
+        "datacenter = \"dc9\"\ndata_dir = \"/nonexistent\"\nacl { enabled = false }\n",
+    );
     let o = cli_at("127.0.0.1:1", &["validate", ok.to_str().unwrap()], None);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("Configuration is valid!"));
+    assert!(!std::path::Path::new("/nonexistent").exists(), "validate writes nothing");
+    // As Consul: a config without data_dir is not valid outside -dev.
+    let empty = tempfile::tempdir().unwrap();
+    write_file(empty.path(), "x.json", "{}");
+    let o = cli_at("127.0.0.1:1", &["validate", empty.path().to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).trim(), "Config validation failed: data_dir cannot be empty");
 }
 
 #[test]

@@ -184,8 +184,20 @@ fn cairn_lock_mutual_exclusion() {
         assert_eq!(s[1], e[1], "sections interleaved:\n{text}");
         assert_eq!(s.get(2), Some(&"true"), "CONSUL_LOCK_HELD is set");
     }
+    // A failing child: Consul reports it, and exits 2 only with -child-exit-code.
     let o = a.cli(&["lock", "-child-exit-code", "app/code", "exit 7"]);
-    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Error running handler: exit status 7"), "{}", stderr(&o));
+    let o = a.cli(&["lock", "app/code", "exit 7"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("Error running handler: exit status 7"), "{}", stderr(&o));
+    // The lock key is destroyed on the way out (Consul's Lock.Destroy), so a Consul-API lock on the
+    // prefix later finds nothing of another kind in its way.
+    let (st, _, _) = http("GET", &a.url("/v1/kv/app/code/.lock"), None);
+    assert_eq!(st, 404);
+    let o = a.cli(&["lock", "-verbose", "app/code", "true"]);
+    assert!(stdout(&o).contains("Setting up lock at path: app/code/.lock"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("Cleanup succeeded"), "{}", stdout(&o));
     // Everything was cleaned up: no sessions left, the lock key is free.
     let (_, _, b) = http("GET", &a.url("/v1/session/list"), None);
     assert_eq!(j(&b), json!([]));
@@ -218,10 +230,9 @@ fn cairn_lock_semaphore_limits_holders() {
     assert_eq!(text.lines().count(), 8);
     assert!(max <= 2, "at most two holders at once:\n{text}");
     assert_eq!(max, 2, "two holders did run together:\n{text}");
-    let (_, _, b) = http("GET", &a.url("/v1/kv/app/sem/.lock"), None);
-    let v: Value = serde_json::from_slice(&base64_decode(j(&b)[0]["Value"].as_str().unwrap())).unwrap();
-    assert_eq!(v["Limit"], 2);
-    assert_eq!(v["Holders"], json!({}), "holders removed themselves");
+    // The last holder out destroys the semaphore's keys, as Consul's Semaphore.Destroy.
+    let (st, _, b) = http("GET", &a.url("/v1/kv/app/sem/?recurse"), None);
+    assert_eq!(st, 404, "{}", String::from_utf8_lossy(&b));
 }
 
 /// When the lock is lost (here: its session destroyed), the child is terminated and `cairn lock`

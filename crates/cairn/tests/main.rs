@@ -7,6 +7,7 @@ mod agent_endpoints;
 mod api_client;
 mod bad_input;
 mod cli;
+mod cli_fidelity;
 mod config_and_lifecycle;
 mod coordinates;
 mod dns;

@@ -273,7 +273,7 @@ impl Config {
         let data_dir = s("data_dir").filter(|d| !d.is_empty()).map(PathBuf::from);
         let server = b("server");
         if !dev && data_dir.is_none() {
-            return Err(ConfigError("data_dir: must be set (or use -dev)".into()));
+            return Err(ConfigError("data_dir cannot be empty".into()));
         }
         let raft_multiplier = int(&["performance", "raft_multiplier"], 1);
         if !(0..=10).contains(&raft_multiplier) {

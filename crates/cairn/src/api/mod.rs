@@ -26,6 +26,10 @@ pub struct QueryOptions {
     pub consistent: bool,
     pub filter: Option<String>,
     pub datacenter: Option<String>,
+    /// `?near=` (a node name or `_agent`).
+    pub near: Option<String>,
+    /// `?node-meta=key:value` pairs.
+    pub node_meta: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -86,6 +90,12 @@ impl Client {
             }
             if let Some(f) = &o.filter {
                 pairs.push(("filter".into(), f.clone()));
+            }
+            if let Some(n) = &o.near {
+                pairs.push(("near".into(), n.clone()));
+            }
+            for (k, v) in &o.node_meta {
+                pairs.push(("node-meta".into(), format!("{k}:{v}")));
             }
             if let Some(dc) = &o.datacenter {
                 pairs.push(("dc".into(), dc.clone()));
@@ -208,6 +218,16 @@ impl Client {
         v.as_bool().ok_or_else(|| anyhow!("unexpected response {v}"))
     }
 
+    /// `?acquire=` (or, with `release`, `?release=`) for `session`; returns whether it took effect.
+    pub async fn kv_lock(&self, key: &str, value: &[u8], flags: u64, session: &str, release: bool) -> Result<bool> {
+        let mut q = vec![(if release { "release" } else { "acquire" }.to_string(), session.to_string())];
+        if flags != 0 {
+            q.push(("flags".to_string(), flags.to_string()));
+        }
+        let v = self.put(&kv_path(key), &q, Some(value.to_vec())).await?;
+        v.as_bool().ok_or_else(|| anyhow!("unexpected response {v}"))
+    }
+
     pub async fn kv_delete(&self, key: &str, recurse: bool, cas: Option<u64>) -> Result<bool> {
         let mut q = Vec::new();
         if recurse {
@@ -289,6 +309,36 @@ impl Client {
 
     pub async fn agent_check_pass(&self, id: &str, note: &str) -> Result<()> {
         self.put(&format!("/v1/agent/check/pass/{}", seg(id)), &[("note".into(), note.into())], None).await.map(|_| ())
+    }
+
+    /// Node maintenance mode on or off (`reason` only when enabling).
+    pub async fn agent_maintenance(&self, enable: bool, reason: &str) -> Result<()> {
+        let mut q = vec![("enable".to_string(), enable.to_string())];
+        if !reason.is_empty() {
+            q.push(("reason".into(), reason.into()));
+        }
+        self.put("/v1/agent/maintenance", &q, None).await.map(|_| ())
+    }
+
+    pub async fn agent_service_maintenance(&self, id: &str, enable: bool, reason: &str) -> Result<()> {
+        let mut q = vec![("enable".to_string(), enable.to_string())];
+        if !reason.is_empty() {
+            q.push(("reason".into(), reason.into()));
+        }
+        self.put(&format!("/v1/agent/service/maintenance/{}", seg(id)), &q, None).await.map(|_| ())
+    }
+
+    /// `/v1/agent/monitor`: the open stream of log lines.
+    pub async fn agent_monitor(&self, level: &str, json: bool) -> Result<reqwest::Response> {
+        let mut q = vec![("loglevel".to_string(), level.to_string())];
+        if json {
+            q.push(("logjson".into(), "true".into()));
+        }
+        let resp = self.send(Method::GET, self.url("/v1/agent/monitor", &q, None), None).await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        Ok(resp)
     }
 
     pub async fn agent_leave(&self) -> Result<()> {

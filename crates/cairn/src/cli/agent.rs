@@ -172,7 +172,7 @@ pub struct MembersArgs {
     /// Lists WAN members.
     #[arg(long)]
     pub wan: bool,
-    /// Only members with this status (regex in Consul; matched exactly here).
+    /// Only members whose status matches this regular expression.
     #[arg(long)]
     pub status: Option<String>,
 }
@@ -188,6 +188,16 @@ fn status_name(s: i64) -> &'static str {
 }
 
 pub async fn members(a: MembersArgs) -> Result<i32> {
+    let status_re = match &a.status {
+        None => None,
+        Some(r) => match regex::Regex::new(r) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                eprintln!("Failed to compile status regexp: {e}");
+                return Ok(1);
+            }
+        },
+    };
     let c = a.http.client()?;
     let ms = c.agent_members(a.wan).await?;
     let mut rows = vec![];
@@ -205,10 +215,8 @@ pub async fn members(a: MembersArgs) -> Result<i32> {
         let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let tag = |k: &str| m["Tags"].get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let status = status_name(m["Status"].as_i64().unwrap_or(0)).to_string();
-        if let Some(want) = &a.status {
-            if &status != want {
-                continue;
-            }
+        if status_re.as_ref().is_some_and(|re| !re.is_match(&status)) {
+            continue;
         }
         let addr = format!("{}:{}", s("Addr"), m["Port"].as_i64().unwrap_or(0));
         if a.detailed {
@@ -235,6 +243,10 @@ pub async fn members(a: MembersArgs) -> Result<i32> {
             ]);
         }
     }
+    // Consul: no member matching the filter is exit 2 with no output.
+    if rows.len() == 1 {
+        return Ok(2);
+    }
     print!("{}", columnize(&rows));
     Ok(0)
 }
@@ -243,10 +255,15 @@ pub async fn info(a: HttpArgs) -> Result<i32> {
     let c = a.client()?;
     let s = c.agent_self().await?;
     let Some(stats) = s.get("Stats").and_then(Value::as_object) else { anyhow::bail!("agent returned no stats") };
-    for (section, kv) in stats {
+    // Consul prints sections and keys sorted.
+    let mut sections: Vec<(&String, &Value)> = stats.iter().collect();
+    sections.sort_by(|a, b| a.0.cmp(b.0));
+    for (section, kv) in sections {
         println!("{section}:");
         if let Some(o) = kv.as_object() {
-            for (k, v) in o {
+            let mut keys: Vec<(&String, &Value)> = o.iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in keys {
                 let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
                 println!("\t{k} = {v}");
             }
@@ -288,8 +305,7 @@ pub fn validate(a: ValidateArgs) -> i32 {
             flags.config_files.push(p.clone());
         }
     }
-    // Validation checks the files themselves; a data dir is not required to be set in them.
-    flags.dev = true;
+    // As Consul: the files must make a whole config (data_dir included); nothing is written.
     match Config::load(&flags) {
         Ok(cfg) => {
             if !a.quiet {
@@ -307,8 +323,44 @@ pub fn validate(a: ValidateArgs) -> i32 {
     }
 }
 
-pub fn version() {
-    println!("Cairn v{CAIRN_VERSION}");
-    println!("Consul API compatibility: v{CONSUL_COMPAT_VERSION}");
-    println!("Protocol 2 spoken by default, understands 2 to 3 (agent will automatically use protocol >2 when speaking to compatible agents)");
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// `pretty` or `json`.
+    #[arg(long, default_value = "pretty")]
+    pub format: String,
+}
+
+pub fn version(a: VersionArgs) -> i32 {
+    match a.format.as_str() {
+        "pretty" => {
+            println!("Cairn v{CAIRN_VERSION}");
+            println!("Consul API compatibility: v{CONSUL_COMPAT_VERSION}");
+            println!("Protocol 2 spoken by default, understands 2 to 3 (agent will automatically use protocol >2 when speaking to compatible agents)");
+            println!();
+            0
+        }
+        "json" => {
+            // Consul's fields, in its order, indented by three spaces as its json.MarshalIndent is.
+            let v = serde_json::json!({
+                "Version": CAIRN_VERSION,
+                "Revision": "",
+                "Prerelease": "",
+                "BuildDate": "",
+                "ConsulCompat": CONSUL_COMPAT_VERSION,
+                "RPC": { "Default": 2, "Min": 2, "Max": 3 },
+            });
+            let mut buf = Vec::new();
+            let mut ser =
+                serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"   "));
+            if serde::Serialize::serialize(&v, &mut ser).is_err() {
+                return 1;
+            }
+            println!("{}", String::from_utf8_lossy(&buf));
+            0
+        }
+        other => {
+            eprintln!("Unknown format: {other}");
+            1
+        }
+    }
 }

@@ -27,8 +27,31 @@ pub struct NodesArgs {
     /// Only nodes providing this service.
     #[arg(long)]
     pub service: Option<String>,
+    /// A filter expression, `@file` to read it from a file, or `-` for stdin.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Sort by round-trip time from this node (`_agent`: this agent).
+    #[arg(long)]
+    pub near: Option<String>,
+    /// Only nodes with this `key=value` metadata (repeatable).
+    #[arg(long = "node-meta")]
+    pub node_meta: Vec<String>,
+}
+
+/// Consul's `LoadDataSource`: a literal, `@file`, or `-` for stdin.
+fn data_source(v: &str) -> Result<String> {
+    use std::io::Read;
+    match v {
+        "-" => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|e| anyhow::anyhow!("Failed to read stdin: {e}"))?;
+            Ok(s)
+        }
+        f if f.starts_with('@') => {
+            std::fs::read_to_string(&f[1..]).map_err(|e| anyhow::anyhow!("Failed to read file: {e}"))
+        }
+        lit => Ok(lit.to_string()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -59,7 +82,17 @@ pub async fn run_catalog(cmd: CatalogCmd) -> Result<i32> {
 async fn nodes(a: NodesArgs) -> Result<i32> {
     let c = a.http.client()?;
     let mut q = a.http.query();
-    q.filter = a.filter.clone();
+    q.filter = match &a.filter {
+        None => None,
+        Some(f) => Some(data_source(f).map_err(|e| anyhow::anyhow!("Could not process filter argument: {e}"))?),
+    };
+    q.near = a.near.clone();
+    for kv in &a.node_meta {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("invalid value {kv:?} for flag -node-meta: Missing \"=\" value in argument: {kv}");
+        };
+        q.node_meta.push((k.to_string(), v.to_string()));
+    }
     let mut nodes = c.catalog_nodes(&q).await?.0;
     if let Some(svc) = &a.service {
         let names: Vec<String> =
@@ -177,11 +210,16 @@ pub struct DeregisterArgs {
 fn defs_from_file(p: &std::path::Path) -> Result<Vec<Value>> {
     let v = cairn_agent::config::read_file(p, None)?;
     let mut out = Vec::new();
-    for k in ["service", "services"] {
-        match v.get(k) {
-            Some(Value::Array(a)) => out.extend(a.iter().cloned()),
-            Some(o @ Value::Object(_)) => out.push(o.clone()),
-            _ => {}
+    // Every form Consul documents: `service` or `services`, an object or a list of them, in any
+    // case (`{"Service": {...}}`, `Services [...]`, HCL `service { }` blocks).
+    for (k, val) in v.as_object().into_iter().flatten() {
+        if !k.eq_ignore_ascii_case("service") && !k.eq_ignore_ascii_case("services") {
+            continue;
+        }
+        match val {
+            Value::Array(a) => out.extend(a.iter().cloned()),
+            o @ Value::Object(_) => out.push(o.clone()),
+            _ => bail!("{}: {k} must be an object or a list of objects", p.display()),
         }
     }
     if out.is_empty() {
@@ -215,6 +253,15 @@ pub async fn run_services(cmd: ServicesCmd) -> Result<i32> {
                 let mut v = Vec::new();
                 for f in &a.files {
                     v.extend(defs_from_file(f)?);
+                }
+                // -tag on the command line adds to each definition's own tags.
+                for d in &mut v {
+                    if a.tag.is_empty() {
+                        continue;
+                    }
+                    let mut tags: Vec<Value> = d.get("Tags").and_then(Value::as_array).cloned().unwrap_or_default();
+                    tags.extend(a.tag.iter().map(|t| json!(t)));
+                    d["Tags"] = Value::Array(tags);
                 }
                 v
             };

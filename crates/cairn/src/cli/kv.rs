@@ -7,7 +7,7 @@ use base64::Engine;
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use super::{columnize, HttpArgs};
+use super::HttpArgs;
 use crate::api::DirEntry;
 
 #[derive(Subcommand, Debug)]
@@ -32,8 +32,9 @@ pub struct GetArgs {
     pub recurse: bool,
     #[arg(long)]
     pub keys: bool,
-    #[arg(long, default_value = "/")]
-    pub separator: String,
+    /// The separator for -keys (default `/`; with -recurse, none unless given).
+    #[arg(long)]
+    pub separator: Option<String>,
     #[arg(long)]
     pub detailed: bool,
     #[arg(long)]
@@ -52,6 +53,15 @@ pub struct PutArgs {
     pub modify_index: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pub flags: u64,
+    /// Acquire the key's lock for -session.
+    #[arg(long)]
+    pub acquire: bool,
+    /// Release the key's lock held by -session.
+    #[arg(long)]
+    pub release: bool,
+    /// The session for -acquire or -release.
+    #[arg(long)]
+    pub session: Option<String>,
     /// The data is base64-encoded.
     #[arg(long)]
     pub base64: bool,
@@ -122,15 +132,19 @@ fn show_value(v: &Option<Vec<u8>>, b64: bool) -> String {
 
 fn detailed(e: &DirEntry, b64: bool) -> String {
     let session = if e.session.is_empty() { "-".to_string() } else { e.session.clone() };
-    columnize(&[
-        vec!["CreateIndex".into(), e.create_index.to_string()],
-        vec!["Flags".into(), e.flags.to_string()],
-        vec!["Key".into(), e.key.clone()],
-        vec!["LockIndex".into(), e.lock_index.to_string()],
-        vec!["ModifyIndex".into(), e.modify_index.to_string()],
-        vec!["Session".into(), session],
-        vec!["Value".into(), show_value(&e.value, b64)],
-    ])
+    let rows = [
+        ("CreateIndex", e.create_index.to_string()),
+        ("Flags", e.flags.to_string()),
+        ("Key", e.key.clone()),
+        ("LockIndex", e.lock_index.to_string()),
+        ("ModifyIndex", e.modify_index.to_string()),
+        ("Session", session),
+        ("Value", show_value(&e.value, b64)),
+    ];
+    // Consul prints these through Go's tabwriter with a padding of 6: the label column is the
+    // longest label plus six spaces wide.
+    let w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 6;
+    rows.iter().map(|(l, v)| format!("{l:<w$}{v}\n")).collect()
 }
 
 async fn get(a: GetArgs) -> Result<i32> {
@@ -138,7 +152,11 @@ async fn get(a: GetArgs) -> Result<i32> {
     let q = a.http.query();
     let key = a.key.clone().unwrap_or_default();
     if a.keys {
-        let sep = if a.recurse { "" } else { a.separator.as_str() };
+        let sep = match (&a.separator, a.recurse) {
+            (Some(s), _) => s.as_str(),
+            (None, true) => "",
+            (None, false) => "/",
+        };
         let (keys, _) = c.kv_keys(&key, sep, &q).await?;
         for k in keys {
             println!("{k}");
@@ -202,6 +220,32 @@ async fn put(a: PutArgs) -> Result<i32> {
             .decode(String::from_utf8_lossy(&data).trim())
             .context("Failed to base64 decode data")?;
     }
+    let session = a.session.clone().unwrap_or_default();
+    if (a.acquire || a.release) && session.is_empty() {
+        bail!("Missing -session (required with -acquire and -release)");
+    }
+    // Consul's precedence: -cas, then -acquire, then -release.
+    if !a.cas && (a.acquire || a.release) {
+        let ok = c.kv_lock(&a.key, &data, a.flags, &session, !a.acquire).await?;
+        return Ok(match (a.acquire, ok) {
+            (true, true) => {
+                println!("Success! Lock acquired on: {}", a.key);
+                0
+            }
+            (true, false) => {
+                eprintln!("Error! Did not acquire lock");
+                1
+            }
+            (false, true) => {
+                println!("Success! Lock released on: {}", a.key);
+                0
+            }
+            (false, false) => {
+                eprintln!("Error! Did not release lock");
+                1
+            }
+        });
+    }
     let cas = cas_index(a.cas, a.modify_index)?;
     if c.kv_put(&a.key, &data, a.flags, cas).await? {
         println!("Success! Data written to: {}", a.key);
@@ -223,14 +267,23 @@ fn cas_index(cas: bool, modify_index: Option<u64>) -> Result<Option<u64>> {
 
 async fn delete(a: DeleteArgs) -> Result<i32> {
     let c = a.http.client()?;
+    // Consul strips one leading slash and checks in this order.
     let key = a.key.clone().unwrap_or_default();
+    let key = key.strip_prefix('/').unwrap_or(&key).to_string();
     if key.is_empty() && !a.recurse {
         bail!("Missing KEY argument");
+    }
+    let modify_index = a.modify_index.unwrap_or(0);
+    if a.cas && modify_index == 0 {
+        bail!("Cannot delete a key that does not exist. Provide a -modify-index greater than than 0.");
+    }
+    if modify_index != 0 && !a.cas {
+        bail!("Cannot specify -modify-index without -cas!");
     }
     if a.cas && a.recurse {
         bail!("Cannot specify both -cas and -recurse!");
     }
-    let cas = cas_index(a.cas, a.modify_index)?;
+    let cas = a.cas.then_some(modify_index);
     if !c.kv_delete(&key, a.recurse, cas).await? {
         eprintln!("Error! Did not delete key {key}: CAS failed");
         return Ok(1);
@@ -263,8 +316,12 @@ async fn export(a: ExportArgs) -> Result<i32> {
 }
 
 async fn import(a: ImportArgs) -> Result<i32> {
+    let Some(arg) = a.data.as_deref() else { bail!("Missing DATA argument") };
+    if arg.is_empty() {
+        bail!("Empty DATA argument");
+    }
     let c = a.http.client()?;
-    let data = read_data(a.data.as_deref())?;
+    let data = read_data(Some(arg))?;
     let entries: Vec<Exported> = serde_json::from_slice(&data).context("Cannot unmarshal data")?;
     for e in entries {
         let value = base64::engine::general_purpose::STANDARD

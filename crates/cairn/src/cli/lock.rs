@@ -25,7 +25,7 @@ pub struct LockArgs {
     #[command(flatten)]
     pub http: HttpArgs,
     /// Number of holders allowed (more than 1 makes a semaphore).
-    #[arg(short = 'n', default_value_t = 1)]
+    #[arg(short = 'n', long = "n", default_value_t = 1)]
     pub n: u32,
     /// Session name.
     #[arg(long)]
@@ -45,6 +45,12 @@ pub struct LockArgs {
     /// Pass stdin to the child.
     #[arg(long = "pass-stdin")]
     pub pass_stdin: bool,
+    /// Deprecated alias of -timeout, as in Consul.
+    #[arg(long = "try")]
+    pub try_: Option<String>,
+    /// Say what happens at each step.
+    #[arg(long)]
+    pub verbose: bool,
     /// KV prefix of the lock.
     pub prefix: String,
     /// The command (and its arguments).
@@ -55,17 +61,31 @@ pub struct LockArgs {
 pub async fn run(a: LockArgs) -> Result<i32> {
     let c = a.http.client()?;
     if a.n == 0 {
-        bail!("-n must be at least 1");
+        bail!("Lock holder limit must be positive");
     }
-    let timeout = cairn_types::duration::parse(&a.timeout).map_err(|e| anyhow!("Invalid -timeout: {e}"))?;
+    let t = a.try_.as_deref().unwrap_or(&a.timeout);
+    let timeout = cairn_types::duration::parse(t).map_err(|e| anyhow!("invalid value {t:?} for flag -timeout: {e}"))?;
     let prefix = a.prefix.trim_matches('/').to_string();
-    let name = a.name.clone().unwrap_or_else(|| format!("Consul lock for {} at {}", a.command.join(" "), prefix));
-    let body = json!({"Name": name, "TTL": cairn_types::duration::format(SESSION_TTL), "Behavior": "release"});
+    let say = |m: &str| {
+        if a.verbose {
+            println!("{m}");
+        }
+    };
+    if a.n == 1 {
+        say(&format!("Setting up lock at path: {prefix}/.lock"));
+    } else {
+        say(&format!("Setting up semaphore (limit {}) at prefix: {prefix}", a.n));
+    }
+    let name = a.name.clone().unwrap_or_else(|| format!("Consul lock for '{}' at '{}'", a.command.join(" "), prefix));
+    // As Consul's api.Lock and api.Semaphore: a semaphore's contender key goes with its session.
+    let behavior = if a.n == 1 { "release" } else { "delete" };
+    let body = json!({"Name": name, "TTL": cairn_types::duration::format(SESSION_TTL), "Behavior": behavior});
     let sess = c.put("/v1/session/create", &[], Some(body.to_string().into_bytes())).await?;
     let sid = sess["ID"].as_str().ok_or_else(|| anyhow!("no session ID in {sess}"))?.to_string();
     let renewer = tokio::spawn(renew_loop(c.clone(), sid.clone()));
 
     let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+    say("Attempting lock acquisition");
     let acquired = if a.n == 1 {
         acquire_lock(&c, &prefix, &sid, deadline).await
     } else {
@@ -74,20 +94,56 @@ pub async fn run(a: LockArgs) -> Result<i32> {
     let code = match acquired {
         Ok(true) => hold(&a, &c, &prefix, &sid).await,
         Ok(false) => {
-            eprintln!("Lock acquisition failed: timed out after {}", a.timeout);
+            eprintln!("Shutdown triggered or timeout during lock acquisition");
             Ok(1)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(anyhow!("Lock acquisition failed: {e}")),
     };
     renewer.abort();
-    // Clean up whatever happened: release, then destroy the session.
+    // Clean up whatever happened: release (keeping the lock's flags, as Consul's Unlock does),
+    // destroy the session, then remove the keys if no other holder is left (Consul's Destroy), so
+    // a later lock on this prefix, by Cairn or by a Consul client, finds nothing in its way.
     if a.n == 1 {
-        let _ = c.put(&kv_path(&format!("{prefix}/.lock")), &[("release".into(), sid.clone())], Some(Vec::new())).await;
+        let q = [("release".to_string(), sid.clone()), ("flags".to_string(), LOCK_FLAG.to_string())];
+        let _ = c.put(&kv_path(&format!("{prefix}/.lock")), &q, Some(Vec::new())).await;
     } else {
         let _ = release_semaphore(&c, &prefix, &sid).await;
     }
     let _ = c.put(&format!("/v1/session/destroy/{sid}"), &[], None).await;
+    match destroy(&c, &prefix, a.n).await {
+        Ok(true) => say("Cleanup succeeded"),
+        Ok(false) => say("Cleanup aborted, lock in use"),
+        Err(e) => {
+            eprintln!("Lock cleanup failed: {e}");
+            return Ok(1);
+        }
+    }
     code
+}
+
+/// Consul's `Lock.Destroy` / `Semaphore.Destroy`: deletes the lock key (check-and-set) when no one
+/// holds it. `Ok(false)`: someone still does, and the key stays.
+async fn destroy(c: &Client, prefix: &str, n: u32) -> Result<bool> {
+    let key = format!("{prefix}/.lock");
+    if n == 1 {
+        let (cur, _) = c.kv_get(&key, &QueryOptions::default()).await?;
+        let Some(e) = cur else { return Ok(true) };
+        if e.flags != LOCK_FLAG {
+            bail!("Existing key does not match lock use");
+        }
+        if !e.session.is_empty() {
+            return Ok(false);
+        }
+        return c.kv_delete(&key, false, Some(e.modify_index)).await;
+    }
+    let (st, _) = sem_state(c, prefix).await?;
+    if st.index == 0 {
+        return Ok(true);
+    }
+    if !st.holders.is_empty() {
+        return Ok(false);
+    }
+    c.kv_delete(&key, false, Some(st.index)).await
 }
 
 async fn renew_loop(c: Client, sid: String) {
@@ -268,7 +324,10 @@ async fn hold(a: &LockArgs, c: &Client, prefix: &str, sid: &str) -> Result<i32> 
     if !a.pass_stdin {
         cmd.stdin(std::process::Stdio::null());
     }
-    let mut child = cmd.spawn().with_context(|| format!("Error running handler {:?}", a.command))?;
+    if a.verbose {
+        println!("Starting handler");
+    }
+    let mut child = cmd.spawn().with_context(|| format!("Error starting handler {:?}", a.command))?;
     let watch_path = if a.n == 1 { kv_path(&format!("{prefix}/.lock")) } else { kv_path(&format!("{prefix}/")) };
     let mut index = 0;
     let mut errors = 0;
@@ -281,7 +340,20 @@ async fn hold(a: &LockArgs, c: &Client, prefix: &str, sid: &str) -> Result<i32> 
         tokio::select! {
             status = child.wait() => {
                 let status = status?;
-                return Ok(if a.child_exit_code { status.code().unwrap_or(1) } else { 0 });
+                if a.verbose {
+                    println!("Child terminated, releasing lock");
+                }
+                if status.success() {
+                    return Ok(0);
+                }
+                // Go's exec error text; Consul exits 2 for it only with -child-exit-code.
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(c), _) => eprintln!("Error running handler: exit status {c}"),
+                    (None, Some(9)) => eprintln!("Error running handler: signal: killed"),
+                    (None, sig) => eprintln!("Error running handler: signal: {}", sig.unwrap_or(0)),
+                }
+                return Ok(if a.child_exit_code { 2 } else { 0 });
             }
             _ = tokio::signal::ctrl_c() => {
                 terminate(&mut child).await;

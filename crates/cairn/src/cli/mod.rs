@@ -1,11 +1,15 @@
-//! Command-line parsing. Consul's commands take Go-style single-dash long flags (`-dev`,
-//! `-http-port=8501`); clap wants two dashes, so argv is rewritten first ([`go_flags`]).
+//! Command-line parsing. Consul's commands take Go-style flags (`-dev`, `-http-port=8501`,
+//! `-b=false`, flags only before the first argument); [`goflag`] reads them as Go's `flag` package
+//! does and hands clap an unambiguous argument vector, so clap only types the values.
 
 mod agent;
 mod catalog;
 mod event;
-mod kv;
+pub mod goflag;
+mod keygen;
+pub(crate) mod kv;
 mod lock;
+mod maint;
 mod rtt;
 mod watch;
 
@@ -61,8 +65,14 @@ pub enum Cmd {
     Reload(HttpArgs),
     /// Validates config files and directories.
     Validate(agent::ValidateArgs),
+    /// Generates a new gossip encryption key.
+    Keygen,
+    /// Puts the node or a service into maintenance mode, or out of it.
+    Maint(maint::MaintArgs),
+    /// Streams the agent's logs.
+    Monitor(maint::MonitorArgs),
     /// Prints the version.
-    Version,
+    Version(agent::VersionArgs),
 }
 
 /// Flags every HTTP-speaking command takes (Consul's `-http-addr`, `-token`, `-datacenter`, `-stale`).
@@ -95,66 +105,30 @@ impl HttpArgs {
     }
 }
 
-/// Rewrites Go-style `-flag[=v]` to `--flag[=v]`. A lone `-` (stdin) and negative numbers (`-1`)
-/// are values, not flags; everything after `--` is left alone. For commands that run another
-/// command (`lock`, `watch`), rewriting stops at the first positional argument, as Go's flag parsing stops
-/// there: the child's own flags (`ls -la`) pass through untouched.
-pub fn go_flags(args: Vec<String>) -> Vec<String> {
-    // Flags of `lock` and `watch` that take a separate value (`-timeout 5s`, `-type key`).
-    const LOCK_VALUE_FLAGS: &[&str] = &[
-        "n",
-        "name",
-        "timeout",
-        "monitor-retry",
-        "http-addr",
-        "token",
-        "datacenter",
-        "type",
-        "key",
-        "prefix",
-        "service",
-        "tag",
-        "state",
-    ];
-    let runs_child = args.get(1).map(|c| c == "lock" || c == "watch").unwrap_or(false);
-    let mut out = Vec::with_capacity(args.len());
-    let mut passthrough = false;
-    let mut prev_takes_value = false;
-    for (i, a) in args.into_iter().enumerate() {
-        if i <= 1 || passthrough {
-            out.push(a);
-            continue;
-        }
-        if a == "--" {
-            passthrough = true;
-            out.push(a);
-            continue;
-        }
-        let b = a.as_bytes();
-        let is_go_flag = b.len() > 2 && b[0] == b'-' && b[1] != b'-' && !b[1].is_ascii_digit();
-        let is_flag = b.len() > 1 && b[0] == b'-';
-        if runs_child && !is_flag && !prev_takes_value {
-            // The prefix: everything after it belongs to the child command.
-            passthrough = true;
-            out.push(a);
-            continue;
-        }
-        if runs_child {
-            let name = a.trim_start_matches('-');
-            prev_takes_value = is_flag && !name.contains('=') && LOCK_VALUE_FLAGS.contains(&name);
-        }
-        out.push(if is_go_flag { format!("-{a}") } else { a });
-    }
-    out
-}
-
 /// Runs the command line; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    let cli = match Cli::try_parse_from(go_flags(args)) {
+    use clap::CommandFactory;
+    let argv = match goflag::normalize(&Cli::command(), args) {
+        Ok(a) => a,
+        Err(stop) => {
+            if stop.code == 0 {
+                print!("{}", stop.text);
+            } else {
+                eprint!("{}", stop.text);
+            }
+            return stop.code;
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
-            let _ = e.print();
+            match go_value_error(&e) {
+                Some(msg) => eprintln!("{msg}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             return code;
         }
     };
@@ -183,10 +157,10 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Leave(a) => agent::leave(a).await,
         Cmd::Reload(a) => agent::reload(a).await,
         Cmd::Validate(a) => return agent::validate(a),
-        Cmd::Version => {
-            agent::version();
-            Ok(0)
-        }
+        Cmd::Maint(a) => maint::maint(a).await,
+        Cmd::Keygen => keygen::run(),
+        Cmd::Monitor(a) => maint::monitor(a).await,
+        Cmd::Version(a) => return agent::version(a),
     };
     match res {
         Ok(code) => code,
@@ -195,6 +169,25 @@ async fn run(cli: Cli) -> i32 {
             1
         }
     }
+}
+
+/// A value clap could not convert, in Go's words: `invalid value "x" for flag -n: parse error`.
+fn go_value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return None;
+    }
+    let arg = match e.get(ContextKind::InvalidArg)? {
+        ContextValue::String(s) => s.clone(),
+        _ => return None,
+    };
+    let value = match e.get(ContextKind::InvalidValue)? {
+        ContextValue::String(s) => s.clone(),
+        _ => return None,
+    };
+    // clap names the flag `--name <NAME>`; Go says `-name`.
+    let name = arg.split_whitespace().next()?.trim_start_matches('-').to_string();
+    Some(format!("invalid value {value:?} for flag -{name}: parse error"))
 }
 
 /// Aligns rows into columns separated by two spaces (the shape of Consul's tables).
@@ -225,21 +218,6 @@ pub fn columnize(rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_style_flags_become_long_flags() {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            go_flags(v(&["cairn", "agent", "-dev", "-http-port=8501", "-dns-port", "-1", "--node=x"])),
-            v(&["cairn", "agent", "--dev", "--http-port=8501", "--dns-port", "-1", "--node=x"])
-        );
-        assert_eq!(go_flags(v(&["cairn", "kv", "put", "k", "-"])), v(&["cairn", "kv", "put", "k", "-"]));
-        assert_eq!(go_flags(v(&["cairn", "kv", "put", "--", "k", "-v"])), v(&["cairn", "kv", "put", "--", "k", "-v"]));
-        assert_eq!(
-            go_flags(v(&["cairn", "lock", "-timeout", "5s", "-child-exit-code", "app", "ls", "-la"])),
-            v(&["cairn", "lock", "--timeout", "5s", "--child-exit-code", "app", "ls", "-la"])
-        );
-    }
 
     #[test]
     fn columnize_aligns() {

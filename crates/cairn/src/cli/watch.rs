@@ -15,7 +15,7 @@ pub struct WatchArgs {
     pub http: HttpArgs,
     /// key, keyprefix, services, nodes, service, checks or event.
     #[arg(long = "type")]
-    pub kind: String,
+    pub kind: Option<String>,
     #[arg(long)]
     pub key: Option<String>,
     #[arg(long)]
@@ -24,8 +24,9 @@ pub struct WatchArgs {
     pub service: Option<String>,
     #[arg(long)]
     pub tag: Vec<String>,
+    /// `true` or `false` (a string flag in Consul: `-passingonly true` works).
     #[arg(long)]
-    pub passingonly: bool,
+    pub passingonly: Option<String>,
     #[arg(long)]
     pub state: Option<String>,
     /// Event name (event watches).
@@ -40,7 +41,17 @@ pub struct WatchArgs {
 }
 
 pub async fn run(a: WatchArgs) -> Result<i32> {
-    let mut def = json!({ "type": a.kind, "stale": a.http.stale, "passingonly": a.passingonly, "tag": a.tag });
+    let Some(kind) = a.kind.clone().filter(|k| !k.is_empty()) else {
+        eprintln!("Watch type must be specified");
+        return Ok(1);
+    };
+    let passing = match a.passingonly.as_deref() {
+        None | Some("") => false,
+        Some(v) => super::goflag::go_bool(v).ok_or_else(|| {
+            anyhow!("Failed to parse passingonly flag: strconv.ParseBool: parsing {v:?}: invalid syntax")
+        })?,
+    };
+    let mut def = json!({ "type": kind, "stale": a.http.stale, "passingonly": passing, "tag": a.tag });
     for (k, v) in [
         ("key", &a.key),
         ("prefix", &a.prefix),
@@ -79,6 +90,9 @@ pub async fn run(a: WatchArgs) -> Result<i32> {
             _ = term.recv() => {}
         }
     };
-    watches::run(base, plan, stop).await;
+    if let Err(e) = watches::run(base, plan, true, stop).await {
+        eprintln!("Error executing handler: {e}");
+        return Ok(1);
+    }
     Ok(0)
 }

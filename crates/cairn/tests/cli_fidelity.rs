@@ -1,0 +1,174 @@
+//! The CLI driven as Consul's documentation shows it (issue 7, E): Go's flag parsing, the kv, watch,
+//! members, version, catalog, services and maint commands' flags, messages and exit codes.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn go_flag_parsing_everywhere() {
+    let a = Agent::dev(&[]);
+    // Values that begin with a dash are values.
+    for v in ["-foo", "-Xmx512m", "--"] {
+        let o = a.cli(&["kv", "put", "dash/val", v]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let o = a.cli(&["kv", "get", "dash/val"]);
+        assert_eq!(stdout(&o), format!("{v}\n"));
+    }
+    // Booleans with values, flags with = or a separate value.
+    assert_eq!(code(&a.cli(&["kv", "get", "-stale=true", "dash/val"])), 0);
+    let o = a.cli(&["kv", "get", "-recurse=false", "dash/val"]);
+    assert_eq!((code(&o), stdout(&o)), (0, "--\n".to_string()));
+    let o = a.cli(&["kv", "put", "-flags", "42", "f/k", "v"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&a.cli(&["kv", "get", "-detailed", "f/k"])).contains("Flags            42\n"));
+    // Flags stop at the first argument.
+    let o = a.cli(&["kv", "get", "dash/val", "-recurse"]);
+    assert_ne!(code(&o), 0);
+    // Unknown flags and commands.
+    let o = a.cli(&["kv", "get", "-x", "k"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).starts_with("flag provided but not defined: -x\n"), "{}", stderr(&o));
+    let o = a.cli(&["frobnicate"]);
+    assert_eq!(code(&o), 127);
+    let o = a.cli(&["kv", "put", "k", "-h"]);
+    assert_eq!(code(&o), 0, "help anywhere");
+    let o = a.cli(&["watch", "-type=key", "-key=k", "-bogus", "true"]);
+    assert_eq!(code(&o), 1, "an unknown flag is an error, not the handler");
+    assert!(stderr(&o).contains("flag provided but not defined: -bogus"));
+    let o = a.cli(&["version", "-format=json"]);
+    assert_eq!(code(&o), 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["Version"].is_string() && v["RPC"]["Max"] == 3, "{v}");
+    assert!(stdout(&o).contains("\n   \"Version\""), "three-space indent: {}", stdout(&o));
+    assert_eq!(code(&a.cli(&["version", "-format=xml"])), 1);
+}
+
+#[test]
+fn kv_flags_as_consul_documents_them() {
+    let a = Agent::dev(&[]);
+    let o = a.cli(&["kv", "put", "-cas", "k", "v"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("Must specify -modify-index with -cas!"), "{}", stderr(&o));
+    let o = a.cli(&["kv", "put", "-acquire", "k", "v"]);
+    assert!(stderr(&o).contains("Missing -session (required with -acquire and -release)"), "{}", stderr(&o));
+    let (_, _, b) = http("PUT", &a.url("/v1/session/create"), Some(b"{}"));
+    let sid = serde_json::from_slice::<serde_json::Value>(&b).unwrap()["ID"].as_str().unwrap().to_string();
+    let o = a.cli(&["kv", "put", "-acquire", &format!("-session={sid}"), "lk", "held"]);
+    assert_eq!((code(&o), stdout(&o)), (0, "Success! Lock acquired on: lk\n".to_string()), "{}", stderr(&o));
+    let (_, _, b) = http("GET", &a.url("/v1/kv/lk"), None);
+    assert!(String::from_utf8_lossy(&b).contains(&sid));
+    let o = a.cli(&["kv", "put", "-release", "-session", &sid, "lk", "free"]);
+    assert_eq!((code(&o), stdout(&o)), (0, "Success! Lock released on: lk\n".to_string()), "{}", stderr(&o));
+
+    let o = a.cli(&["kv", "delete", "-modify-index=3", "lk"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("Cannot specify -modify-index without -cas!"), "{}", stderr(&o));
+    let o = a.cli(&["kv", "delete", "-cas", "-recurse", "-modify-index=3", "lk"]);
+    assert!(stderr(&o).contains("Cannot specify both -cas and -recurse!"), "{}", stderr(&o));
+    let o = a.cli(&["kv", "import"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("Missing DATA argument"), "{}", stderr(&o));
+
+    for k in ["p/a/1", "p/a/2", "p/b"] {
+        assert_eq!(code(&a.cli(&["kv", "put", k, "x"])), 0);
+    }
+    let o = a.cli(&["kv", "get", "-keys", "p/"]);
+    assert_eq!(stdout(&o), "p/a/\np/b\n");
+    let o = a.cli(&["kv", "get", "-recurse", "-keys", "p/"]);
+    assert_eq!(stdout(&o), "p/a/1\np/a/2\np/b\n");
+    let o = a.cli(&["kv", "get", "-recurse", "-keys", "-separator=/", "p/"]);
+    assert_eq!(stdout(&o), "p/a/\np/b\n", "-separator is honoured with -recurse");
+    // -detailed pads as Go's tabwriter does (longest label + 6).
+    let o = a.cli(&["kv", "get", "-detailed", "p/b"]);
+    let t = stdout(&o);
+    assert!(t.contains("\nKey              p/b\n") && t.contains("\nSession          -\n"), "{t}");
+    assert!(t.ends_with("Value            x\n"), "{t}");
+}
+
+#[test]
+fn watch_members_catalog_services_and_maint() {
+    let a = Agent::dev(&[]);
+    // A handler that fails stops the watch with exit 1.
+    let o = a.cli(&["watch", "-type=key", "-key=w", "exit 3"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("Error executing handler: exit status 3"), "{}", stderr(&o));
+    let o = a.cli(&["watch", "-type=service", "-service=x", "-passingonly", "true"]);
+    assert_eq!(code(&o), 0, "a string flag in Consul: {}", stderr(&o));
+
+    // members -status is a regular expression.
+    let o = a.cli(&["members", "-status=al.*"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("e2e"));
+    let o = a.cli(&["members", "-status=left|failed"]);
+    assert_eq!((code(&o), stdout(&o)), (2, String::new()));
+    let o = a.cli(&["members", "-status=["]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("Failed to compile status regexp"), "{}", stderr(&o));
+    // info sorts its sections.
+    let o = a.cli(&["info"]);
+    let text = stdout(&o);
+    let sections: Vec<&str> = text.lines().filter(|l| !l.starts_with('\t')).collect();
+    assert!(sections.len() > 1, "{text}");
+    let mut sorted = sections.clone();
+    sorted.sort();
+    assert_eq!(sections, sorted);
+
+    // catalog nodes -node-meta and -filter=@file.
+    let (st, _, _) = http(
+        "PUT",
+        &a.url("/v1/catalog/register"),
+        Some(br#"{"Node":"m1","Address":"10.0.0.9","NodeMeta":{"rack":"r7"}}"#),
+    );
+    assert_eq!(st, 200);
+    let o = a.cli(&["catalog", "nodes", "-node-meta", "rack=r7"]);
+    assert!(stdout(&o).contains("m1") && !stdout(&o).contains("e2e"), "{}", stdout(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_file(dir.path(), "filter", "Node == \"m1\"");
+    let o = a.cli(&["catalog", "nodes", &format!("-filter=@{}", f.display())]);
+    assert!(stdout(&o).contains("m1") && !stdout(&o).contains("e2e"), "{} {}", stdout(&o), stderr(&o));
+
+    // services register: every documented file form, keys in any case; -tag adds.
+    let forms = [
+        ("a.json", r#"{"Service":{"Name":"web3"}}"#),
+        ("b.json", r#"{"Services":[{"Name":"web4"},{"name":"web5"}]}"#),
+        ("c.hcl", "service {\n  name = \"web6\"\n  tags = [\"t\"]\n}\n"),
+    ];
+    for (name, text) in forms {
+        let p = write_file(dir.path(), name, text);
+        let o = a.cli(&["services", "register", "-tag=extra", p.to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+    }
+    let (_, _, b) = http("GET", &a.url("/v1/agent/services"), None);
+    let svcs: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    for s in ["web3", "web4", "web5", "web6"] {
+        assert!(svcs[s]["Tags"].as_array().unwrap().contains(&serde_json::json!("extra")), "{s}: {svcs}");
+    }
+    assert!(svcs["web6"]["Tags"].as_array().unwrap().contains(&serde_json::json!("t")));
+
+    // maint.
+    let o = a.cli(&["maint", "-enable", "-disable"]);
+    assert!(stderr(&o).contains("Only one of -enable or -disable may be provided"));
+    let o = a.cli(&["maint", "-enable", "-reason=upgrade"]);
+    assert_eq!(stdout(&o), "Node maintenance is now enabled\n", "{}", stderr(&o));
+    let o = a.cli(&["maint", "-enable", "-service=web3"]);
+    assert_eq!(stdout(&o), "Service maintenance is now enabled for \"web3\"\n", "{}", stderr(&o));
+    let o = a.cli(&["maint"]);
+    assert!(stdout(&o).contains("Node:\n  Name:   e2e\n  Reason: upgrade\n"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("Service:\n  ID:     web3\n"), "{}", stdout(&o));
+    wait_for(Duration::from_secs(10), "node maintenance in the catalog", || {
+        let (_, _, b) = http("GET", &a.url("/v1/health/node/e2e"), None);
+        String::from_utf8_lossy(&b).contains("_node_maintenance").then_some(())
+    });
+    let o = a.cli(&["maint", "-disable"]);
+    assert_eq!(stdout(&o), "Node maintenance is now disabled\n");
+
+    // monitor: a bad level is refused by the agent.
+    let o = a.cli(&["monitor", "-log-level=loud"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("Unknown log level: loud"), "{}", stderr(&o));
+}
