@@ -172,3 +172,45 @@ fn watch_members_catalog_services_and_maint() {
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("Unknown log level: loud"), "{}", stderr(&o));
 }
+
+/// `tls ca create` and `tls cert create` write Consul's files; openssl (an independent X.509
+/// implementation) verifies the chain and the server name.
+#[test]
+fn tls_ca_and_certs_verify_with_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN).args(args).current_dir(dir.path()).output().expect("run cairn tls")
+    };
+    let o = run(&["tls", "ca", "create"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("==> Saved consul-agent-ca.pem"), "{}", stdout(&o));
+    let o = run(&["tls", "ca", "create"]);
+    assert_eq!(code(&o), 1, "an existing CA is not overwritten");
+    let o = run(&["tls", "cert", "create", "-server", "-additional-dnsname=db.example"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("==> Saved dc1-server-consul-0.pem"), "{}", stdout(&o));
+    assert_eq!(code(&run(&["tls", "cert", "create", "-client"])), 0);
+    assert_eq!(code(&run(&["tls", "cert", "create"])), 1, "one of -server, -client, -cli");
+    let ossl = |args: &[&str]| std::process::Command::new("openssl").args(args).current_dir(dir.path()).output();
+    let Ok(o) = ossl(&[
+        "verify",
+        "-CAfile",
+        "consul-agent-ca.pem",
+        "-verify_hostname",
+        "server.dc1.consul",
+        "dc1-server-consul-0.pem",
+    ]) else {
+        panic!("openssl is needed for this test");
+    };
+    assert!(code(&o) == 0 && stdout(&o).contains("OK"), "{} {}", stdout(&o), stderr(&o));
+    let o = ossl(&["verify", "-CAfile", "consul-agent-ca.pem", "dc1-client-consul-0.pem"]).unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = ossl(&["x509", "-in", "dc1-server-consul-0.pem", "-noout", "-ext", "subjectAltName"]).unwrap();
+    for want in ["DNS:db.example", "DNS:server.dc1.consul", "DNS:localhost", "IP Address:127.0.0.1"] {
+        assert!(stdout(&o).contains(want), "{want}: {}", stdout(&o));
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("consul-agent-ca-key.pem")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -11,6 +11,7 @@ pub(crate) mod kv;
 mod lock;
 mod maint;
 mod rtt;
+mod tls;
 mod watch;
 
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +68,11 @@ pub enum Cmd {
     Validate(agent::ValidateArgs),
     /// Generates a new gossip encryption key.
     Keygen,
+    /// Creates a CA and certificates for agents.
+    Tls {
+        #[command(subcommand)]
+        cmd: tls::TlsCmd,
+    },
     /// Puts the node or a service into maintenance mode, or out of it.
     Maint(maint::MaintArgs),
     /// Streams the agent's logs.
@@ -159,6 +165,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Validate(a) => return agent::validate(a),
         Cmd::Maint(a) => maint::maint(a).await,
         Cmd::Keygen => keygen::run(),
+        Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Monitor(a) => maint::monitor(a).await,
         Cmd::Version(a) => return agent::version(a),
     };
