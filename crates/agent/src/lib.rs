@@ -124,6 +124,7 @@ impl Agent {
             snapshot_threshold: cfg.raft_snapshot_threshold,
             trailing_logs: cfg.raft_trailing_logs,
             bootstrap: cfg.bootstrap || cfg.bootstrap_expect == 1,
+            ..ServerConfig::default()
         })
         .await?;
         server.wait_ready(Duration::from_secs(30)).await?;

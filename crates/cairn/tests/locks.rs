@@ -104,9 +104,13 @@ fn lock_safety_under_contention_and_expiry() {
                     log.lock().unwrap().push((e["LockIndex"].as_u64().unwrap(), sid.clone(), Instant::now()));
                     if stall {
                         stalled = true;
-                        // The stall is the behaviour under test: well past 2 x TTL, so the leader
-                        // has reaped the session before the holder writes.
-                        std::thread::sleep(Duration::from_millis(3500));
+                        // The holder stalls until the leader has reaped its session (2 x TTL),
+                        // then writes as if it still held the lock.
+                        wait_for(Duration::from_secs(10), "the stalled holder's session to be reaped", || {
+                            let (_, _, b) = http("GET", &format!("{url}/v1/session/info/{sid}"), None);
+                            matches!(serde_json::from_slice::<Value>(&b), Ok(v) if v.as_array().is_none_or(|a| a.is_empty()))
+                                .then_some(())
+                        });
                     }
                     // Read-modify-write of the counter, guarded by the lock in one transaction.
                     let (_, _, b) = http("GET", &format!("{url}/v1/kv/safety/counter"), None);

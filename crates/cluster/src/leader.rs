@@ -79,7 +79,7 @@ pub const SESSION_TTL_MULTIPLIER: u32 = 2;
 
 /// Starts or resets a session's TTL timer (create and renew, on the leader).
 pub fn reset_session_timer(server: &Server, id: &str, ttl: std::time::Duration) {
-    let deadline = std::time::Instant::now() + ttl * SESSION_TTL_MULTIPLIER;
+    let deadline = server.clock().now() + ttl * SESSION_TTL_MULTIPLIER;
     server.session_timers.lock().expect("session timers").insert(id.to_string(), deadline);
 }
 
@@ -101,7 +101,7 @@ pub async fn session_reaper(server: std::sync::Weak<Server>) {
         }
         was_leader = true;
         let st = server.store().snapshot();
-        let now = std::time::Instant::now();
+        let now = server.clock().now();
         let mut expired = Vec::new();
         {
             let mut timers = server.session_timers.lock().expect("session timers");

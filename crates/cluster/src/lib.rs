@@ -4,9 +4,11 @@
 //!
 //! Must not: know about HTTP or DNS.
 //!
-//! Map: [`raft`] wires openraft; [`server::Server`] is what the agent talks to; [`error::Error`] is what
+//! Map: [`clock`] is the time decisions read;
+//! [`raft`] wires openraft; [`server::Server`] is what the agent talks to; [`error::Error`] is what
 //! the caller must decide on; [`gossip`] holds what travels over the gossip pools (user events).
 
+pub mod clock;
 pub mod error;
 pub mod gossip;
 pub mod leader;

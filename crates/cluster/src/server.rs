@@ -12,6 +12,7 @@ use openraft::{BasicNode, ReadPolicy, SnapshotPolicy};
 use cairn_store::Store;
 use cairn_types::{Command, CommandResult};
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -34,6 +35,8 @@ pub struct ServerConfig {
     pub trailing_logs: u64,
     /// Form a one-server cluster if none exists (`-bootstrap`, `-dev`).
     pub bootstrap: bool,
+    /// Where time-based decisions read the time.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             snapshot_threshold: 16384,
             trailing_logs: 10240,
             bootstrap: true,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -102,7 +106,7 @@ impl Server {
             Some(d) => LogStore::open(d).map_err(|e| Error::Storage(format!("{}: {e}", d.display())))?,
             None => LogStore::in_memory(),
         };
-        let lock_delays = LockDelays::default();
+        let lock_delays = LockDelays::new(cfg.clock.clone());
         let sm = StateMachine::open(store.clone(), raft_dir.clone(), lock_delays.clone())
             .map_err(|e| Error::Storage(e.to_string()))?;
         let m = cfg.raft_multiplier.clamp(1, 10);
@@ -138,8 +142,12 @@ impl Server {
 
     /// True while `key` is under a lock-delay from an invalidated session: an acquire must fail.
     pub fn lock_delayed(&self, key: &str) -> bool {
-        let m = self.lock_delays.lock().expect("lock delays");
-        m.get(key).map(|until| *until > std::time::Instant::now()).unwrap_or(false)
+        self.lock_delays.active(key)
+    }
+
+    /// The clock time-based decisions read.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.cfg.clock
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -153,20 +161,20 @@ impl Server {
     /// Waits until some server leads and this one has applied everything it committed before.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let mut rx = self.raft.metrics();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            {
-                let m = rx.borrow_watched();
-                if m.current_leader.is_some() && m.last_applied >= m.local_committed {
-                    return Ok(());
+        let ready = async {
+            loop {
+                {
+                    let m = rx.borrow_watched();
+                    if m.current_leader.is_some() && m.last_applied >= m.local_committed {
+                        return Ok(());
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Error::ShuttingDown);
                 }
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Error::ShuttingDown),
-                Err(_) => return Err(Error::NoLeader),
-            }
-        }
+        };
+        tokio::time::timeout(timeout, ready).await.unwrap_or(Err(Error::NoLeader))
     }
 
     /// Proposes `cmd` and waits until it is applied here.

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use cairn_store::{State, Store};
 use cairn_types::CommandResult;
 
+use crate::clock::Clock;
+
 use super::{io_err, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -41,10 +43,40 @@ fn keep(dir: &Option<PathBuf>, bytes: Vec<u8>) -> Option<Arc<Vec<u8>>> {
 /// Keys under lock-delay and when it ends. Each server records them as it applies session
 /// invalidations; only the leader consults them, before proposing an acquire. Not replicated: a new
 /// leader knows the delays it applied itself, which on a healthy cluster is all of them.
-pub type LockDelays = Arc<Mutex<std::collections::HashMap<String, std::time::Instant>>>;
+#[derive(Debug, Clone)]
+pub struct LockDelays {
+    clock: Arc<dyn Clock>,
+    until: Arc<Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+}
 
 /// Bound on remembered lock-delays: past it, expired ones are dropped first.
 const MAX_LOCK_DELAYS: usize = 65_536;
+/// Consul caps lock-delay at 60 s when it applies one (structs.MaxLockDelay).
+const MAX_LOCK_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl LockDelays {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        LockDelays { clock, until: Arc::default() }
+    }
+
+    /// Starts the delays of keys released by a session invalidation (`(key, lock_delay_ns)`).
+    fn note(&self, delays: Vec<(String, u64)>) {
+        let now = self.clock.now();
+        let mut m = self.until.lock().expect("lock delays");
+        if m.len() + delays.len() > MAX_LOCK_DELAYS {
+            m.retain(|_, until| *until > now);
+        }
+        for (key, ns) in delays {
+            m.insert(key, now + std::time::Duration::from_nanos(ns).min(MAX_LOCK_DELAY));
+        }
+    }
+
+    /// True while `key` is under a lock-delay: an acquire must fail.
+    pub fn active(&self, key: &str) -> bool {
+        let m = self.until.lock().expect("lock delays");
+        m.get(key).is_some_and(|until| *until > self.clock.now())
+    }
+}
 
 pub struct StateMachine {
     store: Arc<Store>,
@@ -80,21 +112,6 @@ impl StateMachine {
             }
         }
         Ok(sm)
-    }
-}
-
-impl StateMachine {
-    fn note_lock_delays(&self, delays: Vec<(String, u64)>) {
-        let now = std::time::Instant::now();
-        let mut m = self.lock_delays.lock().expect("lock delays");
-        if m.len() + delays.len() > MAX_LOCK_DELAYS {
-            m.retain(|_, until| *until > now);
-        }
-        for (key, ns) in delays {
-            // Consul caps lock-delay at 60 s.
-            let d = std::time::Duration::from_nanos(ns).min(std::time::Duration::from_secs(60));
-            m.insert(key, now + d);
-        }
     }
 }
 
@@ -155,7 +172,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => {
                     let (res, delays) = self.store.apply_fx(index, cmd);
                     if !delays.is_empty() {
-                        self.note_lock_delays(delays);
+                        self.lock_delays.note(delays);
                     }
                     res
                 }
