@@ -57,38 +57,25 @@ async fn monitor(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Http
         return Err(HttpError::bad(format!("Unknown log level: {name}")));
     };
     let json = p.flag("logjson");
-    let Some(mut mon) = crate::logging::Monitor::subscribe(level) else {
+    let Some(mon) = crate::logging::Monitor::subscribe(level) else {
         return Err(HttpError::internal("logging is not initialised"));
     };
-    let stream = async_stream(move |tx| async move {
-        loop {
-            let line = tokio::select! {
-                l = mon.next() => l,
-                _ = agent.shutting_down() => return,
-            };
-            let text = match line {
-                Ok(l) => format!("{}\n", if json { &l.json } else { &l.text }),
-                Err(n) => format!("Monitor: dropped {n} logs during monitor request\n"),
-            };
-            if tx.send(Ok::<_, std::convert::Infallible>(Bytes::from(text))).await.is_err() {
-                return;
-            }
-        }
+    // One line per item until the agent stops; dropping the body (the client left) drops the
+    // monitor, which unsubscribes it.
+    let stream = futures::stream::unfold((mon, agent), move |(mut mon, agent)| async move {
+        let line = tokio::select! {
+            l = mon.next() => l,
+            _ = agent.shutting_down() => return None,
+        };
+        let text = match line {
+            Ok(l) => format!("{}\n", if json { &l.json } else { &l.text }),
+            Err(n) => format!("Monitor: dropped {n} logs during monitor request\n"),
+        };
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(text)), (mon, agent)))
     });
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     Ok(r)
-}
-
-/// A stream fed by a task; the task stops when the stream (the response body) is dropped.
-fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl futures::Stream<Item = T>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
 /// The agent's service as `/v1/agent/services` shows it (Consul's `AgentService`).
@@ -266,11 +253,13 @@ async fn members(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Http
 async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let q = QueryOpts::parse(&p)?;
-    let mut shape = agent_service(&NodeService::default(), "");
-    for k in ["Proxy", "Connect", "Locality", "SocketPath", "Kind", "TaggedAddresses"] {
-        shape[k] = Value::Null;
-    }
-    q.check_filter_shape(&shape)?;
+    q.check_filter_with(|| {
+        let mut shape = agent_service(&NodeService::default(), "");
+        for k in ["Proxy", "Connect", "Locality", "SocketPath", "Kind", "TaggedAddresses"] {
+            shape[k] = Value::Null;
+        }
+        shape
+    })?;
     let dc = agent.config().datacenter.clone();
     let mut out = serde_json::Map::new();
     for (id, s) in agent.local.services() {

@@ -12,7 +12,8 @@ use cairn_types::structs::{
 use cairn_types::{Command, CommandResult};
 
 use super::{
-    blocking, check_dc, decode_body, json_response, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts,
+    blocking, check_dc, decode_body, json_response, local_only, sort_near, AgentRef, HttpError, HttpResult, Params,
+    QueryOpts,
 };
 
 /// `?node-meta=k:v` (repeatable): every pair must match.
@@ -125,9 +126,7 @@ pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Ht
     let q = QueryOpts::parse(&p)?;
     q.check_filter::<cairn_types::structs::Node>()?;
     let want = node_meta_filter(&p)?;
-    let peer = super::for_peer(&p);
-    let (meta, rows) =
-        blocking(&agent, &q, vec![topics::NODES], |st| if peer { (1, Vec::new()) } else { st.nodes() }).await?;
+    let (meta, rows) = blocking(&agent, &q, vec![topics::NODES], local_only(&p, |st| st.nodes())).await?;
     let mut rows: Vec<_> = rows.iter().filter(|n| meta_matches(&n.meta, &want)).map(|n| &**n).collect();
     sort_near(&agent, p.get("near"), &mut rows, |n| &n.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -140,37 +139,38 @@ pub async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) ->
     q.check_filter::<ServiceNode>()?;
     let want = node_meta_filter(&p)?;
     let filtered = q.filter.is_some() || !want.is_empty();
-    let peer = super::for_peer(&p);
-    let (meta, out) = blocking(&agent, &q, vec![topics::SERVICES], |st| {
-        if peer {
-            return (1, BTreeMap::new());
-        }
-        if !filtered {
-            return st.services();
-        }
-        // With a filter or node-meta, go through instances (Consul filters ServiceNode rows).
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for ((node, _), svc) in st.services.iter() {
-            let Some(n) = st.node(node) else { continue };
-            if !meta_matches(&n.meta, &want) {
-                continue;
+    let (meta, out) = blocking(
+        &agent,
+        &q,
+        vec![topics::SERVICES],
+        local_only(&p, |st| {
+            if !filtered {
+                return st.services();
             }
-            let row = serde_json::to_value(ServiceNode::new(n, svc)).unwrap_or_default();
-            if let Some(f) = &q.filter {
-                if !f.matches(&row) {
+            // With a filter or node-meta, go through instances (Consul filters ServiceNode rows).
+            let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for ((node, _), svc) in st.services.iter() {
+                let Some(n) = st.node(node) else { continue };
+                if !meta_matches(&n.meta, &want) {
                     continue;
                 }
-            }
-            let tags = out.entry(svc.service.clone()).or_default();
-            for t in &svc.tags {
-                if !tags.contains(t) {
-                    tags.push(t.clone());
+                let row = serde_json::to_value(ServiceNode::new(n, svc)).unwrap_or_default();
+                if let Some(f) = &q.filter {
+                    if !f.matches(&row) {
+                        continue;
+                    }
+                }
+                let tags = out.entry(svc.service.clone()).or_default();
+                for t in &svc.tags {
+                    if !tags.contains(t) {
+                        tags.push(t.clone());
+                    }
                 }
             }
-        }
-        out.values_mut().for_each(|t| t.sort());
-        (st.index("services"), out)
-    })
+            out.values_mut().for_each(|t| t.sort());
+            (st.index("services"), out)
+        }),
+    )
     .await?;
     Ok(json_response(Some(meta), q.pretty, &out))
 }
@@ -182,15 +182,8 @@ pub async fn service(State(agent): State<AgentRef>, Path(name): Path<String>, Ra
     q.check_filter::<ServiceNode>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let want = node_meta_filter(&p)?;
-    let peer = super::for_peer(&p);
-    let (meta, rows) = blocking(&agent, &q, vec![topics::service(&name)], |st| {
-        if peer {
-            (1, Vec::new())
-        } else {
-            st.service_nodes(&name, &tags)
-        }
-    })
-    .await?;
+    let read = local_only(&p, |st| st.service_nodes(&name, &tags));
+    let (meta, rows) = blocking(&agent, &q, vec![topics::service(&name)], read).await?;
     let mut rows: Vec<_> = rows.into_iter().filter(|r| meta_matches(&r.node_meta, &want)).collect();
     sort_near(&agent, p.get("near"), &mut rows, |r| &r.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -201,10 +194,8 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
     q.check_filter::<NodeService>()?;
-    let peer = super::for_peer(&p);
-    let (meta, found) =
-        blocking(&agent, &q, vec![topics::node(&node)], |st| if peer { (1, None) } else { st.node_services(&node) })
-            .await?;
+    let read = local_only(&p, |st| st.node_services(&node));
+    let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], read).await?;
     let out = found.map(|(n, svcs)| NodeServices {
         node: (*n).clone(),
         services: svcs.iter().map(|s| (s.id.clone(), (**s).clone())).collect(),
@@ -231,10 +222,8 @@ pub async fn node_services(
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
     q.check_filter::<NodeService>()?;
-    let peer = super::for_peer(&p);
-    let (meta, found) =
-        blocking(&agent, &q, vec![topics::node(&node)], |st| if peer { (1, None) } else { st.node_services(&node) })
-            .await?;
+    let read = local_only(&p, |st| st.node_services(&node));
+    let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], read).await?;
     let Some((n, svcs)) = found else {
         return Err(HttpError::not_found(format!("Node {node:?} not found")));
     };

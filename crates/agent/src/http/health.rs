@@ -5,7 +5,9 @@ use axum::extract::{Path, RawQuery, State};
 use cairn_store::state::topics;
 use cairn_types::structs::HealthCheck;
 
-use super::{blocking, check_dc, json_response, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use super::{
+    blocking, check_dc, json_response, local_only, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts,
+};
 
 fn rows(v: &[std::sync::Arc<HealthCheck>]) -> Vec<&HealthCheck> {
     v.iter().map(|c| &**c).collect()
@@ -16,21 +18,8 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
     q.check_filter::<HealthCheck>()?;
-    let peer = super::for_peer(&p);
     let (meta, checks) =
-        blocking(
-            &agent,
-            &q,
-            vec![topics::node(&node)],
-            |st| {
-                if peer {
-                    (1, Vec::new())
-                } else {
-                    st.node_checks(&node)
-                }
-            },
-        )
-        .await?;
+        blocking(&agent, &q, vec![topics::node(&node)], local_only(&p, |st| st.node_checks(&node))).await?;
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows(&checks))?))
 }
 
@@ -39,21 +28,8 @@ pub async fn checks(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQ
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
     q.check_filter::<HealthCheck>()?;
-    let peer = super::for_peer(&p);
     let (meta, checks) =
-        blocking(
-            &agent,
-            &q,
-            vec![topics::service(&svc)],
-            |st| {
-                if peer {
-                    (1, Vec::new())
-                } else {
-                    st.service_checks(&svc)
-                }
-            },
-        )
-        .await?;
+        blocking(&agent, &q, vec![topics::service(&svc)], local_only(&p, |st| st.service_checks(&svc))).await?;
     let mut rows = rows(&checks);
     sort_near(&agent, p.get("near"), &mut rows, |c| &c.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
@@ -66,15 +42,8 @@ pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, Raw
     q.check_filter::<cairn_types::structs::ServiceEntry>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let passing = p.flag("passing");
-    let peer = super::for_peer(&p);
-    let (meta, mut entries) = blocking(&agent, &q, vec![topics::service(&svc)], |st| {
-        if peer {
-            (1, Vec::new())
-        } else {
-            st.check_service_nodes(&svc, &tags, passing)
-        }
-    })
-    .await?;
+    let read = local_only(&p, |st| st.check_service_nodes(&svc, &tags, passing));
+    let (meta, mut entries) = blocking(&agent, &q, vec![topics::service(&svc)], read).await?;
     sort_near(&agent, p.get("near"), &mut entries, |e| &e.node.node);
     Ok(json_response(Some(meta), q.pretty, &q.filter_rows(entries)?))
 }

@@ -349,16 +349,14 @@ impl QueryOpts {
     /// Refuses a `?filter=` whose selectors name no field of `T`, the endpoint's row type (400, as
     /// Consul); call before any blocking wait.
     pub fn check_filter<T: Serialize + Default>(&self) -> Result<(), HttpError> {
-        self.check_filter_shape(&serde_json::to_value(T::default()).unwrap_or_default())
+        self.check_filter_with(|| serde_json::to_value(T::default()).unwrap_or_default())
     }
 
-    pub fn check_filter_shape(&self, shape: &serde_json::Value) -> Result<(), HttpError> {
-        match &self.filter {
-            None => Ok(()),
-            Some(f) => f
-                .validate_shape(shape)
-                .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}"))),
-        }
+    /// [`Self::check_filter`] against the shape `shape` builds (only when there is a filter).
+    pub fn check_filter_with(&self, shape: impl FnOnce() -> serde_json::Value) -> Result<(), HttpError> {
+        let Some(f) = &self.filter else { return Ok(()) };
+        f.validate_shape(&shape())
+            .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))
     }
 
     /// Applies `?filter=` to rows serialised as JSON; the caller states which top-level fields exist.
@@ -438,6 +436,13 @@ pub fn check_dc(agent: &Agent, p: &Params) -> Result<(), HttpError> {
 /// the answer is empty (as Consul's for a peer it does not know), and never this cluster's data.
 pub fn for_peer(p: &Params) -> bool {
     p.get("peer").is_some_and(|x| !x.is_empty())
+}
+
+/// A blocking query's read for this cluster's data, or, for a `?peer=` query, nothing at index 1
+/// (which still blocks for the whole wait, as Consul's does).
+pub fn local_only<T: Default>(p: &Params, read: impl Fn(&State) -> (u64, T)) -> impl Fn(&State) -> (u64, T) {
+    let peer = for_peer(p);
+    move |st| if peer { (1, T::default()) } else { read(st) }
 }
 
 /// The same for a datacenter named in a request body (`"Datacenter": "dc2"`), which Consul routes

@@ -17,7 +17,7 @@ use cairn_store::state::topics;
 use cairn_store::State as StoreState;
 use cairn_types::query::PreparedQuery;
 use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL, HEALTH_PASSING};
-use cairn_types::{Command, CommandResult};
+use cairn_types::Command;
 
 use super::{
     blocking, check_dc, decode_body, json_response, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts,
@@ -32,10 +32,6 @@ fn parse_query(agent: &crate::Agent, body: &[u8]) -> Result<PreparedQuery, HttpE
     Ok(q)
 }
 
-fn result(r: CommandResult) -> Result<(), HttpError> {
-    super::applied(r)
-}
-
 /// `POST /v1/query` creates; `GET /v1/query` lists.
 pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body: Bytes) -> HttpResult {
     let p = Params::parse(raw.as_deref());
@@ -43,7 +39,7 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
     let mut q = parse_query(&agent, &body)?;
     q.id = uuid::Uuid::new_v4().to_string();
     let id = q.id.clone();
-    result(agent.server.apply(Command::QuerySet(q)).await?.result)?;
+    super::applied(agent.server.apply(Command::QuerySet(q)).await?.result)?;
     Ok(json_response(None, p.has("pretty"), &json!({ "ID": id })))
 }
 
@@ -81,7 +77,7 @@ pub async fn update(
         return Err(HttpError::not_found(format!("Query not found: {id}")));
     }
     q.id = id;
-    result(agent.server.apply(Command::QuerySet(q)).await?.result)?;
+    super::applied(agent.server.apply(Command::QuerySet(q)).await?.result)?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -84,14 +84,7 @@ pub async fn monitor(a: MonitorArgs) -> Result<i32> {
     let c = a.http.client()?;
     let mut resp =
         c.agent_monitor(&a.log_level, a.log_json).await.map_err(|e| anyhow!("Error starting monitor: {e}"))?;
-    let stop = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
+    let stop = super::interrupted();
     tokio::pin!(stop);
     loop {
         let chunk = tokio::select! {

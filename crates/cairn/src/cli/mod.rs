@@ -197,6 +197,15 @@ fn go_value_error(e: &clap::Error) -> Option<String> {
     Some(format!("invalid value {value:?} for flag -{name}: parse error"))
 }
 
+/// Resolves on SIGINT or SIGTERM: how long-running commands (`watch`, `monitor`) are stopped.
+pub async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 /// Aligns rows into columns separated by two spaces (the shape of Consul's tables).
 pub fn columnize(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);

@@ -82,14 +82,7 @@ pub async fn run(a: WatchArgs) -> Result<i32> {
         watches::invoke(&http, &plan.handler, idx, &data).await.map_err(|e| anyhow!(e))?;
         return Ok(0);
     }
-    let stop = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
+    let stop = super::interrupted();
     if let Err(e) = watches::run(base, plan, true, stop).await {
         eprintln!("Error executing handler: {e}");
         return Ok(1);
