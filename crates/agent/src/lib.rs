@@ -317,7 +317,7 @@ impl Agent {
             let base = format!("http://{addr}");
             tasks.push(tokio::spawn(async move {
                 let stop = async { me.shutting_down().await };
-                let _ = watches::run(base, plan, false, stop).await;
+                let _ = watches::run(reqwest::Client::new(), base, plan, false, stop).await;
             }));
         }
         Ok(())

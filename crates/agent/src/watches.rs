@@ -285,12 +285,12 @@ pub async fn invoke(http: &reqwest::Client, handler: &Handler, index: u64, data:
 /// With `stop_on_handler_error` (the CLI's `consul watch`), a failing handler ends the watch with
 /// its error; otherwise (the agent's configured watches) it is logged and the watch goes on.
 pub async fn run(
+    http: reqwest::Client,
     base: String,
     plan: Plan,
     stop_on_handler_error: bool,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let http = reqwest::Client::new();
     tokio::pin!(stop);
     let mut index = 0u64;
     let mut last: Option<Value> = None;

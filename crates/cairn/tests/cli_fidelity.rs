@@ -214,3 +214,159 @@ fn tls_ca_and_certs_verify_with_openssl() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// A one-shot HTTP server on loopback: answers one request with `body` and returns the request's
+/// head, so a test can see exactly what the CLI sent (the agent itself ignores tokens today).
+fn capture_one(body: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+            head.push(b[0]);
+        }
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        c.write_all(resp.as_bytes()).unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    (port, h)
+}
+
+const KV_FOO: &str = r#"[{"Key":"foo","Value":"YmFy","Flags":0,"LockIndex":0,"CreateIndex":1,"ModifyIndex":1}]"#;
+
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(BIN);
+    c.args(args).env_remove("CONSUL_HTTP_TOKEN").env_remove("CONSUL_HTTP_ADDR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn client_settings_tokens_auth_and_unix_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let tf = write_file(dir.path(), "token", "file-token\n");
+    // -token-file wins over -token; the env var is read when the flag is not given.
+    let (port, h) = capture_one(KV_FOO);
+    let addr = format!("127.0.0.1:{port}");
+    let o = cli_env(
+        &[
+            "kv",
+            "get",
+            &format!("-http-addr={addr}"),
+            "-token=flag-token",
+            &format!("-token-file={}", tf.display()),
+            "foo",
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o), "bar\n", "{}", stderr(&o));
+    assert!(h.join().unwrap().to_ascii_lowercase().contains("x-consul-token: file-token"));
+    let (port, h) = capture_one(KV_FOO);
+    let o = cli_env(
+        &["kv", "get", "foo"],
+        &[
+            ("CONSUL_HTTP_ADDR", &format!("http://127.0.0.1:{port}")),
+            ("CONSUL_HTTP_TOKEN_FILE", tf.to_str().unwrap()),
+            ("CONSUL_HTTP_AUTH", "alice:s3cret"),
+        ],
+    );
+    assert_eq!(stdout(&o), "bar\n", "{}", stderr(&o));
+    let head = h.join().unwrap().to_ascii_lowercase();
+    assert!(head.contains("x-consul-token: file-token"), "{head}");
+    // base64("alice:s3cret")
+    assert!(head.contains("authorization: basic ywxpy2u6cznjcmv0"), "{head}");
+    let o = cli_env(&["kv", "get", "foo"], &[("CONSUL_HTTP_ADDR", "ftp://x")]);
+    assert!(stderr(&o).contains("Unknown protocol scheme: ftp"), "{}", stderr(&o));
+
+    // unix:// addresses: through a socket that forwards to a real agent.
+    let a = Agent::dev(&[]);
+    assert_eq!(code(&a.cli(&["kv", "put", "via/unix", "yes"])), 0);
+    let sock = dir.path().join("agent.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let agent_addr = a.addr();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let t = std::net::TcpStream::connect(&agent_addr).unwrap();
+            let (mut from_client, mut to_agent) = (c.try_clone().unwrap(), t.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_agent));
+            let (mut to_client, mut from_agent) = (c, t);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_agent, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    let o = cli_env(&["kv", "get", "via/unix"], &[("CONSUL_HTTP_ADDR", &format!("unix://{}", sock.display()))]);
+    assert_eq!(stdout(&o), "yes\n", "{}", stderr(&o));
+}
+
+/// HTTPS to openssl's own server (`s_server -WWW` serves files), with the CA, a client certificate
+/// it demands, and the server name the certificate must match.
+#[test]
+fn client_tls_settings_against_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| std::process::Command::new(BIN).args(args).current_dir(dir.path()).output().unwrap();
+    assert_eq!(code(&run(&["tls", "ca", "create"])), 0);
+    assert_eq!(code(&run(&["tls", "cert", "create", "-server"])), 0);
+    assert_eq!(code(&run(&["tls", "cert", "create", "-cli"])), 0);
+    std::fs::create_dir_all(dir.path().join("v1/kv")).unwrap();
+    std::fs::write(dir.path().join("v1/kv/foo"), KV_FOO).unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept", &port.to_string(), "-cert", "dc1-server-consul-0.pem"])
+        .args(["-key", "dc1-server-consul-0-key.pem", "-CAfile", "consul-agent-ca.pem", "-Verify", "1"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl is needed for this test");
+    wait_for(Duration::from_secs(10), "openssl s_server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let ca = p("consul-agent-ca.pem");
+    let (cert, key) = (p("dc1-cli-consul-0.pem"), p("dc1-cli-consul-0-key.pem"));
+    let addr = format!("127.0.0.1:{port}");
+    // CONSUL_HTTP_SSL makes it https; the CA verifies the server; the client certificate is sent.
+    let env = [
+        ("CONSUL_HTTP_ADDR", addr.as_str()),
+        ("CONSUL_HTTP_SSL", "true"),
+        ("CONSUL_CACERT", ca.as_str()),
+        ("CONSUL_CLIENT_CERT", cert.as_str()),
+        ("CONSUL_CLIENT_KEY", key.as_str()),
+    ];
+    let o = cli_env(&["kv", "get", "foo"], &env);
+    assert_eq!(stdout(&o), "bar\n", "{}", stderr(&o));
+    // The same with flags, and the certificate's own name.
+    let o = cli_env(
+        &[
+            "kv",
+            "get",
+            &format!("-http-addr=https://{addr}"),
+            &format!("-ca-file={ca}"),
+            &format!("-client-cert={cert}"),
+            &format!("-client-key={key}"),
+            "-tls-server-name=server.dc1.consul",
+            "foo",
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o), "bar\n", "{}", stderr(&o));
+    // A name the certificate does not hold, no client certificate, or no CA: refused.
+    let o = cli_env(&["kv", "get", "-tls-server-name=other.example", "foo"], &env);
+    assert_ne!(code(&o), 0);
+    let o = cli_env(&["kv", "get", "foo"], &env[..3]);
+    assert_ne!(code(&o), 0, "the server demands a client certificate");
+    let o = cli_env(&["kv", "get", "foo"], &[env[0], env[1]]);
+    assert_ne!(code(&o), 0, "an unknown CA is not trusted");
+    let o = cli_env(&["kv", "get", "foo"], &[env[0], env[1], env[3]]);
+    assert!(stderr(&o).contains("both client cert and client key must be provided"), "{}", stderr(&o));
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -125,7 +125,12 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
         .collect();
     srv.sort();
     assert_eq!(srv, [(8080, "n-a.node.dc1.consul.".to_string()), (8081, "0a090909.addr.dc1.consul.".to_string())]);
-    assert_eq!(m.additionals.len(), 2, "the targets' addresses ride along");
+    let addrs = m.additionals.iter().filter(|r| matches!(r.data, RData::A(_))).count();
+    assert_eq!(addrs, 2, "the targets' addresses ride along");
+    // And node meta as TXT for the node target (Consul's enable_additional_node_meta_txt).
+    let txt: Vec<String> =
+        m.additionals.iter().filter(|r| r.record_type() == RecordType::TXT).map(|r| r.data.to_string()).collect();
+    assert!(txt.iter().any(|t| t.contains("rack=r1")), "{:?}", m.additionals);
     assert_eq!(ips(&udp(port, "0a090909.addr.dc1.consul", RecordType::A)), vec!["10.9.9.9".parse::<IpAddr>().unwrap()]);
     let m = udp(port, "_web._v2.service.consul", RecordType::SRV);
     assert_eq!(m.answers.len(), 1);
@@ -137,8 +142,8 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
     assert!(txt.iter().any(|t| t.contains("rack=r1")), "{txt:?}");
     assert_eq!(ips(&udp(port, "e2e.node.consul", RecordType::A)), vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
 
-    // Many instances: UDP answers what fits a 512-byte message and sets TC (so resolvers retry over
-    // TCP; Consul leaves TC off unless `dns_config.enable_truncate`), TCP answers all of them.
+    // Many instances: a UDP client without EDNS gets `dns_config.udp_answer_limit` (3) of them and
+    // no TC, as Consul; TCP answers all of them.
     for i in 0..60 {
         register(
             &a,
@@ -146,8 +151,8 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
         );
     }
     let m = udp(port, "many.service.consul", RecordType::A);
-    assert!(!m.answers.is_empty() && m.answers.len() < 60);
-    assert!(m.metadata.truncation);
+    assert_eq!(m.answers.len(), 3);
+    assert!(!m.metadata.truncation);
     // A client that advertises a larger EDNS size gets everything over UDP.
     let m = udp_edns(port, "many.service.consul", RecordType::A, 4096);
     assert_eq!(m.answers.len(), 60);
@@ -227,6 +232,97 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(b"\x00\x01garbage", ("127.0.0.1", port)).unwrap();
     assert_eq!(udp(port, "n-a.node.consul", RecordType::A).answers.len(), 1);
+}
+
+fn send_udp(port: u16, msg: &Message) -> Message {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.send_to(&msg.to_vec().unwrap(), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 65535];
+    let n = s.recv(&mut buf).unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[test]
+fn dns_config_ptr_opcodes_and_recursors() {
+    // The upstream resolver, on loopback: another agent, authoritative for `upstream.`.
+    let up_port = free_port();
+    let up = Agent::dev(&[&format!("-dns-port={up_port}"), "-domain=upstream"]);
+    register(&up, json!({"Node": "far", "Address": "10.7.7.7", "Service": {"Service": "ext", "Port": 1}}));
+    let dead = free_port();
+    let port = free_port();
+    let cfg = format!(
+        r#"dns_config {{
+  udp_answer_limit = 2
+  a_record_limit = 4
+  enable_truncate = true
+  only_passing = true
+  node_ttl = "7s"
+  service_ttl = {{ "*" = "5s", "db*" = "9s" }}
+  soa {{ min_ttl = 42 }}
+  recursor_timeout = "500ms"
+}}
+recursors = ["127.0.0.1:{dead}", "127.0.0.1:{up_port}"]"#
+    );
+    let a = Agent::dev(&[&format!("-dns-port={port}"), &format!("-hcl={cfg}")]);
+    for i in 0..6 {
+        register(
+            &a,
+            json!({"Node": format!("w-{i}"), "Address": format!("10.2.0.{i}"), "Service": {"Service": "web", "Port": 80}}),
+        );
+    }
+    register(
+        &a,
+        json!({"Node": "d-1", "Address": "10.3.0.1", "Service": {"ID": "db", "Service": "db", "Port": 5432, "Address": "10.3.9.9"},
+        "Check": {"CheckID": "c", "Name": "c", "Status": "warning", "ServiceID": "db"}}),
+    );
+    register(&a, json!({"Node": "d-2", "Address": "10.3.0.2", "Service": {"ID": "db", "Service": "db", "Port": 5432}}));
+
+    // udp_answer_limit with TC (enable_truncate), a_record_limit over TCP, the TTLs.
+    let m = udp(port, "web.service.consul", RecordType::A);
+    assert_eq!((m.answers.len(), m.metadata.truncation), (2, true));
+    assert!(m.answers.iter().all(|r| r.ttl == 5), "{:?}", m.answers);
+    assert_eq!(tcp(port, "web.service.consul", RecordType::A).answers.len(), 4);
+    assert_eq!(udp_edns(port, "web.service.consul", RecordType::A, 4096).answers.len(), 4);
+    let m = udp(port, "db.service.consul", RecordType::A);
+    assert_eq!(ips(&m), vec!["10.3.0.2".parse::<IpAddr>().unwrap()], "only_passing drops the warning instance");
+    assert_eq!(m.answers[0].ttl, 9, "db* wins over *");
+    assert_eq!(udp(port, "w-1.node.consul", RecordType::A).answers[0].ttl, 7);
+    let m = udp(port, "nope.node.consul", RecordType::A);
+    assert_eq!(m.authorities[0].ttl, 42, "SOA from dns_config.soa");
+    assert!(m.metadata.recursion_available, "RA with recursors");
+
+    // Reverse lookups: a node, a service address, nothing.
+    let ptr = |name: &str| udp(port, name, RecordType::PTR);
+    let m = ptr("1.0.2.10.in-addr.arpa");
+    assert_eq!(m.answers[0].data.to_string(), "w-1.node.dc1.consul.");
+    let m = ptr("9.9.3.10.in-addr.arpa");
+    assert_eq!(m.answers[0].data.to_string(), "db.service.dc1.consul.");
+    assert_eq!(ptr("9.9.9.9.in-addr.arpa").metadata.response_code, ResponseCode::NXDomain);
+    register(&a, json!({"Node": "six", "Address": "2001:db8::1"}));
+    let v6: String =
+        "2001:0db8:0000:0000:0000:0000:0000:0001".replace(':', "").chars().rev().map(|c| format!("{c}.")).collect();
+    assert_eq!(ptr(&format!("{v6}ip6.arpa")).answers[0].data.to_string(), "six.node.dc1.consul.");
+
+    // Other opcodes: NOTIMP. EDNS version 1: BADVERS.
+    let mut m = Message::from_vec(&query("web.service.consul", RecordType::A)).unwrap();
+    m.metadata.op_code = hickory_proto::op::OpCode::Update;
+    assert_eq!(send_udp(port, &m).metadata.response_code, ResponseCode::NotImp);
+    let mut m = Message::from_vec(&query("web.service.consul", RecordType::A)).unwrap();
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_version(1);
+    m.set_edns(e);
+    // 16 is BADVERS in an OPT context (hickory decodes the number as BADSIG, its TSIG twin).
+    assert_eq!(u16::from(send_udp(port, &m).metadata.response_code), 16, "BADVERS");
+
+    // Names outside the domain go to the recursors (the dead one first, then the live one).
+    let m = udp(port, "ext.service.upstream", RecordType::A);
+    assert_eq!(ips(&m), vec!["10.7.7.7".parse::<IpAddr>().unwrap()]);
+    assert_eq!(ips(&tcp(port, "ext.service.upstream", RecordType::A)), vec!["10.7.7.7".parse::<IpAddr>().unwrap()]);
+    assert_eq!(udp(port, "nope.service.upstream", RecordType::A).metadata.response_code, ResponseCode::NXDomain);
+    // With no recursor answering: SERVFAIL.
+    drop(up);
+    assert_eq!(udp(port, "ext.service.upstream", RecordType::A).metadata.response_code, ResponseCode::ServFail);
 }
 
 #[test]

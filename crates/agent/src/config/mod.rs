@@ -5,6 +5,7 @@
 //! file and key named.
 
 pub mod consul_keys;
+pub mod dns;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -90,6 +91,8 @@ pub struct Config {
     pub session_ttl_min: Duration,
     pub leave_on_terminate: bool,
     pub domain: String,
+    /// `dns_config` and `recursors`.
+    pub dns: dns::DnsConfig,
     /// Service definitions from config files (`service {}` / `services []`), raw.
     pub services: Vec<Value>,
     /// Check definitions from config files, raw.
@@ -164,6 +167,20 @@ const IMPLEMENTED: &[&str] = &[
     "check",
     "checks",
     "domain",
+    "dns_config.allow_stale",
+    "dns_config.max_stale",
+    "dns_config.node_ttl",
+    "dns_config.service_ttl",
+    "dns_config.udp_answer_limit",
+    "dns_config.a_record_limit",
+    "dns_config.enable_truncate",
+    "dns_config.only_passing",
+    "dns_config.recursor_timeout",
+    "dns_config.recursor_strategy",
+    "dns_config.disable_compression",
+    "dns_config.soa",
+    "dns_config.enable_additional_node_meta_txt",
+    "recursors",
     "disable_update_check",
     "disable_anonymous_signature",
     "ui",
@@ -324,6 +341,7 @@ impl Config {
             check_update_interval,
             leave_on_terminate: b("leave_on_terminate"),
             domain: s("domain").unwrap_or_else(|| "consul".into()),
+            dns: dns::DnsConfig::from_merged(&m)?,
             services: list(&m, "service", "services"),
             checks: list(&m, "check", "checks"),
             watches: list(&m, "watches", "watches")

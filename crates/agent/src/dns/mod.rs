@@ -12,17 +12,23 @@
 //! - `<hex-ip>.addr[.<dc>].<domain>`: the address encoded in the name.
 //! - SOA for any name in the domain; NS: the servers (the `consul` service's nodes, up to three).
 //!
-//! Healthy means as Consul's DNS: an instance with any critical check (its own or its node's) is
-//! left out; warning ones stay; a service with none healthy does not resolve. Answers are shuffled,
-//! TTLs are 0 (Consul's defaults), a name that does not exist (or another datacenter, until there
-//! is a WAN pool) answers NXDOMAIN with the SOA, a name outside the domain REFUSED (no recursors).
-//! A UDP answer larger than the client's limit (512 bytes, or its EDNS size) is cut and has TC set,
-//! so resolvers retry over TCP; Consul leaves TC off unless `dns_config.enable_truncate` is set.
-//! Reads are served from this agent's state store without a leader round trip, as Consul's DNS
-//! uses stale reads by default.
+//! - `<reversed-ip>.in-addr.arpa` / `.ip6.arpa` (PTR): the node with that address, else a service
+//!   instance with it (`<service>.service.<dc>.<domain>`).
 //!
-//! Not yet: `dns_config` (TTLs, `only_passing`, record limits), recursors, PTR, node meta TXT in
-//! the additional section of service answers.
+//! Healthy means as Consul's DNS: an instance with any critical check (its own or its node's) is
+//! left out; warning ones stay unless `dns_config.only_passing`; a service with none healthy does
+//! not resolve. Answers are shuffled. TTLs follow `dns_config` (`node_ttl`, `service_ttl` with
+//! `*` wildcards, a prepared query's `DNS.TTL`; 0 by default). A name that does not exist (or
+//! another datacenter, until there is a WAN pool) answers NXDOMAIN with the SOA. A name outside
+//! the domain is forwarded to `recursors` (SERVFAIL when none answers) or REFUSED without them.
+//! A UDP answer to a client that gave no room (no EDNS, or 512 bytes) keeps at most
+//! `udp_answer_limit` (3) records, with TC only under `enable_truncate`, as Consul; one that is
+//! still too large is cut by size with TC set, so resolvers retry over TCP. Opcodes other than
+//! QUERY get NOTIMP, EDNS versions other than 0 BADVERS (RFC 6891; Consul does not check).
+//! Reads are served from this agent's state store (`allow_stale`, Consul's default); with
+//! `allow_stale = false` only the leader answers.
+//!
+//! Not yet: `disable_compression` (hickory always compresses names).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -30,8 +36,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV, TXT};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -39,6 +46,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use cairn_store::State as StoreState;
 use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL, HEALTH_PASSING};
 
+use crate::config::dns::{DnsConfig, RecursorStrategy};
 use crate::Agent;
 
 /// How long an idle TCP connection may stay open.
@@ -52,6 +60,8 @@ pub struct Answer {
     pub additionals: Vec<Record>,
     /// The SOA, in the authority section (NXDOMAIN and empty answers).
     pub soa: Vec<Record>,
+    /// The name is outside the domain and recursors are configured: ask them.
+    pub forward: bool,
 }
 
 /// What a name under the domain asks for.
@@ -67,6 +77,7 @@ enum Lookup {
 struct Names {
     domain: Name,
     datacenter: String,
+    soa: crate::config::dns::Soa,
 }
 
 impl Names {
@@ -87,8 +98,11 @@ impl Names {
         let mail = Name::from_ascii(format!("hostmaster.{}", self.domain)).unwrap_or_else(|_| self.domain.clone());
         let serial =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
-        // Consul's defaults: refresh 1h, retry 10m, expire 24h, minimum (negative caching) 0.
-        Record::from_rdata(self.domain.clone(), 0, RData::SOA(SOA::new(ns, mail, serial, 3600, 600, 86400, 0)))
+        // `dns_config.soa` (Consul's defaults: refresh 1h, retry 10m, expire 24h, minimum 0); the
+        // record's own TTL is the minimum, as Consul's.
+        let c = self.soa;
+        let rdata = SOA::new(ns, mail, serial, c.refresh as i32, c.retry as i32, c.expire as i32, c.min_ttl);
+        Record::from_rdata(self.domain.clone(), c.min_ttl, RData::SOA(rdata))
     }
 
     fn not_found(&self) -> Answer {
@@ -211,9 +225,58 @@ fn meta_txt(meta: &std::collections::BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-/// The instances DNS returns: none with a critical check.
-fn healthy(entries: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
-    entries.into_iter().filter(|e| e.checks.iter().all(|c| c.status != HEALTH_CRITICAL)).collect()
+/// The instances DNS returns: none with a critical check, and with `only_passing` none with a
+/// warning either.
+fn healthy(entries: Vec<ServiceEntry>, only_passing: bool) -> Vec<ServiceEntry> {
+    let ok = |status: &str| if only_passing { status == HEALTH_PASSING } else { status != HEALTH_CRITICAL };
+    entries.into_iter().filter(|e| e.checks.iter().all(|c| ok(&c.status))).collect()
+}
+
+fn secs(d: Duration) -> u32 {
+    d.as_secs().min(u32::MAX as u64) as u32
+}
+
+/// Node meta as TXT records named `owner` (Consul's additional-section TXT).
+fn meta_records(owner: &Name, meta: &std::collections::BTreeMap<String, String>, ttl: u32) -> Vec<Record> {
+    meta_txt(meta).into_iter().map(|t| Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::new(vec![t])))).collect()
+}
+
+/// `d.c.b.a.in-addr.arpa` or 32 reversed nibbles `.ip6.arpa` (already lowercased, no trailing
+/// dot) to the address.
+fn arpa_ip(name: &str) -> Option<IpAddr> {
+    if let Some(v4) = name.strip_suffix(".in-addr.arpa") {
+        let mut o: Vec<u8> = v4.split('.').map(|l| l.parse().ok()).collect::<Option<_>>()?;
+        o.reverse();
+        return Some(IpAddr::from(<[u8; 4]>::try_from(o).ok()?));
+    }
+    let v6 = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<u8> =
+        v6.split('.').map(|l| u8::from_str_radix(l, 16).ok().filter(|_| l.len() == 1)).collect::<Option<_>>()?;
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let bytes: Vec<u8> = nibbles.rchunks(2).map(|c| (c[1] << 4) | c[0]).collect();
+    Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?).to_canonical())
+}
+
+/// A reverse lookup: the node with this address, else a service instance with it.
+fn ptr(names: &Names, st: &StoreState, qname: &Name, qtype: RecordType, ip: IpAddr) -> Answer {
+    let target =
+        st.nodes.values().find(|n| parse_ip(&n.address) == Some(ip)).and_then(|n| names.node_fqdn(&n.node)).or_else(
+            || {
+                let s = st.services.values().find(|s| parse_ip(&s.address) == Some(ip))?;
+                Name::from_ascii(format!("{}.service.{}.{}", s.service, names.datacenter, names.domain)).ok()
+            },
+        );
+    let Some(target) = target else { return names.not_found() };
+    let mut out = Answer::default();
+    if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+        // Consul answers reverse lookups with a TTL of 0.
+        out.answers.push(Record::from_rdata(qname.clone(), 0, RData::PTR(PTR(target))));
+    } else {
+        out.soa.push(names.soa());
+    }
+    out
 }
 
 /// A/AAAA (deduplicated; a CNAME for a hostname address) or SRV records (plus their targets'
@@ -224,6 +287,7 @@ fn instance_records(
     qtype: RecordType,
     entries: &[ServiceEntry],
     ttl: u32,
+    meta_txt_extra: bool,
     out: &mut Answer,
 ) {
     let mut seen = BTreeSet::new();
@@ -249,6 +313,9 @@ fn instance_records(
                 out.answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
                 if let Some(ip) = ip {
                     out.additionals.push(addr_record(&target, ip, ttl));
+                }
+                if meta_txt_extra && !own {
+                    out.additionals.extend(meta_records(&target, &e.node.meta, ttl));
                 }
             }
             RecordType::A | RecordType::AAAA | RecordType::ANY => match ip {
@@ -282,15 +349,30 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
     let Ok(domain_name) = Name::from_ascii(format!("{domain}.")) else {
         return Answer { code: ResponseCode::ServFail, ..Answer::default() };
     };
-    let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone() };
+    let dns = &cfg.dns;
+    let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone(), soa: dns.soa };
+    if !dns.allow_stale && !agent.server.is_leader() {
+        // A consistent answer needs the leader.
+        return Answer { code: ResponseCode::ServFail, ..Answer::default() };
+    }
     let q = qname.to_ascii().to_ascii_lowercase();
     let q = q.trim_end_matches('.');
+    let st = agent.server.store().snapshot();
+    if q.ends_with(".arpa") {
+        return match arpa_ip(q) {
+            Some(ip) => ptr(&names, &st, qname, qtype, ip),
+            None => names.not_found(),
+        };
+    }
     let front = if q == domain { Some("") } else { q.strip_suffix(&format!(".{domain}")) };
     let Some(front) = front else {
-        // Not ours, and there are no recursors to ask.
-        return Answer { code: ResponseCode::Refused, ..Answer::default() };
+        // Not ours: the recursors' to answer, or no one's.
+        return match dns.recursors.is_empty() {
+            true => Answer { code: ResponseCode::Refused, ..Answer::default() },
+            false => Answer { forward: true, ..Answer::default() },
+        };
     };
-    let st = agent.server.store().snapshot();
+    let node_ttl = secs(dns.node_ttl);
     let mut out = Answer::default();
     // SOA and NS are answered for any name in the domain.
     match qtype {
@@ -301,7 +383,7 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
         RecordType::NS => {
             // The servers: the `consul` service's nodes, up to three.
             let (_, servers) = st.check_service_nodes("consul", &[], false);
-            for e in healthy(servers).iter().take(3) {
+            for e in healthy(servers, false).iter().take(3) {
                 let Some(ns) = names.node_fqdn(&e.node.node) else { continue };
                 out.answers.push(Record::from_rdata(names.domain.clone(), 0, RData::NS(NS(ns.clone()))));
                 if let Some(ip) = parse_ip(&e.node.address) {
@@ -331,26 +413,27 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
                 return names.not_found();
             };
             match parse_ip(&n.address) {
-                Some(ip) if wants_addr(qtype, ip) => out.answers.push(addr_record(qname, ip, 0)),
+                Some(ip) if wants_addr(qtype, ip) => out.answers.push(addr_record(qname, ip, node_ttl)),
                 Some(_) => {}
                 None if matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) => {
                     if let Some(h) = host_name(&n.address) {
-                        out.answers.push(cname(qname, h, 0));
+                        out.answers.push(cname(qname, h, node_ttl));
                     }
                 }
                 None => {}
             }
+            // Meta as TXT: the answer to TXT and ANY, else (by default) the additional section.
             if matches!(qtype, RecordType::TXT | RecordType::ANY) {
-                for t in meta_txt(&n.meta) {
-                    out.answers.push(Record::from_rdata(qname.clone(), 0, RData::TXT(TXT::new(vec![t]))));
-                }
+                out.answers.extend(meta_records(qname, &n.meta, node_ttl));
+            } else if dns.enable_additional_node_meta_txt && !out.answers.is_empty() {
+                out.additionals.extend(meta_records(qname, &n.meta, node_ttl));
             }
         }
         Lookup::Service { name, tag } => {
             let Some(name) = service_name(&st, &name) else { return names.not_found() };
             let tags: Vec<String> = tag.into_iter().collect();
             let (_, entries) = st.check_service_nodes(&name, &tags, false);
-            let mut entries = healthy(entries);
+            let mut entries = healthy(entries, dns.only_passing);
             // No healthy instance: the name does not resolve, as Consul answers it.
             if entries.is_empty() {
                 return names.not_found();
@@ -358,7 +441,8 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
             for i in (1..entries.len()).rev() {
                 entries.swap(i, rand::random::<u64>() as usize % (i + 1));
             }
-            instance_records(&names, qname, qtype, &entries, 0, &mut out);
+            let ttl = secs(dns.service_ttl(&name));
+            instance_records(&names, qname, qtype, &entries, ttl, dns.enable_additional_node_meta_txt, &mut out);
         }
         Lookup::Query(q) => {
             let found = crate::http::query::resolve(&st, &q).ok().or_else(|| {
@@ -375,14 +459,92 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
             if entries.is_empty() {
                 return names.not_found();
             }
-            let ttl = cairn_types::duration::parse(&pq.dns.ttl).map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32);
-            instance_records(&names, qname, qtype, &entries, ttl, &mut out);
+            // The query's own TTL, else the service's.
+            let ttl = cairn_types::duration::parse(&pq.dns.ttl)
+                .ok()
+                .filter(|_| !pq.dns.ttl.is_empty())
+                .unwrap_or_else(|| dns.service_ttl(&pq.service.service));
+            instance_records(&names, qname, qtype, &entries, secs(ttl), dns.enable_additional_node_meta_txt, &mut out);
         }
+    }
+    // `a_record_limit`: at most that many address answers, over any transport.
+    if dns.a_record_limit > 0 && matches!(qtype, RecordType::A | RecordType::AAAA) {
+        out.answers.truncate(dns.a_record_limit);
     }
     if out.answers.is_empty() {
         out.soa.push(names.soa());
     }
     out
+}
+
+/// Trims a UDP answer for a client that gave no room for more (no EDNS, or 512 bytes): at most
+/// `min(8, udp_answer_limit)` answers (at least one), and only the additional records that belong
+/// to what is kept. Returns whether anything was cut.
+fn trim_udp(dns: &DnsConfig, a: &mut Answer) -> bool {
+    let limit = dns.udp_answer_limit.clamp(1, 8);
+    if a.answers.len() <= limit {
+        return false;
+    }
+    a.answers.truncate(limit);
+    let kept: BTreeSet<Name> = a
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s.target.clone()),
+            _ => None,
+        })
+        .collect();
+    a.additionals.retain(|r| kept.contains(&r.name));
+    true
+}
+
+/// Asks the recursors, in order (or a random one), with the client's own message; the first answer
+/// that is NOERROR or NXDOMAIN is relayed as it is.
+async fn recurse(dns: &DnsConfig, raw: &[u8], tcp: bool) -> Option<Message> {
+    let mut order = dns.recursors.clone();
+    if dns.recursor_strategy == RecursorStrategy::Random {
+        for i in (1..order.len()).rev() {
+            order.swap(i, rand::random::<u64>() as usize % (i + 1));
+        }
+    }
+    for upstream in order {
+        let reply = tokio::time::timeout(dns.recursor_timeout, exchange(upstream, raw, tcp)).await;
+        match reply {
+            Ok(Ok(m)) if matches!(m.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
+                return Some(m)
+            }
+            Ok(Ok(m)) => {
+                tracing::debug!(target: "agent.dns", %upstream, code = ?m.metadata.response_code, "recursor refused; trying the next")
+            }
+            Ok(Err(e)) => tracing::debug!(target: "agent.dns", %upstream, error = %e, "recursor failed"),
+            Err(_) => tracing::debug!(target: "agent.dns", %upstream, "recursor timed out"),
+        }
+    }
+    tracing::warn!(target: "agent.dns", "all resolvers failed for question from client");
+    None
+}
+
+/// One query to one upstream resolver, over UDP or TCP.
+async fn exchange(upstream: SocketAddr, raw: &[u8], tcp: bool) -> std::io::Result<Message> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad = |e: hickory_server::proto::ProtoError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    if tcp {
+        let mut s = tokio::net::TcpStream::connect(upstream).await?;
+        let len = u16::try_from(raw.len()).map_err(|_| std::io::Error::other("query too long"))?;
+        s.write_all(&len.to_be_bytes()).await?;
+        s.write_all(raw).await?;
+        let n = s.read_u16().await?;
+        let mut buf = vec![0u8; n as usize];
+        s.read_exact(&mut buf).await?;
+        return Message::from_vec(&buf).map_err(|e| bad(e.into()));
+    }
+    let local: SocketAddr = if upstream.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
+    let s = tokio::net::UdpSocket::bind(local).await?;
+    s.connect(upstream).await?;
+    s.send(raw).await?;
+    let mut buf = vec![0u8; 65_535];
+    let n = s.recv(&mut buf).await?;
+    Message::from_vec(&buf[..n]).map_err(|e| bad(e.into()))
 }
 
 /// The hickory request handler: one question per request, answered from [`resolve`].
@@ -394,36 +556,91 @@ pub struct Handler {
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
         let mut meta = Metadata::response_from_request(&request.metadata);
-        meta.authoritative = true;
-        // Several questions in one message: the first is answered, as Consul does.
-        let answer = match (self.agent.upgrade(), request.queries.queries().first()) {
-            (Some(agent), Some(q)) => resolve(&agent, q.name(), q.query_type(), request.src().ip()),
-            (None, _) => Answer { code: ResponseCode::ServFail, ..Answer::default() },
-            (_, None) => Answer { code: ResponseCode::FormErr, ..Answer::default() },
-        };
-        meta.response_code = answer.code;
-        // Answer EDNS with EDNS: the client's advertised size (at least 512) bounds a UDP answer.
-        let edns = request.edns.as_ref().map(|e| {
+        // Only queries are implemented (NOTIFY, UPDATE, ... are not).
+        if request.metadata.op_code != OpCode::Query {
+            meta.response_code = ResponseCode::NotImp;
+            return send(&mut response, request, meta, None, &Answer::default()).await;
+        }
+        // EDNS: only version 0 exists (RFC 6891 asks for BADVERS otherwise).
+        let mut edns = request.edns.as_ref().map(|e| {
             let mut r = Edns::new();
             r.set_max_payload(e.max_payload().max(512));
             r.set_version(0);
             r
         });
-        let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-            meta,
-            answer.answers.iter(),
-            std::iter::empty(),
-            answer.soa.iter(),
-            answer.additionals.iter(),
-        );
-        match response.send_response(msg).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(target: "agent.dns", error = %e, "failed to send a DNS response");
-                let mut failed = Metadata::response_from_request(&request.metadata);
-                failed.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata: failed, counts: HeaderCounts::default() })
-            }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            meta.response_code = ResponseCode::BADVERS;
+            return send(&mut response, request, meta, edns.as_ref(), &Answer::default()).await;
+        }
+        let Some(agent) = self.agent.upgrade() else {
+            meta.response_code = ResponseCode::ServFail;
+            return send(&mut response, request, meta, None, &Answer::default()).await;
+        };
+        let cfg = agent.config();
+        let dns = &cfg.dns;
+        let udp = request.protocol() == Protocol::Udp;
+        // Several questions in one message: the first is answered, as Consul does.
+        let Some(q) = request.queries.queries().first() else {
+            meta.response_code = ResponseCode::FormErr;
+            return send(&mut response, request, meta, None, &Answer::default()).await;
+        };
+        let mut answer = resolve(&agent, q.name(), q.query_type(), request.src().ip());
+        meta.recursion_available = !dns.recursors.is_empty();
+        if answer.forward {
+            return match recurse(dns, request.as_slice(), !udp).await {
+                Some(m) => {
+                    let relayed = Answer {
+                        code: m.metadata.response_code,
+                        answers: m.answers,
+                        additionals: m.additionals,
+                        soa: m.authorities,
+                        forward: false,
+                    };
+                    let mut meta = m.metadata;
+                    meta.id = request.metadata.id;
+                    send(&mut response, request, meta, m.edns.as_ref().or(edns.as_ref()), &relayed).await
+                }
+                None => {
+                    meta.response_code = ResponseCode::ServFail;
+                    send(&mut response, request, meta, edns.as_ref(), &Answer::default()).await
+                }
+            };
+        }
+        meta.authoritative = answer.code != ResponseCode::Refused;
+        meta.response_code = answer.code;
+        // A client that gave no room gets at most `udp_answer_limit` answers (and TC only when
+        // Consul's `enable_truncate` asks for it).
+        if udp && edns.as_ref().is_none_or(|e| e.max_payload() <= 512) && trim_udp(dns, &mut answer) {
+            meta.truncation = dns.enable_truncate;
+        }
+        if answer.code == ResponseCode::Refused {
+            edns = None;
+        }
+        send(&mut response, request, meta, edns.as_ref(), &answer).await
+    }
+}
+
+async fn send<R: ResponseHandler>(
+    response: &mut R,
+    request: &Request,
+    meta: Metadata,
+    edns: Option<&Edns>,
+    a: &Answer,
+) -> ResponseInfo {
+    let msg = MessageResponseBuilder::new(&request.queries, edns).build(
+        meta,
+        a.answers.iter(),
+        std::iter::empty(),
+        a.soa.iter(),
+        a.additionals.iter(),
+    );
+    match response.send_response(msg).await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(target: "agent.dns", error = %e, "failed to send a DNS response");
+            let mut failed = Metadata::response_from_request(&request.metadata);
+            failed.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header { metadata: failed, counts: HeaderCounts::default() })
         }
     }
 }
@@ -501,7 +718,11 @@ mod tests {
 
     #[test]
     fn addr_names_round_trip() {
-        let names = Names { domain: Name::from_ascii("consul.").unwrap(), datacenter: "dc1".into() };
+        let names = Names {
+            domain: Name::from_ascii("consul.").unwrap(),
+            datacenter: "dc1".into(),
+            soa: crate::config::dns::DnsConfig::default().soa,
+        };
         for ip in ["10.1.2.3", "2001:db8::7"] {
             let ip: IpAddr = ip.parse().unwrap();
             let name = names.addr_fqdn(ip).unwrap().to_ascii();

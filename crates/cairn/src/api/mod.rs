@@ -37,6 +37,31 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// `CONSUL_HTTP_AUTH`: HTTP basic auth, user and optional password.
+    auth: Option<(String, Option<String>)>,
+}
+
+/// Connection settings a command's flags give; each unset one comes from its `CONSUL_*` variable.
+/// (`CONSUL_NAMESPACE` and `CONSUL_PARTITION` are Enterprise features and are ignored.)
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    pub addr: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub ca_path: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub tls_server_name: Option<String>,
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// An error status from the agent, with its body.
@@ -57,16 +82,101 @@ impl Client {
         };
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(15 * 60)).build().context("building HTTP client")?;
-        Ok(Client { base, http, token: None })
+        Ok(Client { base, http, token: None, auth: None })
     }
 
-    /// From `CONSUL_HTTP_ADDR` (default `127.0.0.1:8500`) and `CONSUL_HTTP_TOKEN`.
+    /// From `CONSUL_HTTP_ADDR` (default `127.0.0.1:8500`) and the other `CONSUL_*` variables.
     pub fn from_env(addr_flag: Option<&str>) -> Result<Self> {
-        let env = std::env::var("CONSUL_HTTP_ADDR").ok();
-        let addr = addr_flag.map(str::to_string).or(env).unwrap_or_else(|| "127.0.0.1:8500".into());
-        let mut c = Self::new(&addr)?;
-        c.token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
-        Ok(c)
+        Self::connect(&ClientConfig { addr: addr_flag.map(str::to_string), ..ClientConfig::default() })
+    }
+
+    /// Builds a client as Consul's `api.DefaultConfig` plus the command's flags would: each
+    /// setting from its flag when given, else from its environment variable.
+    pub fn connect(flags: &ClientConfig) -> Result<Self> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let pick = |flag: &Option<String>, var: &str| flag.clone().or_else(|| env(var));
+        let addr = pick(&flags.addr, "CONSUL_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8500".into());
+        let (mut scheme, rest) = match addr.split_once("://") {
+            Some(("http", r)) => ("http", r.to_string()),
+            Some(("https", r)) => ("https", r.to_string()),
+            Some(("unix", r)) => ("unix", r.to_string()),
+            Some((other, _)) => return Err(anyhow!("Unknown protocol scheme: {other}")),
+            None => ("http", addr.clone()),
+        };
+        // As Consul: CONSUL_HTTP_SSL=true means https whatever the address says.
+        if env("CONSUL_HTTP_SSL").and_then(|v| go_bool(&v)) == Some(true) && scheme == "http" {
+            scheme = "https";
+        }
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(15 * 60));
+        let mut host = rest.trim_end_matches('/').to_string();
+        if scheme == "unix" {
+            b = b.unix_socket(std::path::PathBuf::from(&rest));
+            host = "localhost".into();
+        }
+        if env("CONSUL_HTTP_SSL_VERIFY").and_then(|v| go_bool(&v)) == Some(false) {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if let Some(ca) = pick(&flags.ca_file, "CONSUL_CACERT") {
+            let pem = std::fs::read(&ca).with_context(|| format!("Error loading CA File: {ca}"))?;
+            for c in
+                reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("Error loading CA File: {ca}"))?
+            {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some(dir) = pick(&flags.ca_path, "CONSUL_CAPATH") {
+            let rd = std::fs::read_dir(&dir).with_context(|| format!("Error loading CA Path: {dir}"))?;
+            for e in rd.flatten().filter(|e| e.path().is_file()) {
+                let pem = std::fs::read(e.path())?;
+                for c in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
+                    b = b.add_root_certificate(c);
+                }
+            }
+        }
+        match (pick(&flags.client_cert, "CONSUL_CLIENT_CERT"), pick(&flags.client_key, "CONSUL_CLIENT_KEY")) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                let mut pem = std::fs::read(&cert).with_context(|| format!("Error loading client cert: {cert}"))?;
+                pem.push(b'\n');
+                pem.extend(std::fs::read(&key).with_context(|| format!("Error loading client key: {key}"))?);
+                b = b.identity(reqwest::Identity::from_pem(&pem).context("Error loading client certificate")?);
+            }
+            _ => return Err(anyhow!("both client cert and client key must be provided")),
+        }
+        // A TLS server name other than the address's host: connect to the address, but verify
+        // (and send SNI for) the given name.
+        if let Some(name) = pick(&flags.tls_server_name, "CONSUL_TLS_SERVER_NAME") {
+            let name = name.rsplit_once(':').map_or(name.as_str(), |(h, _)| h).to_string();
+            if scheme == "https" && name != host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h) {
+                use std::net::ToSocketAddrs;
+                let sock = host.to_socket_addrs().ok().and_then(|mut a| a.next());
+                let port = sock.map(|a| a.port()).unwrap_or(443);
+                if let Some(sock) = sock {
+                    b = b.resolve(&name, sock);
+                }
+                host = format!("{name}:{port}");
+            }
+        }
+        let http = b.build().context("building HTTP client")?;
+        let base = format!("{}://{host}", if scheme == "https" { "https" } else { "http" });
+        let mut token = pick(&flags.token, "CONSUL_HTTP_TOKEN");
+        // A token file wins when it holds a token, as in Consul.
+        if let Some(f) = pick(&flags.token_file, "CONSUL_HTTP_TOKEN_FILE") {
+            let t = std::fs::read_to_string(&f).map_err(|e| anyhow!("Error loading token file: {e}"))?;
+            if !t.trim().is_empty() {
+                token = Some(t.trim().to_string());
+            }
+        }
+        let auth = env("CONSUL_HTTP_AUTH").map(|a| match a.split_once(':') {
+            Some((u, p)) => (u.to_string(), Some(p.to_string())),
+            None => (a, None),
+        });
+        Ok(Client { base, http, token, auth })
+    }
+
+    /// The underlying HTTP client (TLS, Unix socket and all), for callers that make their own requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn base(&self) -> &str {
@@ -117,6 +227,9 @@ impl Client {
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.header("X-Consul-Token", t);
+        }
+        if let Some((u, p)) = &self.auth {
+            req = req.basic_auth(u, p.as_deref());
         }
         if let Some(b) = body {
             req = req.body(b);

@@ -81,15 +81,35 @@ pub enum Cmd {
     Version(agent::VersionArgs),
 }
 
-/// Flags every HTTP-speaking command takes (Consul's `-http-addr`, `-token`, `-datacenter`, `-stale`).
+/// Flags every HTTP-speaking command takes (Consul's client and server flags). Each one not given
+/// comes from its `CONSUL_*` environment variable.
 #[derive(Args, Debug, Clone, Default)]
 pub struct HttpArgs {
-    /// The agent's HTTP address (or CONSUL_HTTP_ADDR); default 127.0.0.1:8500.
+    /// The agent's HTTP address: `host:port`, `http(s)://host:port` or `unix:///path` (or
+    /// CONSUL_HTTP_ADDR); default 127.0.0.1:8500.
     #[arg(long = "http-addr")]
     pub http_addr: Option<String>,
     /// ACL token (or CONSUL_HTTP_TOKEN).
     #[arg(long)]
     pub token: Option<String>,
+    /// A file holding the ACL token (or CONSUL_HTTP_TOKEN_FILE); wins over -token.
+    #[arg(long = "token-file")]
+    pub token_file: Option<String>,
+    /// CA certificate(s) to verify the agent with (or CONSUL_CACERT).
+    #[arg(long = "ca-file")]
+    pub ca_file: Option<String>,
+    /// A directory of CA certificates (or CONSUL_CAPATH).
+    #[arg(long = "ca-path")]
+    pub ca_path: Option<String>,
+    /// Client certificate for TLS (or CONSUL_CLIENT_CERT).
+    #[arg(long = "client-cert")]
+    pub client_cert: Option<String>,
+    /// Client key for TLS (or CONSUL_CLIENT_KEY).
+    #[arg(long = "client-key")]
+    pub client_key: Option<String>,
+    /// The server name to verify the agent's certificate against (or CONSUL_TLS_SERVER_NAME).
+    #[arg(long = "tls-server-name")]
+    pub tls_server_name: Option<String>,
     /// The datacenter to query; default the agent's.
     #[arg(long)]
     pub datacenter: Option<String>,
@@ -100,10 +120,16 @@ pub struct HttpArgs {
 
 impl HttpArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
-        if let Some(t) = &self.token {
-            std::env::set_var("CONSUL_HTTP_TOKEN", t);
-        }
-        Client::from_env(self.http_addr.as_deref())
+        Client::connect(&crate::api::ClientConfig {
+            addr: self.http_addr.clone(),
+            token: self.token.clone(),
+            token_file: self.token_file.clone(),
+            ca_file: self.ca_file.clone(),
+            ca_path: self.ca_path.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            tls_server_name: self.tls_server_name.clone(),
+        })
     }
 
     pub fn query(&self) -> crate::api::QueryOptions {

@@ -75,15 +75,15 @@ pub async fn run(a: WatchArgs) -> Result<i32> {
     let base = client.base().to_string();
     if a.handler.is_empty() {
         plan.handler = Handler::Print;
-        let http = reqwest::Client::new();
-        let (idx, data) = watches::fetch(&http, &base, &plan, 0, std::time::Duration::ZERO)
+        let http = client.http();
+        let (idx, data) = watches::fetch(http, &base, &plan, 0, std::time::Duration::ZERO)
             .await
             .map_err(|e| anyhow!("Error querying Consul agent: {e}"))?;
-        watches::invoke(&http, &plan.handler, idx, &data).await.map_err(|e| anyhow!(e))?;
+        watches::invoke(http, &plan.handler, idx, &data).await.map_err(|e| anyhow!(e))?;
         return Ok(0);
     }
     let stop = super::interrupted();
-    if let Err(e) = watches::run(base, plan, true, stop).await {
+    if let Err(e) = watches::run(client.http().clone(), base, plan, true, stop).await {
         eprintln!("Error executing handler: {e}");
         return Ok(1);
     }
