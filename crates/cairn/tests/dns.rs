@@ -234,6 +234,28 @@ fn services_nodes_and_errors_over_udp_and_tcp() {
     assert_eq!(udp(port, "n-a.node.consul", RecordType::A).answers.len(), 1);
 }
 
+/// The raw bytes of an answer.
+fn udp_raw(port: u16, name: &str, qtype: RecordType) -> Vec<u8> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(&query(name, qtype), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// How often `name` is spelled out in full (label by label) in `bytes`: once per name when names
+/// are not compressed, only in the question when they are.
+fn spelled_out(bytes: &[u8], name: &str) -> usize {
+    let mut wire = Vec::new();
+    for l in name.split('.') {
+        wire.push(l.len() as u8);
+        wire.extend_from_slice(l.as_bytes());
+    }
+    wire.push(0);
+    bytes.windows(wire.len()).filter(|w| *w == wire.as_slice()).count()
+}
+
 fn send_udp(port: u16, msg: &Message) -> Message {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -261,6 +283,8 @@ fn dns_config_ptr_opcodes_and_recursors() {
   service_ttl = {{ "*" = "5s", "db*" = "9s" }}
   soa {{ min_ttl = 42 }}
   recursor_timeout = "500ms"
+  disable_compression = true
+  allow_stale = false
 }}
 recursors = ["127.0.0.1:{dead}", "127.0.0.1:{up_port}"]"#
     );
@@ -277,6 +301,16 @@ recursors = ["127.0.0.1:{dead}", "127.0.0.1:{up_port}"]"#
         "Check": {"CheckID": "c", "Name": "c", "Status": "warning", "ServiceID": "db"}}),
     );
     register(&a, json!({"Node": "d-2", "Address": "10.3.0.2", "Service": {"ID": "db", "Service": "db", "Port": 5432}}));
+
+    // disable_compression: every answer spells out its owner name (the agent with defaults compresses).
+    let raw = udp_raw(port, "web.service.consul", RecordType::A);
+    assert_eq!(spelled_out(&raw, "web.service.consul"), 3, "the question and both answers");
+    register(&up, json!({"Node": "far2", "Address": "10.7.7.8", "Service": {"Service": "twice", "Port": 1}}));
+    register(&up, json!({"Node": "far3", "Address": "10.7.7.9", "Service": {"Service": "twice", "Port": 1}}));
+    let raw = udp_raw(up_port, "twice.service.upstream", RecordType::A);
+    assert_eq!(Message::from_vec(&raw).unwrap().answers.len(), 2);
+    // The question is copied as it came; the first answer spells the name, the second points to it.
+    assert_eq!(spelled_out(&raw, "twice.service.upstream"), 2, "compressed by default");
 
     // udp_answer_limit with TC (enable_truncate), a_record_limit over TCP, the TTLs.
     let m = udp(port, "web.service.consul", RecordType::A);
@@ -323,6 +357,43 @@ recursors = ["127.0.0.1:{dead}", "127.0.0.1:{up_port}"]"#
     // With no recursor answering: SERVFAIL.
     drop(up);
     assert_eq!(udp(port, "ext.service.upstream", RecordType::A).metadata.response_code, ResponseCode::ServFail);
+}
+
+fn dig(port: u16, args: &[&str]) -> String {
+    let o = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=5", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig (bind9-dnsutils) is needed for this test");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `dig`, an independent resolver library, reads what the agent answers: the UDP answer limit
+/// without EDNS (the issue's report: 10 instances gave 10 records), uncompressed answers, PTR.
+#[test]
+fn dig_reads_the_answers() {
+    let port = free_port();
+    let a = Agent::dev(&[&format!("-dns-port={port}"), "-hcl=dns_config { disable_compression = true }"]);
+    for i in 0..10 {
+        register(
+            &a,
+            json!({"Node": format!("h-{i}"), "Address": format!("10.4.0.{i}"), "Service": {"Service": "ten", "Port": 1}}),
+        );
+    }
+    let short = |args: &[&str]| dig(port, args).lines().filter(|l| !l.is_empty()).count();
+    assert_eq!(short(&["+notcp", "+noedns", "+short", "ten.service.consul"]), 3);
+    assert_eq!(short(&["+tcp", "+short", "ten.service.consul"]), 10);
+    let out = dig(port, &["+notcp", "+noedns", "ten.service.consul"]);
+    assert!(out.contains("status: NOERROR") && !out.contains(" tc"), "no TC by default: {out}");
+    let out = dig(port, &["+short", "-x", "10.4.0.7"]);
+    assert_eq!(out.trim(), "h-7.node.dc1.consul.");
+    let out = dig(port, &["+noedns", "+short", "_ten._tcp.service.consul", "SRV"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    // With EDNS room (dig's default), Consul applies no count limit.
+    let out = dig(port, &["+short", "_ten._tcp.service.consul", "SRV"]);
+    assert_eq!(out.lines().count(), 10, "{out}");
+    let out = dig(port, &["example.org"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
 }
 
 #[test]

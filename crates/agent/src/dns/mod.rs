@@ -28,7 +28,7 @@
 //! Reads are served from this agent's state store (`allow_stale`, Consul's default); with
 //! `allow_stale = false` only the leader answers.
 //!
-//! Not yet: `disable_compression` (hickory always compresses names).
+//! Names in answers are compressed unless `disable_compression` (see [`listen`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -46,11 +46,10 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use cairn_store::State as StoreState;
 use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL, HEALTH_PASSING};
 
+mod listen;
+
 use crate::config::dns::{DnsConfig, RecursorStrategy};
 use crate::Agent;
-
-/// How long an idle TCP connection may stay open.
-const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The answer to one question.
 #[derive(Debug, Default)]
@@ -351,8 +350,10 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
     };
     let dns = &cfg.dns;
     let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone(), soa: dns.soa };
-    if !dns.allow_stale && !agent.server.is_leader() {
-        // A consistent answer needs the leader.
+    // Stale reads are fine while this server heard from the leader within `max_stale`; otherwise
+    // (or with `allow_stale = false`) only the leader answers, as Consul retries consistently.
+    let stale_ok = dns.allow_stale && Duration::from_millis(agent.server.last_contact_ms()) <= dns.max_stale;
+    if !stale_ok && !agent.server.is_leader() {
         return Answer { code: ResponseCode::ServFail, ..Answer::default() };
     }
     let q = qname.to_ascii().to_ascii_lowercase();
@@ -651,7 +652,7 @@ pub async fn serve(agent: &Arc<Agent>) -> std::io::Result<Vec<SocketAddr>> {
     if cfg.ports.dns < 0 {
         return Ok(vec![]);
     }
-    let mut server = hickory_server::Server::new(Handler { agent: Arc::downgrade(agent) });
+    let handler = Arc::new(Handler { agent: Arc::downgrade(agent) });
     let mut bound = Vec::new();
     for ip in cfg.dns_addrs.clone().unwrap_or_else(|| cfg.client_addrs.clone()) {
         let addr = SocketAddr::new(ip, cfg.ports.dns as u16);
@@ -659,15 +660,9 @@ pub async fn serve(agent: &Arc<Agent>) -> std::io::Result<Vec<SocketAddr>> {
         let local = udp.local_addr()?;
         // The TCP listener takes the same port as UDP (which matters when the port was 0).
         let tcp = tokio::net::TcpListener::bind(local).await?;
-        server.register_socket(udp);
-        server.register_listener(tcp, TCP_TIMEOUT, 64);
+        listen::spawn(udp, tcp, handler.clone(), !cfg.dns.disable_compression, agent.shutdown_rx());
         bound.push(local);
     }
-    let me = agent.clone();
-    tokio::spawn(async move {
-        me.shutting_down().await;
-        let _ = server.shutdown_gracefully().await;
-    });
     Ok(bound)
 }
 
