@@ -225,7 +225,7 @@ fn monitor_streams_logs_at_the_asked_level() {
     c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     write!(c, "GET /v1/agent/monitor?loglevel=debug HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     // Make the agent log something at debug: anti-entropy reports a sync on registration.
-    let got = wait_for_stream(&mut c, &a, "agent.anti_entropy", || {
+    let got = wait_for_stream(&mut c, "agent.anti_entropy", || {
         let _ = http("PUT", &a.url("/v1/agent/service/register"), Some(br#"{"Name":"mon"}"#));
     });
     assert!(got.contains("[DEBUG] agent.anti_entropy: synced local state"), "{got}");
@@ -234,14 +234,14 @@ fn monitor_streams_logs_at_the_asked_level() {
     let mut c = TcpStream::connect(a.addr()).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     write!(c, "GET /v1/agent/monitor?loglevel=DEBUG&logjson HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let got = wait_for_stream(&mut c, &a, "\"@module\":\"agent.anti_entropy\"", || {
+    let got = wait_for_stream(&mut c, "\"@module\":\"agent.anti_entropy\"", || {
         let _ = http("PUT", &a.url("/v1/agent/service/deregister/mon"), None);
     });
     assert!(got.contains("\"@level\":\"debug\""), "{got}");
 }
 
 /// Reads a streaming response until `want` appears, poking the agent with `poke` between reads.
-fn wait_for_stream(c: &mut TcpStream, _a: &Agent, want: &str, poke: impl Fn()) -> String {
+fn wait_for_stream(c: &mut TcpStream, want: &str, poke: impl Fn()) -> String {
     let mut buf = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
