@@ -1,0 +1,208 @@
+//! Several Serf cores on a virtual network in one process: packets and streams are delivered by
+//! the test, time is virtual. Proves join, failure detection, leave, events and queries end to end
+//! through the real codec.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use cairn_gossip::env::SeededRng;
+use cairn_gossip::keyring::Keyring;
+use cairn_gossip::memberlist::{self, Output, StreamStep};
+use cairn_gossip::serf::{self, Event, MemberStatus, QueryParams, Serf};
+
+pub struct Net {
+    pub nodes: Vec<Serf>,
+    pub addrs: Vec<SocketAddr>,
+    pub down: Vec<bool>,
+    pub now: Instant,
+    pub events: Vec<Vec<Event>>,
+    seed: u64,
+}
+
+impl Net {
+    pub fn new(n: usize, seed: u64, key: Option<Vec<u8>>) -> Net {
+        let now = Instant::now();
+        let mut net = Net { nodes: Vec::new(), addrs: Vec::new(), down: Vec::new(), now, events: Vec::new(), seed };
+        for i in 0..n {
+            net.add(i, key.clone());
+        }
+        net
+    }
+
+    fn add(&mut self, i: usize, key: Option<Vec<u8>>) {
+        let addr: SocketAddr = format!("10.0.{}.{}:7946", i / 250, i % 250 + 1).parse().unwrap();
+        let ml = memberlist::Config::lan(&format!("node{i}"), addr);
+        let mut c = serf::Config::new(ml);
+        c.tags.insert("role".into(), "node".into());
+        let ring = key.map(|k| Keyring::new(&k, &[]).unwrap());
+        let mut s = Serf::new(
+            c,
+            ring,
+            Box::new(SeededRng(self.seed * 1000 + i as u64)),
+            Box::new(SeededRng(self.seed * 7777 + i as u64)),
+            self.now,
+        );
+        s.start(self.now);
+        self.nodes.push(s);
+        self.addrs.push(addr);
+        self.down.push(false);
+        self.events.push(Vec::new());
+    }
+
+    fn index(&self, a: SocketAddr) -> Option<usize> {
+        self.addrs.iter().position(|x| *x == a)
+    }
+
+    /// Delivers everything pending, repeatedly, at the current instant.
+    pub fn pump(&mut self) {
+        for _ in 0..100 {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                let outs: Vec<Output> = self.nodes[i].drain_output().collect();
+                for o in outs {
+                    any = true;
+                    if self.down[i] {
+                        continue;
+                    }
+                    match o {
+                        Output::Packet { to, data } => {
+                            if let Some(j) = self.index(to).filter(|j| !self.down[*j]) {
+                                let from = self.addrs[i];
+                                self.nodes[j].handle_packet(from, &data, self.now);
+                            }
+                        }
+                        Output::Stream { to, data, token, kind, .. } => {
+                            let from = self.addrs[i];
+                            match self.index(to).filter(|j| !self.down[*j]) {
+                                Some(j) => match self.nodes[j].handle_stream(from, &data, self.now) {
+                                    StreamStep::Reply(r) => {
+                                        self.nodes[i].handle_stream_reply(token, kind, to, &r, self.now);
+                                    }
+                                    _ => self.nodes[i].stream_failed(token, kind, to, "closed"),
+                                },
+                                None => self.nodes[i].stream_failed(token, kind, to, "connection refused"),
+                            }
+                        }
+                    }
+                }
+                let evs: Vec<Event> = self.nodes[i].drain_events().collect();
+                self.events[i].extend(evs);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    /// Advances virtual time by `d` in steps of 10ms.
+    pub fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(10);
+            for i in 0..self.nodes.len() {
+                if !self.down[i] && self.nodes[i].next_deadline() <= self.now {
+                    self.nodes[i].tick(self.now);
+                }
+            }
+            self.pump();
+        }
+    }
+
+    pub fn join_all(&mut self) {
+        let first = self.addrs[0];
+        for i in 1..self.nodes.len() {
+            self.nodes[i].join(&[first], true, self.now);
+            self.pump();
+        }
+    }
+
+    pub fn status(&self, at: usize, of: usize) -> Option<MemberStatus> {
+        self.nodes[at].member(&format!("node{of}")).map(|m| m.status)
+    }
+}
+
+#[test]
+fn five_nodes_join_fail_and_leave() {
+    let mut net = Net::new(5, 1, None);
+    net.join_all();
+    net.run(Duration::from_secs(3));
+    for i in 0..5 {
+        assert_eq!(net.nodes[i].members().iter().filter(|m| m.status == MemberStatus::Alive).count(), 5, "node{i}");
+    }
+    // Tags travel in meta.
+    assert_eq!(net.nodes[4].member("node0").unwrap().tags.get("role").map(String::as_str), Some("node"));
+
+    // A crash is detected as failed by everyone.
+    net.down[3] = true;
+    net.run(Duration::from_secs(20));
+    for i in [0, 1, 2, 4] {
+        assert_eq!(net.status(i, 3), Some(MemberStatus::Failed), "node{i} sees node3");
+    }
+
+    // A graceful leave is seen as left.
+    net.nodes[2].leave(net.now);
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[2].leave_intent_sent());
+    net.nodes[2].leave_memberlist(net.now);
+    net.run(Duration::from_secs(1));
+    net.down[2] = true;
+    net.run(Duration::from_secs(5));
+    for i in [0, 1, 4] {
+        assert_eq!(net.status(i, 2), Some(MemberStatus::Left), "node{i} sees node2");
+    }
+}
+
+#[test]
+fn events_and_queries_reach_everyone_encrypted() {
+    let mut net = Net::new(4, 2, Some(vec![7u8; 32]));
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    net.nodes[1].user_event("deploy", b"v42", false, net.now).unwrap();
+    net.run(Duration::from_secs(2));
+    for i in 0..4 {
+        let got = net.events[i]
+            .iter()
+            .filter(|e| matches!(e, Event::User { name, payload, .. } if name == "deploy" && payload == b"v42"))
+            .count();
+        assert_eq!(got, 1, "node{i} got the event {got} times");
+    }
+    let params = QueryParams { request_ack: true, ..Default::default() };
+    let lt = net.nodes[0].query("ping-q", b"hello", params, net.now).unwrap();
+    net.pump();
+    // Everyone answers.
+    let mut answered = HashMap::new();
+    for _ in 0..50 {
+        for i in 0..4 {
+            let qs: Vec<_> = net.events[i]
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Query(q) if q.name == "ping-q" => Some(q.clone()),
+                    _ => None,
+                })
+                .collect();
+            for q in qs {
+                if answered.insert((i, q.id), ()).is_none() {
+                    let reply = format!("pong from {i}");
+                    net.nodes[i].respond(&q, reply.as_bytes(), net.now).unwrap();
+                }
+            }
+        }
+        net.run(Duration::from_millis(100));
+    }
+    let acks = net.events[0].iter().filter(|e| matches!(e, Event::QueryAck { ltime, .. } if *ltime == lt)).count();
+    let resps =
+        net.events[0].iter().filter(|e| matches!(e, Event::QueryResponse { ltime, .. } if *ltime == lt)).count();
+    assert_eq!((acks, resps), (4, 4));
+    assert!(net.events[0].iter().any(|e| matches!(e, Event::QueryDone { ltime } if *ltime == lt)));
+}
+
+#[test]
+fn wrong_key_cannot_join() {
+    let mut net = Net::new(2, 3, Some(vec![1u8; 16]));
+    net.nodes[1].set_keyring(Some(Keyring::new(&[2u8; 16], &[]).unwrap()));
+    net.join_all();
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.nodes[0].members().len(), 1);
+    assert_eq!(net.nodes[1].members().len(), 1);
+}

@@ -1,0 +1,5 @@
+//! The gossip crate's integration tests: one binary (see ARCHITECTURE.md).
+
+mod captures;
+mod cluster;
+mod interop;
