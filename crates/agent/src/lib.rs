@@ -26,8 +26,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use cairn_cluster::gossip::user_events::{self as events, Events};
+use cairn_cluster::gossip::{Pool, PoolConfig};
 use cairn_cluster::leader::{reconcile_alive, Member};
 use cairn_cluster::{Server, ServerConfig};
+use cairn_gossip::keyring::Keyring;
 use cairn_types::coordinate::{Coordinate, CoordinateEntry};
 use cairn_types::structs::{
     HealthCheck, NodeService, ServiceAddress, UserEvent, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID,
@@ -39,6 +41,11 @@ pub use config::{Config, ConfigError, Flags};
 
 use checks::{CheckDef, CheckRunner};
 use local::{LocalCheck, LocalState};
+
+/// A request that needs a server, on an agent that has none.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("No known Consul servers")]
+pub struct NoServers;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +63,9 @@ pub enum StartError {
 pub struct Agent {
     config: RwLock<Arc<Config>>,
     flags: Flags,
-    pub server: Arc<Server>,
+    /// The Raft server, in server mode. Client agents have none until the RPC layer lets them
+    /// reach the servers: what needs one answers Consul's `No known Consul servers`.
+    server: Option<Arc<Server>>,
     pub local: Arc<LocalState>,
     pub checks: CheckRunner,
     metrics: PrometheusHandle,
@@ -67,6 +76,13 @@ pub struct Agent {
     watch_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// User events this agent accepted.
     pub events: Events,
+    /// The LAN gossip pool (absent with `ports.serf_lan = -1`).
+    pub lan: OnceLock<Pool>,
+    /// The WAN gossip pool (servers only; absent with `ports.serf_wan = -1`).
+    pub wan: OnceLock<Pool>,
+    /// The process's exit code once it stops (1 after a fatal error such as a retry-join that
+    /// gave up).
+    exit_code: std::sync::atomic::AtomicI32,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -100,20 +116,48 @@ impl Agent {
         // Listeners Consul would open that Cairn does not serve yet: say so once, by name and port,
         // rather than leave an operator to find a refused connection.
         let p = &cfg.ports;
-        let unserved: Vec<String> =
-            [("https", p.https), ("grpc", p.grpc), ("serf_lan", p.serf_lan), ("serf_wan", p.serf_wan)]
-                .iter()
-                .filter(|(_, port)| *port > 0)
-                .map(|(name, port)| format!("{name}={port}"))
-                .collect();
+        let unserved: Vec<String> = [("https", p.https), ("grpc", p.grpc)]
+            .iter()
+            .filter(|(_, port)| *port > 0)
+            .map(|(name, port)| format!("{name}={port}"))
+            .collect();
         if !unserved.is_empty() {
             tracing::warn!(target: "agent", ports = %unserved.join(" "), "these listeners are not implemented yet and are not opened");
         }
-        if !cfg.server {
-            return Err(StartError::Other(
-                "client mode needs the LAN gossip pool, which is not implemented yet: run with -server or -dev".into(),
-            ));
+        let server = if cfg.server { Some(Self::start_server(&cfg).await?) } else { None };
+        let (shutdown, _) = watch::channel(false);
+        let agent = Arc::new(Agent {
+            config: RwLock::new(Arc::new(cfg)),
+            flags,
+            server,
+            local: Arc::new(LocalState::new()),
+            checks: CheckRunner::default(),
+            metrics: metrics_handle(),
+            shutdown,
+            started: Instant::now(),
+            http_addrs: RwLock::new(Vec::new()),
+            watch_tasks: Default::default(),
+            events: Default::default(),
+            lan: OnceLock::new(),
+            wan: OnceLock::new(),
+            exit_code: Default::default(),
+        });
+        agent.start_gossip().await?;
+        agent.load_config_definitions(&agent.config())?;
+        agent.reconcile_self().await;
+        tokio::spawn(local::sync::run(agent.clone()));
+        tokio::spawn(reconcile_loop(agent.clone()));
+        // DNS first: once HTTP answers (what callers wait for), every listener is up.
+        let dns = dns::serve(&agent).await.map_err(|e| StartError::Other(format!("DNS listener: {e}")))?;
+        if !dns.is_empty() {
+            tracing::info!(target: "agent", addrs = ?dns, "DNS interface listening");
         }
+        agent.serve_http().await?;
+        agent.start_watches()?;
+        Ok(agent)
+    }
+
+    async fn start_server(cfg: &Config) -> Result<Arc<Server>, StartError> {
         let t0 = Instant::now();
         let rpc_port = if cfg.ports.server > 0 { cfg.ports.server as u16 } else { 8300 };
         let server = Server::start(ServerConfig {
@@ -129,32 +173,16 @@ impl Agent {
         .await?;
         server.wait_ready(Duration::from_secs(30)).await?;
         tracing::info!(target: "agent", elapsed_ms = t0.elapsed().as_millis() as u64, "raft leader elected, state restored");
-        let (shutdown, _) = watch::channel(false);
-        let agent = Arc::new(Agent {
-            config: RwLock::new(Arc::new(cfg)),
-            flags,
-            server,
-            local: Arc::new(LocalState::new()),
-            checks: CheckRunner::default(),
-            metrics: metrics_handle(),
-            shutdown,
-            started: Instant::now(),
-            http_addrs: RwLock::new(Vec::new()),
-            watch_tasks: Default::default(),
-            events: Default::default(),
-        });
-        agent.load_config_definitions(&agent.config())?;
-        agent.reconcile_self().await;
-        tokio::spawn(local::sync::run(agent.clone()));
-        tokio::spawn(reconcile_loop(agent.clone()));
-        // DNS first: once HTTP answers (what callers wait for), every listener is up.
-        let dns = dns::serve(&agent).await.map_err(|e| StartError::Other(format!("DNS listener: {e}")))?;
-        if !dns.is_empty() {
-            tracing::info!(target: "agent", addrs = ?dns, "DNS interface listening");
-        }
-        agent.serve_http().await?;
-        agent.start_watches()?;
-        Ok(agent)
+        Ok(server)
+    }
+
+    /// The Raft server, or Consul's error for an agent that knows none.
+    pub fn server(&self) -> Result<&Arc<Server>, NoServers> {
+        self.server.as_ref().ok_or(NoServers)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| s.is_leader())
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -188,6 +216,10 @@ impl Agent {
         let _ = rx.wait_for(|v| *v).await;
     }
 
+    pub fn exit_code(&self) -> i32 {
+        self.exit_code.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Asks every task to stop (`/v1/agent/leave`, signals).
     pub fn request_shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -196,15 +228,20 @@ impl Agent {
     /// Stops checks and Raft. Call after [`Agent::request_shutdown`] once the API has drained.
     pub async fn stop(&self) {
         self.request_shutdown();
+        for p in [self.wan.get(), self.lan.get()].into_iter().flatten() {
+            p.shutdown().await;
+        }
         self.checks.stop_all();
-        self.server.shutdown().await;
+        if let Some(s) = &self.server {
+            s.shutdown().await;
+        }
     }
 
     pub fn meta(&self, index: u64) -> http::Meta {
         http::Meta {
             index,
-            known_leader: self.server.leader_addr().is_some(),
-            last_contact_ms: self.server.last_contact_ms(),
+            known_leader: self.server.as_ref().is_some_and(|s| s.leader_addr().is_some()),
+            last_contact_ms: self.server.as_ref().map_or(0, |s| s.last_contact_ms()),
         }
     }
 
@@ -219,22 +256,145 @@ impl Agent {
         m
     }
 
-    /// Fires a user event to the datacenter's members (for now the pool is this agent alone, so it
-    /// is delivered here when its filters match). Returns the event as sent.
-    pub fn fire_event(&self, ev: UserEvent) -> Result<UserEvent, String> {
+    /// Fires a user event to the datacenter's members through the LAN pool (Serf delivers it to
+    /// this agent too). Without a pool it is delivered here alone. Returns the event as sent.
+    pub async fn fire_event(&self, ev: UserEvent) -> Result<UserEvent, String> {
         events::validate(&ev)?;
-        let services = self.local.services();
-        if events::accepts(&ev, &self.config().node_name, services.values()) {
-            self.events.deliver(ev.clone());
+        match self.lan.get() {
+            Some(pool) => pool.fire(&ev).await?,
+            None => self.accept_event(ev.clone()),
         }
         Ok(ev)
     }
 
-    /// This agent's network coordinate. Serf's Vivaldi client moves it as gossip probes measure
-    /// round trips to other members; while the pool is this agent alone there is nothing to
-    /// measure, so it stays where a new client starts.
+    /// An event from the pool: kept when its filters match this agent.
+    fn accept_event(&self, ev: UserEvent) {
+        let services = self.local.services();
+        if events::accepts(&ev, &self.config().node_name, services.values()) {
+            self.events.deliver(ev);
+        }
+    }
+
+    /// This agent's network coordinate: Serf's Vivaldi client moves it as gossip probes measure
+    /// round trips to other members. Without a pool it stays where a new agent starts.
     pub fn coordinate(&self) -> Coordinate {
-        Coordinate::origin()
+        self.lan.get().map(Pool::coordinate).unwrap_or_else(Coordinate::origin)
+    }
+
+    /// What this agent tells a gossip pool about itself.
+    pub fn pool_config(&self, wan: bool) -> PoolConfig {
+        let c = self.config();
+        let port = |p: i64, d: u16| if p >= 0 { p as u16 } else { d };
+        let lan_port = port(c.ports.serf_lan, 8301);
+        let wan_port = port(c.ports.serf_wan, 8302);
+        let (bind_port, adv_ip, timing) = if wan {
+            (wan_port, c.gossip.advertise_wan, c.gossip.wan.clone())
+        } else {
+            (lan_port, c.advertise_addr, c.gossip.lan.clone())
+        };
+        let keyring_file = c
+            .data_dir
+            .as_ref()
+            .filter(|_| !c.gossip.disable_keyring_file)
+            .map(|d| d.join("serf").join(if wan { "remote.keyring" } else { "local.keyring" }));
+        PoolConfig {
+            wan,
+            node_name: c.node_name.clone(),
+            node_id: c.node_id.clone(),
+            datacenter: c.datacenter.clone(),
+            server: c.server,
+            server_port: port(c.ports.server, 8300),
+            bootstrap: c.bootstrap,
+            bootstrap_expect: c.bootstrap_expect,
+            wan_join_port: (c.server && c.ports.serf_wan > 0).then_some(wan_port),
+            bind: SocketAddr::new(c.bind_addr, bind_port),
+            advertise: SocketAddr::new(adv_ip, bind_port),
+            timing,
+            keyring: None,
+            keyring_file,
+            verify_incoming: c.gossip.verify_incoming,
+            verify_outgoing: c.gossip.verify_outgoing,
+            reconnect_timeout: if wan { c.gossip.reconnect_timeout_wan } else { c.gossip.reconnect_timeout },
+            build: format!("{}:cairn-{}", cairn_types::CONSUL_COMPAT_VERSION, cairn_types::CAIRN_VERSION),
+        }
+    }
+
+    /// The keyring of a pool: its keyring file wins over `encrypt`, which only seeds a missing
+    /// file, as Consul does.
+    fn load_keyring(&self, pc: &PoolConfig) -> Result<Option<Keyring>, StartError> {
+        let c = self.config();
+        let which = if pc.wan { "WAN" } else { "LAN" };
+        if let Some(path) = &pc.keyring_file {
+            if let Some(ring) = cairn_cluster::gossip::read_keyring_file(path).map_err(StartError::Other)? {
+                if let Some(k) = &c.gossip.encrypt {
+                    if !ring.keys().any(|x| x == k.as_slice()) {
+                        tracing::warn!(target: "agent", keyring = which, " keyring doesn't include key provided with -encrypt, using keyring");
+                    }
+                }
+                return Ok(Some(ring));
+            }
+        }
+        let Some(k) = &c.gossip.encrypt else { return Ok(None) };
+        let ring = Keyring::new(k, &[]).map_err(|e| StartError::Other(format!("Invalid key: {e}")))?;
+        if let Some(path) = &pc.keyring_file {
+            cairn_cluster::gossip::write_keyring_file(path, &ring)
+                .map_err(|e| StartError::Other(format!("{}: {e}", path.display())))?;
+        }
+        Ok(Some(ring))
+    }
+
+    /// Opens the LAN pool (and, on a server, the WAN pool) and starts their retry-joins.
+    async fn start_gossip(self: &Arc<Self>) -> Result<(), StartError> {
+        let c = self.config();
+        for wan in [false, true] {
+            let port = if wan { c.ports.serf_wan } else { c.ports.serf_lan };
+            if port < 0 || (wan && !c.server) {
+                continue;
+            }
+            let mut pc = self.pool_config(wan);
+            pc.keyring = self.load_keyring(&pc)?;
+            let sink: Option<cairn_cluster::gossip::EventSink> = if wan {
+                None
+            } else {
+                let weak = Arc::downgrade(self);
+                Some(Arc::new(move |ev: UserEvent| {
+                    if let Some(a) = weak.upgrade() {
+                        a.accept_event(ev);
+                    }
+                }))
+            };
+            let bind = pc.bind;
+            let pool = Pool::start(pc, sink).await.map_err(|err| StartError::Bind { addr: bind.to_string(), err })?;
+            let (addrs, interval, max) = if wan {
+                (c.gossip.retry_join_wan.clone(), c.gossip.retry_interval_wan, c.gossip.retry_max_wan)
+            } else {
+                (c.gossip.retry_join.clone(), c.gossip.retry_interval, c.gossip.retry_max)
+            };
+            if !addrs.is_empty() {
+                let me = self.clone();
+                let p = pool.clone();
+                tokio::spawn(async move {
+                    if !cairn_cluster::gossip::retry_join(p, addrs, interval, max, me.shutdown_rx()).await
+                        && !*me.shutdown_rx().borrow()
+                    {
+                        me.exit_code.store(1, std::sync::atomic::Ordering::SeqCst);
+                        me.request_shutdown();
+                    }
+                });
+            }
+            let slot = if wan { &self.wan } else { &self.lan };
+            let _ = slot.set(pool);
+        }
+        Ok(())
+    }
+
+    /// Leaves the gossip pools gracefully (others see this agent `left`).
+    pub async fn leave_pools(&self) {
+        for p in [self.wan.get(), self.lan.get()].into_iter().flatten() {
+            if let Err(e) = p.leave().await {
+                tracing::warn!(target: "agent", error = %e, "failed to leave the gossip pool");
+            }
+        }
     }
 
     /// This agent as a pool member.
@@ -253,20 +413,49 @@ impl Agent {
         }
     }
 
+    /// The leader's pass over the LAN pool: members into the catalog, and the coordinates this
+    /// server measured to them (until client agents can send their own over RPC).
+    async fn reconcile_members(&self) {
+        let (Some(pool), Ok(server)) = (self.lan.get(), self.server()) else { return };
+        let c = self.config();
+        let members = pool.members();
+        if let Err(e) = cairn_cluster::leader::reconcile_pool(server, &members, &c.datacenter, &c.node_name).await {
+            tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile members into the catalog");
+        }
+        let st = server.store().snapshot();
+        let mut updates: Vec<CoordinateEntry> = pool
+            .member_coordinates()
+            .into_iter()
+            .filter(|(n, _)| *n != c.node_name)
+            .filter(|(n, coord)| st.node(n).is_some() && st.coordinate(n).is_none_or(|x| **x != *coord))
+            .map(|(node, coord)| CoordinateEntry { node, segment: String::new(), coord })
+            .collect();
+        let own = self.coordinate();
+        if st.coordinate(&c.node_name).is_none_or(|x| **x != own) {
+            updates.push(CoordinateEntry { node: c.node_name.clone(), segment: String::new(), coord: own });
+        }
+        if !updates.is_empty() {
+            if let Err(e) = server.apply(Command::CoordinateBatchUpdate(updates)).await {
+                tracing::warn!(target: "agent", error = %e, "failed to update coordinates");
+            }
+        }
+    }
+
     async fn reconcile_self(&self) {
-        if !self.server.is_leader() {
+        let Ok(server) = self.server() else { return };
+        if !server.is_leader() {
             return;
         }
-        if let Err(e) = reconcile_alive(&self.server, &self.member()).await {
+        if let Err(e) = reconcile_alive(server, &self.member()).await {
             tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile member into the catalog");
         }
         // Agents send their coordinate to the servers (Consul: every 15 s or so, batched); ours
         // changes only with gossip, so it is sent when the catalog lacks or differs from it.
         let coord = self.coordinate();
         let name = self.config().node_name.clone();
-        if self.server.store().snapshot().coordinate(&name).is_none_or(|c| **c != coord) {
+        if server.store().snapshot().coordinate(&name).is_none_or(|c| **c != coord) {
             let e = CoordinateEntry { node: name, segment: String::new(), coord };
-            if let Err(e) = self.server.apply(Command::CoordinateBatchUpdate(vec![e])).await {
+            if let Err(e) = server.apply(Command::CoordinateBatchUpdate(vec![e])).await {
                 tracing::warn!(target: "agent", error = %e, "failed to update this node's coordinate");
             }
         }
@@ -495,21 +684,42 @@ async fn reconcile_loop(agent: Arc<Agent>) {
     let mut shutdown = agent.shutdown_rx();
     let mut seen_last_tick = 0u64;
     let mut n = 0u64;
+    let mut changes = agent.lan.get().map(Pool::subscribe_changes);
+    let mut next_tick = tokio::time::Instant::now() + TICK;
     loop {
+        let changed = async {
+            match changes.as_mut() {
+                Some(c) => c.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep_until(next_tick) => {}
+            ok = changed => {
+                if !ok {
+                    changes = None;
+                }
+                // A membership change: reconcile it now, not at the next tick.
+                if agent.is_leader() {
+                    agent.reconcile_members().await;
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         }
+        next_tick = tokio::time::Instant::now() + TICK;
         n += 1;
-        if agent.server.is_leader() {
+        let Ok(server) = agent.server() else { continue };
+        if server.is_leader() {
+            agent.reconcile_members().await;
             if n.is_multiple_of(2) {
                 agent.reconcile_self().await;
             }
-            if let Err(e) = cairn_cluster::leader::reap_tombstones(&agent.server, seen_last_tick).await {
+            if let Err(e) = cairn_cluster::leader::reap_tombstones(server, seen_last_tick).await {
                 tracing::warn!(target: "agent.leader", error = %e, "failed to reap tombstones");
             }
         }
-        seen_last_tick = agent.server.store().snapshot().last_index;
+        seen_last_tick = server.store().snapshot().last_index;
     }
 }
 

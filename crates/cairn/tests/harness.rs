@@ -53,12 +53,16 @@ impl Agent {
         let f = std::fs::File::create(&log).unwrap();
         // DNS is off unless a test asks for it (many agents run at once; 8600 is shared).
         let dns_off = if args.iter().any(|a| a.starts_with("-dns-port")) { None } else { Some("-dns-port=-1") };
+        // Gossip is off too unless the test gives the pool's port.
+        let off = |flag: &str| (!args.iter().any(|a| a.starts_with(flag))).then(|| format!("{flag}=-1"));
         let child = Command::new(BIN)
             .arg("agent")
             .args(args)
             .arg(format!("-http-port={port}"))
             .args(dns_off)
-            .args(["-grpc-port=-1", "-serf-lan-port=-1", "-serf-wan-port=-1"])
+            .arg("-grpc-port=-1")
+            .args(off("-serf-lan-port"))
+            .args(off("-serf-wan-port"))
             .stdout(Stdio::null())
             .stderr(f)
             .spawn()
@@ -76,6 +80,18 @@ impl Agent {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the HTTP API answers (a client agent has no leader to wait for).
+    pub fn wait_http(&self) {
+        let url = self.url("/v1/agent/self");
+        wait_for(Duration::from_secs(20), "agent's HTTP API", || {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", &url])
+                .output()
+                .ok()?;
+            (String::from_utf8_lossy(&out.stdout) == "200").then_some(())
+        });
     }
 
     pub fn wait_ready(&self) {

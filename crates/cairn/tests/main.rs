@@ -13,6 +13,7 @@ mod coordinates;
 mod dns;
 mod events;
 mod fidelity;
+mod gossip;
 mod locks;
 mod queries;
 mod restart;

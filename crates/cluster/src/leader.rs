@@ -1,6 +1,6 @@
 //! Leader duties. Reconciling members into the catalog: every member of the LAN pool gets a node
 //! entry with a `serfHealth` check reflecting its gossip status, and every server a `consul` service.
-//! Until the gossip pool lands the only member a server knows is itself.
+//! The members come from the LAN gossip pool ([`reconcile_pool`]).
 
 use cairn_types::structs::{HealthCheck, NodeService, RegisterRequest, HEALTH_PASSING, SERF_CHECK_ID, SERF_CHECK_NAME};
 use cairn_types::{Command, CommandResult};
@@ -129,4 +129,122 @@ pub async fn session_reaper(server: std::sync::Weak<Server>) {
             }
         }
     }
+}
+
+/// Marks a failed member's `serfHealth` critical (its other checks are left alone). A node the
+/// catalog does not have is ignored, as Consul does.
+pub async fn reconcile_failed(server: &Server, node: &str, address: &str, datacenter: &str) -> Result<(), Error> {
+    let st = server.store().snapshot();
+    if st.node(node).is_none() {
+        return Ok(());
+    }
+    let critical = st
+        .checks
+        .get(&(node.to_string(), SERF_CHECK_ID.to_string()))
+        .is_some_and(|c| c.status == cairn_types::structs::HEALTH_CRITICAL);
+    if critical && st.node(node).is_some_and(|n| n.address == address) {
+        return Ok(());
+    }
+    let check = HealthCheck {
+        node: node.to_string(),
+        check_id: SERF_CHECK_ID.into(),
+        name: SERF_CHECK_NAME.into(),
+        status: cairn_types::structs::HEALTH_CRITICAL.into(),
+        output: "Agent not live or unreachable".into(),
+        definition: serde_json::json!({}),
+        ..Default::default()
+    };
+    let req = RegisterRequest {
+        datacenter: datacenter.to_string(),
+        node: node.to_string(),
+        address: address.to_string(),
+        skip_node_update: true,
+        check: Some(check),
+        ..Default::default()
+    };
+    match server.apply(Command::Register(req)).await?.result {
+        CommandResult::Error(e) => Err(Error::Rejected(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Deregisters a node that left or was reaped (all its services and checks).
+pub async fn deregister_member(server: &Server, node: &str, datacenter: &str) -> Result<(), Error> {
+    if server.store().snapshot().node(node).is_none() {
+        return Ok(());
+    }
+    let req = cairn_types::structs::DeregisterRequest {
+        datacenter: datacenter.to_string(),
+        node: node.to_string(),
+        ..Default::default()
+    };
+    match server.apply(Command::Deregister(req)).await?.result {
+        CommandResult::Error(e) => Err(Error::Rejected(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Catalog nodes carrying a `serfHealth` check that are not pool members (compared without case):
+/// they were reaped while no leader was watching, and are deregistered.
+pub fn reaped_nodes(server: &Server, members: &[String], self_name: &str) -> Vec<String> {
+    let st = server.store().snapshot();
+    let known: std::collections::HashSet<String> = members.iter().map(|m| m.to_lowercase()).collect();
+    let mut out: Vec<String> = st
+        .checks
+        .iter()
+        .filter(|((_, id), _)| id == SERF_CHECK_ID)
+        .map(|((node, _), _)| node.clone())
+        .filter(|n| !known.contains(&n.to_lowercase()) && n != self_name)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// The leader's reconciliation of the LAN pool into the catalog (docs/consul-facts/gossip.md §7):
+/// alive members registered with a passing `serfHealth`, failed ones marked critical, members
+/// that left and nodes no longer in the pool deregistered. Non-Consul members are skipped.
+pub async fn reconcile_pool(
+    server: &Server,
+    members: &[cairn_gossip::serf::Member],
+    dc: &str,
+    self_name: &str,
+) -> Result<(), Error> {
+    use cairn_gossip::serf::MemberStatus;
+    for m in members {
+        if !crate::gossip::is_consul_member(m, dc) {
+            tracing::trace!(target: "cluster.leader", member = %m.name, "skipping reconcile of node");
+            continue;
+        }
+        let address = m.addr.ip().to_string();
+        match m.status {
+            MemberStatus::Alive => {
+                let server_port = (m.tags.get("role").map(String::as_str) == Some("consul"))
+                    .then(|| m.tags.get("port").and_then(|p| p.parse().ok()))
+                    .flatten();
+                let member = Member {
+                    node: m.name.clone(),
+                    node_id: m.tags.get("id").cloned().unwrap_or_default(),
+                    address,
+                    datacenter: dc.to_string(),
+                    server_port,
+                };
+                reconcile_alive(server, &member).await?;
+            }
+            MemberStatus::Failed => {
+                tracing::info!(target: "cluster.leader", member = %m.name, "member failed, marking health critical");
+                reconcile_failed(server, &m.name, &address, dc).await?;
+            }
+            MemberStatus::Left if m.name != self_name => {
+                tracing::info!(target: "cluster.leader", member = %m.name, reason = "left", "deregistering member");
+                deregister_member(server, &m.name, dc).await?;
+            }
+            _ => {}
+        }
+    }
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    for node in reaped_nodes(server, &names, self_name) {
+        tracing::info!(target: "cluster.leader", member = %node, reason = "reaped", "deregistering member");
+        deregister_member(server, &node, dc).await?;
+    }
+    Ok(())
 }

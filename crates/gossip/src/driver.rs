@@ -423,8 +423,11 @@ impl Driver {
                     let chunks = self.streams.clone();
                     let done = done.clone();
                     let deadline = tokio::time::Instant::from_std(deadline);
+                    let encrypted = self.serf.keyring().is_some();
                     tokio::spawn(async move {
-                        let r = tokio::time::timeout_at(deadline, serve_outbound(to, data, token, kind, chunks)).await;
+                        let r =
+                            tokio::time::timeout_at(deadline, serve_outbound(to, data, token, kind, chunks, encrypted))
+                                .await;
                         let err = match r {
                             Ok(Ok(())) => return,
                             Ok(Err(e)) => e,
@@ -582,6 +585,7 @@ async fn serve_outbound(
     token: u64,
     kind: StreamKind,
     chunks: mpsc::Sender<StreamChunk>,
+    encrypted: bool,
 ) -> Result<(), String> {
     let mut conn = TcpStream::connect(to).await.map_err(|e| e.to_string())?;
     conn.write_all(&data).await.map_err(|e| e.to_string())?;
@@ -594,7 +598,12 @@ async fn serve_outbound(
     loop {
         let n = conn.read(&mut tmp).await.map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err("EOF".into());
+            // memberlist closes without a word on a stream it cannot decrypt.
+            return Err(if encrypted && buf.is_empty() {
+                "EOF (the remote closed without a reply: it may not have our gossip encryption key)".into()
+            } else {
+                "EOF".into()
+            });
         }
         buf.extend_from_slice(&tmp[..n]);
         if buf.len() > wire::MAX_INFLATED {

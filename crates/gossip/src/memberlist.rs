@@ -1170,7 +1170,9 @@ impl Memberlist {
             if rest.len() < 5 + n {
                 return Ok(None);
             }
-            let Some(k) = &self.keyring else { return Err(DecodeError::Invalid("encrypted stream, no keyring")) };
+            let Some(k) = &self.keyring else {
+                return Err(DecodeError::Invalid("Remote state is encrypted and encryption is not configured"));
+            };
             let mut aad = rest[..5].to_vec();
             aad.extend_from_slice(&label);
             match k.decrypt(&rest[5..5 + n], &aad) {
@@ -1183,7 +1185,7 @@ impl Memberlist {
         } else {
             if self.keyring.is_some() && self.config.gossip_verify_incoming {
                 self.stats.packets_unauthenticated += 1;
-                return Err(DecodeError::Invalid("encryption is configured but remote state is not encrypted"));
+                return Err(DecodeError::Invalid("Encryption is configured but remote state is not encrypted"));
             }
             rest.to_vec()
         };

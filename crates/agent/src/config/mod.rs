@@ -50,6 +50,18 @@ pub struct Flags {
     pub node_meta: Vec<String>,
     pub domain: Option<String>,
     pub ui: bool,
+    pub join: Vec<String>,
+    pub retry_join: Vec<String>,
+    pub join_wan: Vec<String>,
+    pub retry_join_wan: Vec<String>,
+    pub retry_interval: Option<String>,
+    pub retry_interval_wan: Option<String>,
+    pub retry_max: Option<i64>,
+    pub retry_max_wan: Option<i64>,
+    pub encrypt: Option<String>,
+    pub advertise_wan: Option<String>,
+    pub rejoin: bool,
+    pub disable_keyring_file: bool,
 }
 
 /// The effective, validated configuration.
@@ -90,6 +102,8 @@ pub struct Config {
     /// Consul's `session_ttl_min`: the shortest session TTL accepted (default 10s).
     pub session_ttl_min: Duration,
     pub leave_on_terminate: bool,
+    pub skip_leave_on_interrupt: bool,
+    pub gossip: GossipConfig,
     pub domain: String,
     /// `dns_config` and `recursors`.
     pub dns: dns::DnsConfig,
@@ -116,6 +130,28 @@ pub struct Ports {
     pub serf_lan: i64,
     pub serf_wan: i64,
     pub server: i64,
+}
+
+/// The gossip pools' settings.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    pub advertise_wan: IpAddr,
+    pub retry_join: Vec<String>,
+    pub retry_join_wan: Vec<String>,
+    pub retry_interval: Duration,
+    pub retry_interval_wan: Duration,
+    pub retry_max: u32,
+    pub retry_max_wan: u32,
+    /// The `encrypt` key, decoded.
+    pub encrypt: Option<Vec<u8>>,
+    pub verify_incoming: bool,
+    pub verify_outgoing: bool,
+    pub rejoin_after_leave: bool,
+    pub reconnect_timeout: Duration,
+    pub reconnect_timeout_wan: Duration,
+    pub lan: cairn_cluster::gossip::Timing,
+    pub wan: cairn_cluster::gossip::Timing,
+    pub disable_keyring_file: bool,
 }
 
 /// A configuration error: which source, which key, what is wrong.
@@ -162,6 +198,24 @@ const IMPLEMENTED: &[&str] = &[
     "check_update_interval",
     "leave_on_terminate",
     "skip_leave_on_interrupt",
+    "advertise_addr_wan",
+    "retry_join",
+    "retry_join_wan",
+    "start_join",
+    "start_join_wan",
+    "retry_interval",
+    "retry_interval_wan",
+    "retry_max",
+    "retry_max_wan",
+    "encrypt",
+    "encrypt_verify_incoming",
+    "encrypt_verify_outgoing",
+    "rejoin_after_leave",
+    "reconnect_timeout",
+    "reconnect_timeout_wan",
+    "gossip_lan",
+    "gossip_wan",
+    "disable_keyring_file",
     "service",
     "services",
     "check",
@@ -308,7 +362,13 @@ impl Config {
             Some(v) => duration(v).map_err(|e| ConfigError(format!("session_ttl_min: {e}")))?,
             None => Duration::from_secs(10),
         };
+        let gossip = gossip_config(&m, dev, advertise_addr)?;
+        // Consul: servers stay in the pool on SIGTERM and skip the leave on SIGINT; clients leave.
+        let leave_on_terminate = m.get("leave_on_terminate").map(as_bool).unwrap_or(!server);
+        let skip_leave_on_interrupt = m.get("skip_leave_on_interrupt").map(as_bool).unwrap_or(server);
         Ok(Config {
+            gossip,
+            skip_leave_on_interrupt,
             session_ttl_min,
             dev,
             server,
@@ -339,7 +399,7 @@ impl Config {
             txn_max_ops: int(&["limits", "txn_max_ops"], MAX_TXN_OPS as i64).max(1) as usize,
             http_max_conns_per_client: int(&["limits", "http_max_conns_per_client"], 200).max(1) as usize,
             check_update_interval,
-            leave_on_terminate: b("leave_on_terminate"),
+            leave_on_terminate,
             domain: s("domain").unwrap_or_else(|| "consul".into()),
             dns: dns::DnsConfig::from_merged(&m)?,
             services: list(&m, "service", "services"),
@@ -718,6 +778,37 @@ fn flag_values(f: &Flags) -> Result<Value, ConfigError> {
     if f.log_json {
         put("log_json", json!(true));
     }
+    for (k, v) in [
+        ("start_join", &f.join),
+        ("retry_join", &f.retry_join),
+        ("start_join_wan", &f.join_wan),
+        ("retry_join_wan", &f.retry_join_wan),
+    ] {
+        if !v.is_empty() {
+            put(k, json!(v));
+        }
+    }
+    for (k, v) in [
+        ("retry_interval", &f.retry_interval),
+        ("retry_interval_wan", &f.retry_interval_wan),
+        ("encrypt", &f.encrypt),
+        ("advertise_addr_wan", &f.advertise_wan),
+    ] {
+        if let Some(v) = v {
+            put(k, json!(v));
+        }
+    }
+    for (k, v) in [("retry_max", f.retry_max), ("retry_max_wan", f.retry_max_wan)] {
+        if let Some(v) = v {
+            put(k, json!(v));
+        }
+    }
+    if f.rejoin {
+        put("rejoin_after_leave", json!(true));
+    }
+    if f.disable_keyring_file {
+        put("disable_keyring_file", json!(true));
+    }
     if f.enable_script_checks {
         put("enable_script_checks", json!(true));
     }
@@ -751,6 +842,104 @@ fn flag_values(f: &Flags) -> Result<Value, ConfigError> {
         m.insert("node_meta".into(), Value::Object(meta));
     }
     Ok(Value::Object(m))
+}
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn gossip_timing(
+    m: &Value,
+    block: &str,
+    base: cairn_cluster::gossip::Timing,
+) -> Result<cairn_cluster::gossip::Timing, ConfigError> {
+    let Some(b) = m.get(block) else { return Ok(base) };
+    let mut t = base;
+    let dur = |k: &str, d: Duration| -> Result<Duration, ConfigError> {
+        match b.get(k) {
+            Some(v) => {
+                let x = duration(v).map_err(|e| ConfigError(format!("{block}.{k}: {e}")))?;
+                if x.is_zero() {
+                    return Err(ConfigError(format!("{block}.{k}: must be greater than zero")));
+                }
+                Ok(x)
+            }
+            None => Ok(d),
+        }
+    };
+    let int = |k: &str, d: i64| -> Result<i64, ConfigError> {
+        match b.get(k).map(as_i64) {
+            Some(Some(x)) if x > 0 => Ok(x),
+            Some(_) => Err(ConfigError(format!("{block}.{k}: must be a positive integer"))),
+            None => Ok(d),
+        }
+    };
+    t.gossip_interval = dur("gossip_interval", t.gossip_interval)?;
+    t.probe_interval = dur("probe_interval", t.probe_interval)?;
+    t.probe_timeout = dur("probe_timeout", t.probe_timeout)?;
+    t.gossip_nodes = int("gossip_nodes", t.gossip_nodes as i64)? as usize;
+    t.retransmit_mult = int("retransmit_mult", t.retransmit_mult as i64)?.min(64) as u32;
+    t.suspicion_mult = int("suspicion_mult", t.suspicion_mult as i64)?.min(64) as u32;
+    Ok(t)
+}
+
+fn gossip_config(m: &Value, dev: bool, advertise: IpAddr) -> Result<GossipConfig, ConfigError> {
+    use cairn_cluster::gossip::Timing;
+    let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    let dur = |k: &str, d: Duration| -> Result<Duration, ConfigError> {
+        m.get(k).map(|v| duration(v).map_err(|e| ConfigError(format!("{k}: {e}")))).unwrap_or(Ok(d))
+    };
+    let encrypt = match s("encrypt").filter(|e| !e.is_empty()) {
+        None => None,
+        Some(k) => {
+            use base64::Engine;
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .map_err(|e| ConfigError(format!("encrypt has invalid key: {e}")))?;
+            if ![16, 24, 32].contains(&key.len()) {
+                return Err(ConfigError(format!(
+                    "encrypt has invalid key: key size must be 16, 24 or 32 bytes, got {}",
+                    key.len()
+                )));
+            }
+            Some(key)
+        }
+    };
+    let advertise_wan = match s("advertise_addr_wan") {
+        Some(a) => a.parse().map_err(|_| ConfigError(format!("advertise_addr_wan: invalid IP address {a:?}")))?,
+        None => advertise,
+    };
+    if advertise_wan.is_unspecified() {
+        return Err(ConfigError("Advertise WAN address cannot be 0.0.0.0, :: or [::]".into()));
+    }
+    let base = |t: Timing| if dev { Timing::dev() } else { t };
+    let mut retry_join = str_list(m.get("start_join"));
+    retry_join.extend(str_list(m.get("retry_join")));
+    let mut retry_join_wan = str_list(m.get("start_join_wan"));
+    retry_join_wan.extend(str_list(m.get("retry_join_wan")));
+    let max = |k: &str| m.get(k).and_then(as_i64).unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+    Ok(GossipConfig {
+        advertise_wan,
+        retry_join,
+        retry_join_wan,
+        retry_interval: dur("retry_interval", Duration::from_secs(30))?,
+        retry_interval_wan: dur("retry_interval_wan", Duration::from_secs(30))?,
+        retry_max: max("retry_max"),
+        retry_max_wan: max("retry_max_wan"),
+        encrypt,
+        verify_incoming: m.get("encrypt_verify_incoming").map(as_bool).unwrap_or(true),
+        verify_outgoing: m.get("encrypt_verify_outgoing").map(as_bool).unwrap_or(true),
+        rejoin_after_leave: m.get("rejoin_after_leave").map(as_bool).unwrap_or(false),
+        reconnect_timeout: dur("reconnect_timeout", Duration::from_secs(72 * 3600))?,
+        reconnect_timeout_wan: dur("reconnect_timeout_wan", Duration::from_secs(72 * 3600))?,
+        lan: gossip_timing(m, "gossip_lan", base(Timing::lan()))?,
+        wan: gossip_timing(m, "gossip_wan", base(Timing::wan()))?,
+        disable_keyring_file: m.get("disable_keyring_file").map(as_bool).unwrap_or(dev),
+    })
 }
 
 fn as_bool(v: &Value) -> bool {
@@ -841,12 +1030,13 @@ mod tests {
         let a = write(
             d.path(),
             "c.hcl",
-            "telemetry { prometheus_retention_time = \"30s\" }\nacl { enabled = false }\nretry_join = [\"1.2.3.4\"]\n",
+            "telemetry { prometheus_retention_time = \"30s\" }\nacl { enabled = false }\nretry_join = [\"1.2.3.4\"]\nsegment = \"x\"\n",
         );
         let c = Config::load(&Flags { dev: true, config_files: vec![a], ..Default::default() }).unwrap();
         assert!(c.ignored.contains(&"telemetry.prometheus_retention_time".to_string()), "{:?}", c.ignored);
         assert!(c.ignored.contains(&"acl.enabled".to_string()));
-        assert!(c.ignored.contains(&"retry_join".to_string()));
+        assert!(!c.ignored.contains(&"retry_join".to_string()), "retry_join is implemented");
+        assert!(c.ignored.contains(&"segment".to_string()));
     }
 
     #[test]

@@ -352,13 +352,17 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
     let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone(), soa: dns.soa };
     // Stale reads are fine while this server heard from the leader within `max_stale`; otherwise
     // (or with `allow_stale = false`) only the leader answers, as Consul retries consistently.
-    let stale_ok = dns.allow_stale && Duration::from_millis(agent.server.last_contact_ms()) <= dns.max_stale;
-    if !stale_ok && !agent.server.is_leader() {
+    // A client agent with no server to ask fails the lookup, as Consul's does.
+    let Ok(server) = agent.server() else {
+        return Answer { code: ResponseCode::ServFail, ..Answer::default() };
+    };
+    let stale_ok = dns.allow_stale && Duration::from_millis(server.last_contact_ms()) <= dns.max_stale;
+    if !stale_ok && !server.is_leader() {
         return Answer { code: ResponseCode::ServFail, ..Answer::default() };
     }
     let q = qname.to_ascii().to_ascii_lowercase();
     let q = q.trim_end_matches('.');
-    let st = agent.server.store().snapshot();
+    let st = server.store().snapshot();
     if q.ends_with(".arpa") {
         return match arpa_ip(q) {
             Some(ip) => ptr(&names, &st, qname, qtype, ip),

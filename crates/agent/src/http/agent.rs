@@ -26,6 +26,8 @@ pub fn routes() -> Router<AgentRef> {
     Router::new()
         .route("/v1/agent/self", get(self_))
         .route("/v1/agent/members", get(members))
+        .route("/v1/agent/join/{addr}", put(join))
+        .route("/v1/agent/force-leave/{node}", put(force_leave))
         .route("/v1/agent/services", get(services))
         .route("/v1/agent/service/{id}", get(service))
         .route("/v1/agent/service/register", put(service_register))
@@ -108,38 +110,36 @@ fn agent_service(s: &NodeService, dc: &str) -> Value {
     v
 }
 
-fn member_json(agent: &Agent) -> Value {
-    let c = agent.config();
-    let port = if c.ports.serf_lan > 0 { c.ports.serf_lan } else { 8301 };
-    let server_port = if c.ports.server > 0 { c.ports.server } else { 8300 };
-    let mut tags = json!({
-        "build": format!("{CONSUL_COMPAT_VERSION}:cairn-{CAIRN_VERSION}"),
-        "dc": c.datacenter,
-        "id": c.node_id,
-        "vsn": "2",
-        "vsn_min": "2",
-        "vsn_max": "3",
-        "segment": "",
-    });
-    if c.server {
-        tags["role"] = json!("consul");
-        tags["port"] = json!(server_port.to_string());
-        tags["raft_vsn"] = json!("3");
-        tags["expect"] = json!(c.bootstrap_expect.to_string());
-        if c.bootstrap {
-            tags["bootstrap"] = json!("1");
-        }
-        if c.ports.grpc > 0 {
-            tags["grpc_port"] = json!(c.ports.grpc.to_string());
-        }
-    } else {
-        tags["role"] = json!("node");
+/// A pool member as `/v1/agent/members` shows it.
+pub fn serf_member_json(m: &cairn_gossip::serf::Member) -> Value {
+    json!({
+        "Name": m.name,
+        "Addr": m.addr.ip().to_string(),
+        "Port": m.addr.port(),
+        "Tags": m.tags,
+        "Status": m.status as u8,
+        "ProtocolMin": m.protocol[0],
+        "ProtocolMax": m.protocol[1],
+        "ProtocolCur": m.protocol[2],
+        "DelegateMin": m.delegate[0],
+        "DelegateMax": m.delegate[1],
+        "DelegateCur": m.delegate[2],
+    })
+}
+
+/// This agent as a member of a pool (`wan` for the WAN pool): from the pool when there is one,
+/// else as it would be announced.
+fn member_json_in(agent: &Agent, wan: bool) -> Value {
+    let pool = if wan { agent.wan.get() } else { agent.lan.get() };
+    let pc = agent.pool_config(wan);
+    if let Some(m) = pool.and_then(|p| p.members().into_iter().find(|m| m.name == pc.member_name())) {
+        return serf_member_json(&m);
     }
     json!({
-        "Name": c.node_name,
-        "Addr": c.advertise_addr.to_string(),
-        "Port": port,
-        "Tags": tags,
+        "Name": pc.member_name(),
+        "Addr": pc.advertise.ip().to_string(),
+        "Port": pc.advertise.port(),
+        "Tags": pc.tags(),
         "Status": 1,
         "ProtocolMin": 1,
         "ProtocolMax": 5,
@@ -150,10 +150,14 @@ fn member_json(agent: &Agent) -> Value {
     })
 }
 
+fn member_json(agent: &Agent) -> Value {
+    member_json_in(agent, false)
+}
+
 async fn self_(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     let c = agent.config();
-    let raft = agent.server.stats();
+    let raft = agent.server().ok().map(|s| s.stats());
     let checks = agent.local.checks();
     let body = json!({
         "Config": {
@@ -180,8 +184,8 @@ async fn self_(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpRe
             "build": { "prerelease": "", "revision": "cairn", "version": CONSUL_COMPAT_VERSION, "cairn_version": CAIRN_VERSION },
             "consul": {
                 "server": c.server.to_string(),
-                "leader": agent.server.is_leader().to_string(),
-                "leader_addr": agent.server.leader_addr().unwrap_or_default(),
+                "leader": agent.is_leader().to_string(),
+                "leader_addr": agent.server().ok().and_then(|s| s.leader_addr()).unwrap_or_default(),
                 "bootstrap": c.bootstrap.to_string(),
                 "known_datacenters": "1",
             },
@@ -239,15 +243,85 @@ fn debug_config(agent: &Agent) -> Value {
     })
 }
 
+/// `GET /v1/agent/members[?wan=1][&segment=]`. Quirk kept: `wan` counts only with a value, so a
+/// bare `?wan` lists the LAN pool, as Consul's handler reads it.
 async fn members(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
-    if p.flag("wan") {
-        // Servers are in the WAN pool under `<node>.<dc>`.
-        let mut m = member_json(&agent);
-        m["Name"] = json!(format!("{}.{}", agent.config().node_name, agent.config().datacenter));
-        return Ok(json_response(None, p.has("pretty"), &[m]));
+    let wan = p.get("wan").is_some_and(|v| !v.is_empty());
+    let segment = p.get("segment").unwrap_or("");
+    if wan && !segment.is_empty() && segment != "_all" {
+        return Err(HttpError::bad("Cannot provide a segment with wan=true"));
     }
-    Ok(json_response(None, p.has("pretty"), &[member_json(&agent)]))
+    let pool = if wan { agent.wan.get() } else { agent.lan.get() };
+    let list: Vec<Value> = match pool {
+        Some(pool) => pool.members().iter().map(serf_member_json).collect(),
+        // A client has no WAN pool: Consul answers null.
+        None if wan && !agent.config().server => return Ok(json_response(None, p.has("pretty"), &Value::Null)),
+        None => vec![member_json_in(&agent, wan)],
+    };
+    Ok(json_response(None, p.has("pretty"), &list))
+}
+
+/// `PUT /v1/agent/join/:address[?wan=1]`.
+async fn join(State(agent): State<AgentRef>, Path(addr): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    let wan = p.get("wan").is_some_and(|v| !v.is_empty());
+    let c = agent.config();
+    if wan && !c.server {
+        return Err(HttpError::internal("Must be a server to join WAN cluster"));
+    }
+    let pool = if wan { agent.wan.get() } else { agent.lan.get() };
+    let Some(pool) = pool else {
+        return Err(HttpError::internal(if wan {
+            "WAN Federation is disabled"
+        } else {
+            "LAN gossip is disabled (ports.serf_lan = -1)"
+        }));
+    };
+    pool.join(&[addr]).await.map_err(HttpError::internal)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `PUT /v1/agent/force-leave/:node[?prune][&wan]`: `prune` and `wan` count when present.
+async fn force_leave(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    let (prune, wan) = (p.has("prune"), p.has("wan"));
+    let c = agent.config();
+    if wan && !c.server {
+        return Err(HttpError::internal("Must be a server to force-leave a node from the WAN cluster"));
+    }
+    tracing::info!(target: "agent", node = %node, "Force leaving node");
+    let mut found = false;
+    let mut errors = Vec::new();
+    let targets: Vec<(&cairn_cluster::gossip::Pool, String, &str)> = if wan {
+        agent.wan.get().map(|w| (w, node.clone(), "WAN")).into_iter().collect()
+    } else {
+        let wan_name = if node.ends_with(&format!(".{}", c.datacenter)) {
+            node.clone()
+        } else {
+            format!("{node}.{}", c.datacenter)
+        };
+        [agent.lan.get().map(|l| (l, node.clone(), "LAN")), agent.wan.get().map(|w| (w, wan_name, "WAN"))]
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    for (pool, name, which) in targets {
+        if !pool.members().iter().any(|m| m.name == name) {
+            continue;
+        }
+        found = true;
+        if let Err(e) = pool.force_leave(&name, prune).await {
+            errors.push(format!("could not remove failed node from {which}: {e}"));
+        }
+    }
+    if !found {
+        return Err(HttpError::internal(format!("agent: No node found with name '{node}'")));
+    }
+    if !errors.is_empty() {
+        return Err(HttpError::internal(errors.join("\n")));
+    }
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -533,7 +607,10 @@ async fn reload(State(agent): State<AgentRef>) -> HttpResult {
     Ok(StatusCode::OK.into_response())
 }
 
+/// `PUT /v1/agent/leave`: leaves the gossip pools gracefully (others see this agent `left`),
+/// then shuts down. The response is sent before the process exits.
 async fn leave(State(agent): State<AgentRef>) -> HttpResult {
+    agent.leave_pools().await;
     // Answer first, then stop: the response must reach the caller.
     let a = agent.clone();
     tokio::spawn(async move {
@@ -557,15 +634,16 @@ async fn metrics(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Http
 }
 
 fn record_gauges(agent: &Agent) {
-    let st = agent.server.store().snapshot();
+    metrics::gauge!("consul_agent_local_services").set(agent.local.services().len() as f64);
+    metrics::gauge!("consul_agent_local_checks").set(agent.local.checks().len() as f64);
+    metrics::gauge!("consul_agent_uptime_seconds").set(agent.uptime().as_secs_f64());
+    let Ok(server) = agent.server() else { return };
+    let st = server.store().snapshot();
     metrics::gauge!("consul_kvs_entries").set(st.kvs.len() as f64);
     metrics::gauge!("consul_catalog_nodes").set(st.nodes.len() as f64);
     metrics::gauge!("consul_catalog_service_instances").set(st.services.len() as f64);
     metrics::gauge!("consul_state_index").set(st.last_index as f64);
-    metrics::gauge!("consul_agent_local_services").set(agent.local.services().len() as f64);
-    metrics::gauge!("consul_agent_local_checks").set(agent.local.checks().len() as f64);
-    metrics::gauge!("consul_server_isLeader").set(if agent.server.is_leader() { 1.0 } else { 0.0 });
-    metrics::gauge!("consul_agent_uptime_seconds").set(agent.uptime().as_secs_f64());
+    metrics::gauge!("consul_server_isLeader").set(if server.is_leader() { 1.0 } else { 0.0 });
 }
 
 /// Consul's JSON metrics shape, built from the Prometheus rendering: gauges and counters by name.

@@ -76,7 +76,7 @@ pub async fn register(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, bo
             return Err(HttpError::bad("Must provide check ID or name"));
         }
     }
-    let applied = agent.server.apply(Command::Register(req)).await?;
+    let applied = agent.server()?.apply(Command::Register(req)).await?;
     applied_ok(applied.result)
 }
 
@@ -110,7 +110,7 @@ pub async fn deregister(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, 
     if req.node.is_empty() {
         return Err(HttpError::bad("Must provide node"));
     }
-    let applied = agent.server.apply(Command::Deregister(req)).await?;
+    let applied = agent.server()?.apply(Command::Deregister(req)).await?;
     applied_ok(applied.result)
 }
 

@@ -70,6 +70,6 @@ pub async fn update(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
     check_dc(&agent, &p)?;
     let e: CoordinateEntry = decode_body(&body)?;
     e.coord.validate().map_err(HttpError::internal)?;
-    agent.server.apply(Command::CoordinateBatchUpdate(vec![e])).await?;
+    agent.server()?.apply(Command::CoordinateBatchUpdate(vec![e])).await?;
     Ok(StatusCode::OK.into_response())
 }

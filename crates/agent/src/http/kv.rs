@@ -94,7 +94,7 @@ pub async fn put(
     let (op, cas, session) = if let Some(sess) = p.get("acquire") {
         // Lock-delay is a wall-clock decision, taken here on the leader before proposing: an acquire
         // within the delay after the previous holder's session was invalidated just fails.
-        if agent.server.lock_delayed(&key) {
+        if agent.server()?.lock_delayed(&key) {
             return Ok(json_response(None, false, &false));
         }
         (KvOp::Lock, 0, sess.to_string())
@@ -114,7 +114,7 @@ pub async fn put(
         create_index: 0,
         modify_index: cas,
     };
-    let applied = agent.server.apply(Command::Kv(KvRequest { op, entry })).await?;
+    let applied = agent.server()?.apply(Command::Kv(KvRequest { op, entry })).await?;
     kv_answer(applied.result)
 }
 
@@ -151,6 +151,6 @@ pub async fn delete(State(agent): State<AgentRef>, Path(key): Path<String>, RawQ
         create_index: 0,
         modify_index: cas,
     };
-    let applied = agent.server.apply(Command::Kv(KvRequest { op, entry })).await?;
+    let applied = agent.server()?.apply(Command::Kv(KvRequest { op, entry })).await?;
     kv_answer(applied.result)
 }

@@ -8,6 +8,7 @@ mod coordinate;
 mod event;
 mod health;
 mod kv;
+mod operator;
 pub(crate) mod query;
 mod session;
 mod status;
@@ -82,6 +83,7 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/fire/", put(event::fire))
         .route("/v1/event/list", get(event::list))
+        .route("/v1/operator/keyring", axum::routing::any(operator::keyring))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/acl/{*rest}", axum::routing::any(acl_disabled))
@@ -137,6 +139,12 @@ async fn method_not_allowed_body(req: Request, next: Next) -> Response {
 pub struct HttpError {
     pub status: StatusCode,
     pub msg: String,
+}
+
+impl From<crate::NoServers> for HttpError {
+    fn from(e: crate::NoServers) -> Self {
+        HttpError::internal(e.to_string())
+    }
 }
 
 impl HttpError {
@@ -387,7 +395,7 @@ pub async fn blocking<T>(
     f: impl Fn(&State) -> (u64, T),
 ) -> Result<(Meta, T), HttpError> {
     check_dc_consistency(agent, q).await?;
-    let store = agent.server.store();
+    let store = agent.server()?.store();
     if q.index == 0 {
         // Not blocking: read the current snapshot without registering any watch.
         let (idx, res) = f(&store.snapshot());
@@ -415,10 +423,10 @@ pub async fn blocking<T>(
 async fn check_dc_consistency(agent: &Agent, q: &QueryOpts) -> Result<(), HttpError> {
     match q.consistency {
         Consistency::Stale => Ok(()),
-        Consistency::Consistent => Ok(agent.server.consistent_barrier().await?),
+        Consistency::Consistent => Ok(agent.server()?.consistent_barrier().await?),
         // Default mode: the leader answers from its state without a quorum round trip.
         Consistency::Default => {
-            if agent.server.is_leader() {
+            if agent.server()?.is_leader() {
                 Ok(())
             } else {
                 Err(cairn_cluster::Error::NoLeader.into())
@@ -469,7 +477,8 @@ pub fn check_body_dc(agent: &Agent, v: &serde_json::Value) -> Result<(), HttpErr
 pub fn sort_near<T>(agent: &Agent, near: Option<&str>, rows: &mut [T], node_of: impl Fn(&T) -> &str) {
     let Some(near) = near.filter(|n| !n.is_empty()) else { return };
     let near = if near == "_agent" { agent.config().node_name.clone() } else { near.to_string() };
-    let st = agent.server.store().snapshot();
+    let Ok(server) = agent.server() else { return };
+    let st = server.store().snapshot();
     let Some(origin) = st.coordinate(&near).cloned() else { return };
     rows.sort_by_cached_key(|r| {
         let d = st.coordinate(node_of(r)).and_then(|c| origin.distance_to(c)).unwrap_or(f64::INFINITY);

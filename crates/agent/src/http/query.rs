@@ -39,7 +39,7 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
     let mut q = parse_query(&agent, &body)?;
     q.id = uuid::Uuid::new_v4().to_string();
     let id = q.id.clone();
-    super::applied(agent.server.apply(Command::QuerySet(q)).await?.result)?;
+    super::applied(agent.server()?.apply(Command::QuerySet(q)).await?.result)?;
     Ok(json_response(None, p.has("pretty"), &json!({ "ID": id })))
 }
 
@@ -73,18 +73,18 @@ pub async fn update(
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let mut q = parse_query(&agent, &body)?;
-    if !agent.server.store().snapshot().queries.contains_key(&id) {
+    if !agent.server()?.store().snapshot().queries.contains_key(&id) {
         return Err(HttpError::not_found(format!("Query not found: {id}")));
     }
     q.id = id;
-    super::applied(agent.server.apply(Command::QuerySet(q)).await?.result)?;
+    super::applied(agent.server()?.apply(Command::QuerySet(q)).await?.result)?;
     Ok(StatusCode::OK.into_response())
 }
 
 pub async fn delete(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    agent.server.apply(Command::QueryDelete(id)).await?;
+    agent.server()?.apply(Command::QueryDelete(id)).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -162,7 +162,7 @@ pub async fn execute(
     check_dc(&agent, &p)?;
     let limit = p.u64("limit")?.unwrap_or(0) as usize;
     let q = QueryOpts { index: 0, ..QueryOpts::parse(&p)? };
-    let st = agent.server.store().snapshot();
+    let st = agent.server()?.store().snapshot();
     let pq = resolve(&st, &id)?;
     let (meta, mut nodes) =
         blocking(&agent, &q, vec![], |st| st.check_service_nodes(&pq.service.service, &[], false)).await?;
@@ -188,7 +188,7 @@ pub async fn execute(
 pub async fn explain(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let st = agent.server.store().snapshot();
+    let st = agent.server()?.store().snapshot();
     let pq = resolve(&st, &id)?;
     let v: Value = json!({ "Query": pq });
     Ok(json_response(Some(agent.meta(st.index("queries").max(1))), p.has("pretty"), &v))

@@ -124,7 +124,7 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
         (None, None) => sess.node_checks = vec![SERF_CHECK_ID.to_string()],
         (nc, legacy) => {
             sess.node_checks = nc.unwrap_or_default();
-            let st = agent.server.store().snapshot();
+            let st = agent.server()?.store().snapshot();
             for id in legacy.unwrap_or_default() {
                 match st.checks.get(&(node.clone(), id.clone())) {
                     Some(c) if !c.service_id.is_empty() => {
@@ -136,14 +136,14 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
         }
     }
     let id = sess.id.clone();
-    let applied = agent.server.apply(Command::SessionCreate(sess)).await?;
+    let applied = agent.server()?.apply(Command::SessionCreate(sess)).await?;
     if let CommandResult::Error(e) = applied.result {
         let mut err = HttpError::from(e);
         err.msg = format!("Failed to create session: {}", err.msg);
         return Err(err);
     }
     if !ttl.is_zero() {
-        cairn_cluster::leader::reset_session_timer(&agent.server, &id, ttl);
+        cairn_cluster::leader::reset_session_timer(agent.server()?, &id, ttl);
     }
     Ok(json_response(None, p.has("pretty"), &json!({ "ID": id })))
 }
@@ -151,23 +151,23 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
 pub async fn destroy(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    agent.server.apply(Command::SessionDestroy(id)).await?;
+    agent.server()?.apply(Command::SessionDestroy(id)).await?;
     Ok(json_response(None, false, &true))
 }
 
 pub async fn renew(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    if !agent.server.is_leader() {
+    if !agent.server()?.is_leader() {
         return Err(cairn_cluster::Error::NoLeader.into());
     }
-    let (idx, sess) = agent.server.store().snapshot().session_get(&id);
+    let (idx, sess) = agent.server()?.store().snapshot().session_get(&id);
     let Some(sess) = sess else {
         return Err(HttpError::not_found(format!("Session id '{id}' not found")));
     };
     if let Ok(ttl) = cairn_types::duration::parse(&sess.ttl) {
         if !ttl.is_zero() {
-            cairn_cluster::leader::reset_session_timer(&agent.server, &id, ttl);
+            cairn_cluster::leader::reset_session_timer(agent.server()?, &id, ttl);
         }
     }
     Ok(json_response(Some(agent.meta(idx.max(1))), p.has("pretty"), &[&*sess]))

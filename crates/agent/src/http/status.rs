@@ -5,9 +5,9 @@ use axum::extract::State;
 use super::{json_response, AgentRef, HttpResult};
 
 pub async fn leader(State(agent): State<AgentRef>) -> HttpResult {
-    Ok(json_response(None, false, &agent.server.leader_addr().unwrap_or_default()))
+    Ok(json_response(None, false, &agent.server()?.leader_addr().unwrap_or_default()))
 }
 
 pub async fn peers(State(agent): State<AgentRef>) -> HttpResult {
-    Ok(json_response(None, false, &agent.server.peers()))
+    Ok(json_response(None, false, &agent.server()?.peers()))
 }

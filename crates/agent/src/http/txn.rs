@@ -115,18 +115,19 @@ pub async fn txn(
         return answer(res, Some(meta), p.has("pretty"));
     }
     // Lock-delay is the leader's wall-clock decision, taken before proposing.
+    let server = agent.server()?;
     let delayed: Vec<TxnError> = ops
         .iter()
         .enumerate()
         .filter_map(|(i, op)| {
-            op.kv.as_ref().filter(|k| k.verb == "lock" && agent.server.lock_delayed(&k.key)).map(|k| (i, k))
+            op.kv.as_ref().filter(|k| k.verb == "lock" && server.lock_delayed(&k.key)).map(|k| (i, k))
         })
         .map(|(i, k)| TxnError { op_index: i, what: format!("failed to lock key {:?} due to lock delay", k.key) })
         .collect();
     if !delayed.is_empty() {
         return rollback(delayed, p.has("pretty"));
     }
-    let applied = agent.server.apply(Command::Txn(ops)).await?;
+    let applied = agent.server()?.apply(Command::Txn(ops)).await?;
     answer(applied.result, Some(agent.meta(applied.index)), p.has("pretty"))
 }
 

@@ -62,7 +62,8 @@ fn same_check(a: &HealthCheck, b: &HealthCheck) -> bool {
 pub async fn sync_once(agent: &Agent) -> Result<(), String> {
     let cfg = agent.config();
     let node = cfg.node_name.clone();
-    let st = agent.server.store().snapshot();
+    let server = agent.server().map_err(|e| e.to_string())?;
+    let st = server.store().snapshot();
     let want_node = Node {
         id: cfg.node_id.clone(),
         node: node.clone(),
@@ -139,7 +140,7 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
         return Ok(());
     }
     let n = cmds.len();
-    let applied = agent.server.apply(Command::Batch(cmds)).await.map_err(|e| e.to_string())?;
+    let applied = server.apply(Command::Batch(cmds)).await.map_err(|e| e.to_string())?;
     if let CommandResult::Error(e) = applied.result {
         return Err(e.to_string());
     }

@@ -279,6 +279,33 @@ impl Client {
         self.write(Method::DELETE, path, q, None).await
     }
 
+    /// Any method with a body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        q: &[(String, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Value> {
+        self.write(method, path, q, body).await
+    }
+
+    pub async fn agent_join(&self, addr: &str, wan: bool) -> Result<()> {
+        let q: Vec<(String, String)> = if wan { vec![("wan".into(), "1".into())] } else { vec![] };
+        self.put(&format!("/v1/agent/join/{}", seg(addr)), &q, None).await.map(|_| ())
+    }
+
+    pub async fn agent_force_leave(&self, node: &str, prune: bool, wan: bool) -> Result<()> {
+        let mut q: Vec<(String, String)> = Vec::new();
+        if prune {
+            q.push(("prune".into(), "1".into()));
+        }
+        if wan {
+            q.push(("wan".into(), "1".into()));
+        }
+        self.put(&format!("/v1/agent/force-leave/{}", seg(node)), &q, None).await.map(|_| ())
+    }
+
     async fn write(&self, method: Method, path: &str, q: &[(String, String)], body: Option<Vec<u8>>) -> Result<Value> {
         let resp = self.send(method, self.url(path, q, None), body).await?;
         if !resp.status().is_success() {

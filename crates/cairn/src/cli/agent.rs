@@ -76,6 +76,34 @@ pub struct AgentArgs {
     pub domain: Option<String>,
     #[arg(long)]
     pub ui: bool,
+    /// Joins the LAN pool through this address at start (repeatable; deprecated in Consul for -retry-join).
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// Joins the LAN pool through this address, retrying until it answers (repeatable).
+    #[arg(long = "retry-join")]
+    pub retry_join: Vec<String>,
+    #[arg(long = "join-wan")]
+    pub join_wan: Vec<String>,
+    #[arg(long = "retry-join-wan")]
+    pub retry_join_wan: Vec<String>,
+    #[arg(long = "retry-interval")]
+    pub retry_interval: Option<String>,
+    #[arg(long = "retry-interval-wan")]
+    pub retry_interval_wan: Option<String>,
+    #[arg(long = "retry-max")]
+    pub retry_max: Option<i64>,
+    #[arg(long = "retry-max-wan")]
+    pub retry_max_wan: Option<i64>,
+    /// The gossip encryption key (base64 of 16, 24 or 32 bytes; `cairn keygen` makes one).
+    #[arg(long)]
+    pub encrypt: Option<String>,
+    #[arg(long = "advertise-wan")]
+    pub advertise_wan: Option<String>,
+    /// Ignores a previous leave and rejoins the pool.
+    #[arg(long)]
+    pub rejoin: bool,
+    #[arg(long = "disable-keyring-file")]
+    pub disable_keyring_file: bool,
 }
 
 impl AgentArgs {
@@ -111,6 +139,18 @@ impl AgentArgs {
             node_meta: self.node_meta,
             domain: self.domain,
             ui: self.ui,
+            join: self.join,
+            retry_join: self.retry_join,
+            join_wan: self.join_wan,
+            retry_join_wan: self.retry_join_wan,
+            retry_interval: self.retry_interval,
+            retry_interval_wan: self.retry_interval_wan,
+            retry_max: self.retry_max,
+            retry_max_wan: self.retry_max_wan,
+            encrypt: self.encrypt,
+            advertise_wan: self.advertise_wan,
+            rejoin: self.rejoin,
+            disable_keyring_file: self.disable_keyring_file,
         }
     }
 }
@@ -141,8 +181,22 @@ pub async fn run_agent(args: AgentArgs) -> i32 {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("signal handler");
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => { tracing::info!(target: "agent", "caught interrupt, shutting down"); break; }
-            _ = term.recv() => { tracing::info!(target: "agent", "caught terminate, shutting down"); break; }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!(target: "agent", "caught interrupt, shutting down");
+                // Consul: clients leave on SIGINT, servers skip it (skip_leave_on_interrupt).
+                if !cfg.skip_leave_on_interrupt {
+                    agent.leave_pools().await;
+                }
+                break;
+            }
+            _ = term.recv() => {
+                tracing::info!(target: "agent", "caught terminate, shutting down");
+                // Consul: clients leave on SIGTERM, servers do not (leave_on_terminate).
+                if cfg.leave_on_terminate {
+                    agent.leave_pools().await;
+                }
+                break;
+            }
             _ = hup.recv() => {
                 match agent.reload() {
                     Ok(()) => tracing::info!(target: "agent", "configuration reloaded"),
@@ -159,7 +213,7 @@ pub async fn run_agent(args: AgentArgs) -> i32 {
         let _ = std::fs::remove_file(p);
     }
     eprintln!("==> Cairn agent stopped");
-    0
+    agent.exit_code()
 }
 
 #[derive(Args, Debug)]
@@ -199,7 +253,11 @@ pub async fn members(a: MembersArgs) -> Result<i32> {
         },
     };
     let c = a.http.client()?;
-    let ms = c.agent_members(a.wan).await?;
+    let mut ms = c.agent_members(a.wan).await?;
+    // Consul lists servers first, then by name.
+    ms.sort_by_key(|m| {
+        (m["Tags"]["role"].as_str() != Some("consul"), m["Name"].as_str().unwrap_or_default().to_string())
+    });
     let mut rows = vec![];
     if a.detailed {
         rows.push(vec!["Node".into(), "Address".into(), "Status".into(), "Tags".into()]);

@@ -6,6 +6,7 @@ mod agent;
 mod catalog;
 mod event;
 pub mod goflag;
+mod gossip;
 mod keygen;
 pub(crate) mod kv;
 mod lock;
@@ -58,6 +59,13 @@ pub enum Cmd {
     Rtt(rtt::RttArgs),
     /// Lists the members of the cluster.
     Members(agent::MembersArgs),
+    /// Tells the agent to join a cluster through the given addresses.
+    Join(gossip::JoinArgs),
+    /// Forces a failed member into the left state.
+    #[command(name = "force-leave")]
+    ForceLeave(gossip::ForceLeaveArgs),
+    /// Manages the gossip encryption keyring.
+    Keyring(gossip::KeyringArgs),
     /// Shows debugging information about the agent.
     Info(HttpArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
@@ -185,6 +193,9 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Event(a) => event::run(a).await,
         Cmd::Rtt(a) => rtt::run(a).await,
         Cmd::Members(a) => agent::members(a).await,
+        Cmd::Join(a) => gossip::join(a).await,
+        Cmd::ForceLeave(a) => gossip::force_leave(a).await,
+        Cmd::Keyring(a) => gossip::keyring(a).await,
         Cmd::Info(a) => agent::info(a).await,
         Cmd::Leave(a) => agent::leave(a).await,
         Cmd::Reload(a) => agent::reload(a).await,

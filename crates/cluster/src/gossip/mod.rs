@@ -1,4 +1,480 @@
-//! The LAN and WAN gossip pools (to come: foca SWIM, keyring). What exists already is what rides on
-//! them: [`user_events`], each agent's buffer of the user events it accepted.
+//! Consul's use of the gossip pools (docs/consul-facts/gossip.md): the LAN pool every agent of a
+//! datacenter is in, and the WAN pool of the servers of all datacenters (members `<node>.<dc>`).
+//! Consul's member tags, its timings, user events as `consul:event:<name>`, keyring files in
+//! `data_dir/serf/`, retry-join.
+//!
+//! What rides on the pools: [`user_events`], each agent's buffer of the user events it accepted.
 
+pub mod consul_event;
 pub mod user_events;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use cairn_gossip::coordinate::Coordinate as GossipCoordinate;
+use cairn_gossip::driver::{self, DriverConfig, Handle, KeyResult};
+use cairn_gossip::keyring::Keyring;
+use cairn_gossip::memberlist;
+use cairn_gossip::serf::{self, Event, KeyOp, Member};
+use cairn_types::coordinate::Coordinate;
+use cairn_types::structs::UserEvent;
+use tokio::sync::{mpsc, watch};
+
+/// Consul's RPC protocol tags.
+pub const CONSUL_VSN: &str = "2";
+pub const CONSUL_VSN_MIN: &str = "2";
+pub const CONSUL_VSN_MAX: &str = "3";
+pub const RAFT_VSN: &str = "3";
+
+/// One pool's timings, as `gossip_lan { }` / `gossip_wan { }` set them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub gossip_nodes: usize,
+    pub gossip_interval: Duration,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub retransmit_mult: u32,
+    pub suspicion_mult: u32,
+}
+
+impl Timing {
+    pub fn lan() -> Timing {
+        let m = memberlist::Config::lan("", "0.0.0.0:0".parse().expect("addr"));
+        Timing::of(&m)
+    }
+    /// Consul's WAN defaults. Quirk kept: Consul copies the LAN `gossip_nodes` (3) into the WAN
+    /// pool, though memberlist's WAN profile says 4.
+    pub fn wan() -> Timing {
+        let m = memberlist::Config::wan("", "0.0.0.0:0".parse().expect("addr"));
+        Timing { gossip_nodes: 3, ..Timing::of(&m) }
+    }
+    /// What `-dev` uses for both pools.
+    pub fn dev() -> Timing {
+        Timing {
+            gossip_nodes: 3,
+            gossip_interval: Duration::from_millis(100),
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(100),
+            retransmit_mult: 4,
+            suspicion_mult: 3,
+        }
+    }
+    fn of(m: &memberlist::Config) -> Timing {
+        Timing {
+            gossip_nodes: m.gossip_nodes,
+            gossip_interval: m.gossip_interval,
+            probe_interval: m.probe_interval,
+            probe_timeout: m.probe_timeout,
+            retransmit_mult: m.retransmit_mult,
+            suspicion_mult: m.suspicion_mult,
+        }
+    }
+}
+
+/// What an agent tells a pool about itself.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub wan: bool,
+    pub node_name: String,
+    pub node_id: String,
+    pub datacenter: String,
+    pub server: bool,
+    pub server_port: u16,
+    pub bootstrap: bool,
+    pub bootstrap_expect: i64,
+    /// The serf WAN port, advertised in the LAN tags of servers (`wan_join_port`).
+    pub wan_join_port: Option<u16>,
+    pub bind: SocketAddr,
+    pub advertise: SocketAddr,
+    pub timing: Timing,
+    pub keyring: Option<Keyring>,
+    /// Where the keyring is kept (`data_dir/serf/local.keyring`); `None` keeps it in memory.
+    pub keyring_file: Option<PathBuf>,
+    pub verify_incoming: bool,
+    pub verify_outgoing: bool,
+    pub reconnect_timeout: Duration,
+    pub build: String,
+}
+
+impl PoolConfig {
+    /// The name in this pool: `<node>.<dc>` in the WAN pool.
+    pub fn member_name(&self) -> String {
+        if self.wan {
+            format!("{}.{}", self.node_name, self.datacenter)
+        } else {
+            self.node_name.clone()
+        }
+    }
+
+    /// Consul's member tags (§1).
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        let mut t = BTreeMap::new();
+        let mut put = |k: &str, v: &str| {
+            t.insert(k.to_string(), v.to_string());
+        };
+        put("role", if self.server { "consul" } else { "node" });
+        put("dc", &self.datacenter);
+        put("segment", "");
+        put("id", &self.node_id);
+        put("vsn", CONSUL_VSN);
+        put("vsn_min", CONSUL_VSN_MIN);
+        put("vsn_max", CONSUL_VSN_MAX);
+        put("build", &self.build);
+        if self.server {
+            put("port", &self.server_port.to_string());
+            put("raft_vsn", RAFT_VSN);
+            put("acls", "0");
+            put("ft_fs", "1");
+            put("ft_si", "1");
+            if self.bootstrap {
+                put("bootstrap", "1");
+            } else if self.bootstrap_expect > 0 {
+                put("expect", &self.bootstrap_expect.to_string());
+            }
+            if let (false, Some(p)) = (self.wan, self.wan_join_port) {
+                put("wan_join_port", &p.to_string());
+            }
+        }
+        t
+    }
+
+    fn driver_config(&self) -> DriverConfig {
+        let base = if self.wan {
+            memberlist::Config::wan(&self.member_name(), self.advertise)
+        } else {
+            memberlist::Config::lan(&self.member_name(), self.advertise)
+        };
+        let ml = memberlist::Config {
+            gossip_nodes: self.timing.gossip_nodes,
+            gossip_interval: self.timing.gossip_interval,
+            probe_interval: self.timing.probe_interval,
+            probe_timeout: self.timing.probe_timeout,
+            retransmit_mult: self.timing.retransmit_mult,
+            suspicion_mult: self.timing.suspicion_mult,
+            gossip_verify_incoming: self.verify_incoming,
+            gossip_verify_outgoing: self.verify_outgoing,
+            // Consul: a dead node's name may be taken by a new address after 30 s.
+            dead_node_reclaim_time: Duration::from_secs(30),
+            // Consul speaks Serf protocol 4 (memberlist 2).
+            delegate_protocol: [2, 5, 4],
+            ..base
+        };
+        let mut s = serf::Config::new(ml);
+        s.tags = self.tags();
+        s.reconnect_timeout = self.reconnect_timeout;
+        // Consul turns Serf's name-conflict resolution off and keeps deeper queues.
+        s.enable_name_conflict_resolution = false;
+        DriverConfig {
+            serf: s,
+            bind: self.bind,
+            keyring: self.keyring.clone(),
+            broadcast_timeout: Duration::from_secs(5),
+            // Consul's LeavePropagateDelay is 3 s; the linger only needs to outlast a few gossip
+            // rounds, so it is scaled by the pool's gossip interval (3 s at production timings).
+            leave_propagate_delay: (self.timing.gossip_interval * 15).min(Duration::from_secs(3)),
+        }
+    }
+}
+
+/// Reads a keyring file: a JSON array of base64 keys, the primary first.
+pub fn read_keyring_file(path: &Path) -> Result<Option<Keyring>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let keys: Vec<String> = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if keys.is_empty() {
+        return Err(format!("no keys present in keyring: {}", path.display()));
+    }
+    let decoded = keys
+        .iter()
+        .map(|k| base64::engine::general_purpose::STANDARD.decode(k).map_err(|e| format!("Invalid key: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Keyring::new(&decoded[0], &decoded[1..]).map(Some).map_err(|e| format!("Invalid key: {e}"))
+}
+
+/// Writes a keyring file (mode 0600, directory 0700), primary first.
+pub fn write_keyring_file(path: &Path, ring: &Keyring) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| e.to_string())?;
+    }
+    let keys: Vec<String> = ring.keys().map(|k| base64::engine::general_purpose::STANDARD.encode(k)).collect();
+    let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| e.to_string())?;
+        f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| e.to_string())?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+/// A running pool with Consul's meaning.
+#[derive(Clone)]
+pub struct Pool {
+    pub handle: Handle,
+    pub wan: bool,
+    members: Arc<RwLock<Vec<Member>>>,
+    coordinate: Arc<RwLock<(GossipCoordinate, BTreeMap<String, GossipCoordinate>)>>,
+    /// Bumped on every membership change (the leader's reconciler waits on it).
+    changes: watch::Sender<u64>,
+    port: u16,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("wan", &self.wan).field("addr", &self.handle.local_addr).finish()
+    }
+}
+
+/// Receives the user events the pool delivers.
+pub type EventSink = Arc<dyn Fn(UserEvent) + Send + Sync>;
+
+impl Pool {
+    /// Binds and starts the pool. `on_event` gets every Consul user event that arrives.
+    pub async fn start(cfg: PoolConfig, on_event: Option<EventSink>) -> std::io::Result<Pool> {
+        let dcfg = cfg.driver_config();
+        let (handle, events) = driver::start(dcfg).await?;
+        let port = handle.local_addr.port();
+        let members = Arc::new(RwLock::new(handle.members().await.unwrap_or_default()));
+        let pool = Pool {
+            handle,
+            wan: cfg.wan,
+            members,
+            coordinate: Arc::new(RwLock::new((GossipCoordinate::origin(), BTreeMap::new()))),
+            changes: watch::channel(0).0,
+            port,
+        };
+        tokio::spawn(pool.clone().consume(events, on_event, cfg.keyring_file.clone()));
+        let which = if cfg.wan { "WAN" } else { "LAN" };
+        tracing::info!(target: "agent.serf", pool = which, addr = %pool.handle.local_addr, name = %cfg.member_name(), "gossip pool listening");
+        Ok(pool)
+    }
+
+    async fn consume(
+        self,
+        mut events: mpsc::Receiver<Event>,
+        on_event: Option<EventSink>,
+        keyring_file: Option<PathBuf>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                e = events.recv() => {
+                    let Some(e) = e else { return };
+                    match e {
+                        Event::MemberJoin(_) | Event::MemberLeave(_) | Event::MemberFailed(_)
+                        | Event::MemberUpdate(_) | Event::MemberReap(_) => {
+                            self.refresh_members().await;
+                        }
+                        Event::User { ltime, name, payload, .. } => {
+                            let Some(short) = name.strip_prefix(consul_event::PREFIX) else { continue };
+                            match consul_event::decode(&payload, ltime) {
+                                Ok(ev) if ev.name == short => {
+                                    if let Some(sink) = &on_event {
+                                        sink(ev);
+                                    }
+                                }
+                                Ok(_) | Err(_) => tracing::warn!(target: "agent", event = %name, "dropping a malformed user event"),
+                            }
+                        }
+                        Event::KeyringChanged => {
+                            if let (Some(path), Ok(Some(ring))) = (&keyring_file, self.handle.keyring().await) {
+                                if let Err(e) = write_keyring_file(path, &ring) {
+                                    tracing::error!(target: "agent.serf", error = %e, "failed to write the keyring file");
+                                }
+                            }
+                        }
+                        Event::Shutdown(why) => tracing::error!(target: "agent.serf", "{why}"),
+                        // Consul answers no user queries: Serf's ack is all a querier gets.
+                        Event::Query(_) => {}
+                        Event::QueryAck { .. } | Event::QueryResponse { .. } | Event::QueryDone { .. } => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Ok(c) = self.handle.coordinates().await {
+                        let cache = c.1.into_iter().collect();
+                        *self.coordinate.write().expect("coordinate") = (c.0, cache);
+                    }
+                    if events.is_closed() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn refresh_members(&self) {
+        if let Ok(ms) = self.handle.members().await {
+            *self.members.write().expect("members") = ms;
+            self.changes.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// The members as last seen (sorted by name).
+    pub fn members(&self) -> Vec<Member> {
+        self.members.read().expect("members").clone()
+    }
+
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Our Vivaldi coordinate, in the catalog's shape.
+    pub fn coordinate(&self) -> Coordinate {
+        to_catalog(&self.coordinate.read().expect("coordinate").0)
+    }
+
+    /// The last coordinate heard from each member.
+    pub fn member_coordinates(&self) -> BTreeMap<String, Coordinate> {
+        self.coordinate.read().expect("coordinate").1.iter().map(|(k, v)| (k.clone(), to_catalog(v))).collect()
+    }
+
+    /// Joins through `addrs` (`host` or `host:port`, the pool's port by default). Returns how many
+    /// addresses answered, or Consul's error text.
+    pub async fn join(&self, addrs: &[String]) -> Result<usize, String> {
+        let mut resolved = Vec::new();
+        let mut errors = Vec::new();
+        for a in addrs {
+            match resolve(a, self.port).await {
+                Ok(s) => resolved.push(s),
+                Err(e) => errors.push(e),
+            }
+        }
+        let which = if self.wan { "WAN" } else { "LAN" };
+        tracing::info!(target: "agent", "({which}) joining: addresses={addrs:?}");
+        let r = if resolved.is_empty() { Err(String::new()) } else { self.handle.join(resolved, true).await };
+        let r = match r {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if !e.is_empty() {
+                    errors.extend(e.split("; ").map(str::to_string));
+                }
+                let mut msg = format!("{} error{} occurred:\n", errors.len(), if errors.len() == 1 { "" } else { "s" });
+                for e in &errors {
+                    msg.push_str(&format!("\t* {e}\n"));
+                }
+                msg.push('\n');
+                Err(msg)
+            }
+        };
+        match &r {
+            Ok(n) => tracing::info!(target: "agent", "({which}) joined: number_of_nodes={n}"),
+            Err(e) => tracing::warn!(target: "agent", "({which}) couldn't join: number_of_nodes=0 error={e:?}"),
+        }
+        self.refresh_members().await;
+        r
+    }
+
+    pub async fn leave(&self) -> Result<(), String> {
+        self.handle.leave().await
+    }
+
+    pub async fn force_leave(&self, node: &str, prune: bool) -> Result<(), String> {
+        let r = self.handle.force_leave(node, prune).await;
+        self.refresh_members().await;
+        r
+    }
+
+    /// Sends a Consul user event to the pool (Serf delivers it to us too).
+    pub async fn fire(&self, ev: &UserEvent) -> Result<(), String> {
+        let name = format!("{}{}", consul_event::PREFIX, ev.name);
+        self.handle
+            .user_event(&name, consul_event::encode(ev), false)
+            .await
+            .map_err(|e| format!("error broadcasting event: {e}"))
+    }
+
+    pub async fn key_op(&self, op: KeyOp, key: Option<Vec<u8>>, relay_factor: u8) -> Result<KeyResult, String> {
+        self.handle.key_op(op, key, relay_factor).await
+    }
+
+    pub async fn shutdown(&self) {
+        self.handle.shutdown().await;
+    }
+}
+
+fn to_catalog(c: &GossipCoordinate) -> Coordinate {
+    Coordinate { vec: c.vec.clone(), error: c.error, adjustment: c.adjustment, height: c.height }
+}
+
+/// `host`, `host:port`, `[v6]:port`, or an IP: to a socket address (default port `port`).
+pub async fn resolve(a: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(s) = a.parse::<SocketAddr>() {
+        return Ok(s);
+    }
+    if let Ok(ip) = a.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let with_port = if a.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        a.to_string()
+    } else {
+        format!("{a}:{port}")
+    };
+    let mut found = tokio::net::lookup_host(with_port).await.map_err(|e| format!("Failed to resolve {a}: {e}"))?;
+    found.next().ok_or_else(|| format!("Failed to resolve {a}: no addresses"))
+}
+
+/// Whether a member is one Consul reconciles: a client of our DC, or a server of our DC (with the
+/// tags that make it one).
+pub fn is_consul_member(m: &Member, dc: &str) -> bool {
+    let t = |k: &str| m.tags.get(k).map(String::as_str);
+    if t("dc") != Some(dc) {
+        return false;
+    }
+    match t("role") {
+        Some("node") => true,
+        Some("consul") => {
+            t("port").and_then(|p| p.parse::<u16>().ok()).is_some() && t("vsn").is_some() && t("build").is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Retries joining `addrs` every `interval` until one answers; gives up after `max` attempts
+/// (0: never). Returns whether it joined.
+pub async fn retry_join(
+    pool: Pool,
+    addrs: Vec<String>,
+    interval: Duration,
+    max: u32,
+    stop: watch::Receiver<bool>,
+) -> bool {
+    let which = if pool.wan { "WAN" } else { "LAN" };
+    let mut attempt = 0u32;
+    let mut stop = stop;
+    loop {
+        attempt += 1;
+        tracing::info!(target: "agent", cluster = which, "Joining cluster...");
+        match pool.join(&addrs).await {
+            Ok(n) => {
+                tracing::info!(target: "agent", cluster = which, num_agents = n, "Join cluster completed. Synced with initial agents");
+                return true;
+            }
+            Err(e) => {
+                if max > 0 && attempt >= max {
+                    tracing::error!(target: "agent", "max join {which} retry exhausted, exiting");
+                    return false;
+                }
+                tracing::warn!(target: "agent", cluster = which, retry_interval = ?interval, error = %e, "Join cluster failed, will retry");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}

@@ -7,9 +7,8 @@
 //! Consul's quirk, kept: the "service" filter is matched against local service *IDs* (which are
 //! the names unless a registration set another ID).
 //!
-//! Delivery goes to every member of the pool. Until gossip exists the pool is the agent alone, so
-//! the agent's `fire_event` checks [`accepts`] and calls [`Events::deliver`] itself; the gossip
-//! layer will do the same for events from other members.
+//! Delivery goes to every member of the LAN pool as a Serf user event; each agent checks
+//! [`accepts`] and calls [`Events::deliver`] for the events that arrive (its own included).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -52,8 +51,8 @@ pub fn validate(ev: &UserEvent) -> Result<(), String> {
             Regex::new(f).map_err(|e| format!("Invalid {what} filter: {e}"))?;
         }
     }
-    let encoded = rmp_serde::to_vec_named(ev).map_err(|e| e.to_string())?;
-    if "consul:event:".len() + ev.name.len() + encoded.len() > SIZE_LIMIT {
+    let encoded = super::consul_event::encode(ev);
+    if super::consul_event::PREFIX.len() + ev.name.len() + encoded.len() > SIZE_LIMIT {
         return Err(format!("user event exceeds configured limit of {SIZE_LIMIT} bytes before encoding"));
     }
     Ok(())
@@ -91,11 +90,16 @@ impl Default for Events {
 }
 
 impl Events {
-    /// Stores an accepted event (assigning its Lamport time) and wakes list waiters.
+    /// Stores an accepted event and wakes list waiters. An event from the pool keeps Serf's
+    /// Lamport time; one without (no pool) gets the next local one.
     pub fn deliver(&self, mut ev: UserEvent) {
         let mut r = self.ring.lock().expect("events");
-        r.ltime += 1;
-        ev.ltime = r.ltime;
+        if ev.ltime == 0 {
+            r.ltime += 1;
+            ev.ltime = r.ltime;
+        } else {
+            r.ltime = r.ltime.max(ev.ltime);
+        }
         let idx = id_to_index(&ev.id);
         r.events.push_back(ev);
         while r.events.len() > BUFFER {
@@ -180,10 +184,13 @@ mod tests {
         let mut e = ev("x");
         e.payload = Some(vec![b'a'; SIZE_LIMIT]);
         assert!(validate(&e).unwrap_err().contains("exceeds configured limit of 512 bytes"));
-        // About 100 bytes of payload fit, as Consul advises; 400 do not.
-        e.payload = Some(vec![b'a'; 100]);
-        assert!(validate(&e).is_ok());
+        // With Consul's short-keyed encoding (an ID of 36 bytes, `n`, `p`, `v`), the Serf name
+        // `consul:event:x` plus the encoded event must stay within 512: 400 bytes of payload fit,
+        // 460 do not.
+        e.id = uuid::Uuid::new_v4().to_string();
         e.payload = Some(vec![b'a'; 400]);
+        assert!(validate(&e).is_ok());
+        e.payload = Some(vec![b'a'; 460]);
         assert!(validate(&e).is_err());
     }
 
