@@ -203,3 +203,48 @@ fn five_agents_gossip_fail_restart_rotate_keys_and_leave() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("No node found with name 'nope'"), "{}", stderr(&o));
 }
+
+#[test]
+fn servers_of_two_datacenters_meet_in_the_wan_pool() {
+    let (lan, wan) = (free_port(), free_port());
+    let common = |ip: &str, dc: &str, node: &str| {
+        vec![
+            "-dev".to_string(),
+            format!("-node={node}"),
+            format!("-datacenter={dc}"),
+            format!("-bind={ip}"),
+            "-client=127.0.0.1".into(),
+            format!("-serf-lan-port={lan}"),
+            format!("-serf-wan-port={wan}"),
+        ]
+    };
+    let a1 = common("127.0.0.1", "dc1", "s1");
+    let s1 = Agent::spawn(&a1.iter().map(String::as_str).collect::<Vec<_>>(), free_port());
+    s1.wait_ready();
+    let mut a2 = common("127.0.0.2", "dc2", "s2");
+    a2.push(format!("-retry-join-wan=127.0.0.1:{wan}"));
+    let s2 = Agent::spawn(&a2.iter().map(String::as_str).collect::<Vec<_>>(), free_port());
+    s2.wait_ready();
+    for a in [&s1, &s2] {
+        wait_for(Duration::from_secs(20), "both servers in the WAN pool", || {
+            let v = get_json(a, "/v1/agent/members?wan=1")?;
+            let mut names: Vec<String> =
+                v.as_array()?.iter().map(|m| m["Name"].as_str().unwrap_or_default().to_string()).collect();
+            names.sort();
+            (names == ["s1.dc1", "s2.dc2"]).then_some(())
+        });
+    }
+    // The LAN pool stays per datacenter.
+    assert_eq!(statuses(&s1), vec![("s1".to_string(), 1)]);
+    // Datacenters, the local one first.
+    assert_eq!(get_json(&s1, "/v1/catalog/datacenters").unwrap(), serde_json::json!(["dc1", "dc2"]));
+    assert_eq!(get_json(&s2, "/v1/catalog/datacenters").unwrap(), serde_json::json!(["dc2", "dc1"]));
+    let o = s1.cli(&["members", "-wan"]);
+    assert!(stdout(&o).contains("s2.dc2") && stdout(&o).contains(&format!("127.0.0.2:{wan}")), "{}", stdout(&o));
+    // WAN coordinates by datacenter, node names without their suffix.
+    wait_for(Duration::from_secs(20), "coordinates of both datacenters", || {
+        let v = get_json(&s1, "/v1/coordinate/datacenters")?;
+        let dcs: Vec<&str> = v.as_array()?.iter().filter_map(|d| d["Datacenter"].as_str()).collect();
+        (dcs == ["dc1", "dc2"] && v[1]["Coordinates"][0]["Node"] == "s2" && v[1]["AreaID"] == "wan").then_some(())
+    });
+}

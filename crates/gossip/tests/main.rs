@@ -2,4 +2,5 @@
 
 mod captures;
 mod cluster;
+mod fuzz;
 mod interop;

@@ -116,8 +116,14 @@ pub async fn deregister(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, 
 
 pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
-    // Sorted by round-trip time in Consul; with one datacenter the order is trivial.
-    Ok(json_response(None, p.has("pretty"), &[agent.config().datacenter.clone()]))
+    // Answered by a server, from the WAN pool, nearest first.
+    agent.server()?;
+    let dc = agent.config().datacenter.clone();
+    let list = match agent.wan.get() {
+        Some(wan) => cairn_cluster::gossip::datacenters_by_distance(wan, &dc),
+        None => vec![dc],
+    };
+    Ok(json_response(None, p.has("pretty"), &list))
 }
 
 pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use cairn_store::state::topics;
 use cairn_types::coordinate::CoordinateEntry;
@@ -20,12 +20,38 @@ use super::{
 /// while there are no other servers to measure against). Agents are always servers for now.
 pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
+    agent.server()?;
     let c = agent.config();
-    let body = json!([{
-        "Datacenter": c.datacenter,
-        "AreaID": "WAN",
-        "Coordinates": [{ "Node": c.node_name, "Coord": agent.coordinate() }],
-    }]);
+    let Some(wan) = agent.wan.get() else {
+        let body = json!([{
+            "Datacenter": c.datacenter,
+            "AreaID": "wan",
+            "Coordinates": [{ "Node": c.node_name, "Coord": agent.coordinate() }],
+        }]);
+        return Ok(json_response(None, p.flag("pretty"), &body));
+    };
+    // The WAN area's servers by datacenter, names without their `.<dc>` suffix, sorted (Consul's
+    // code says "wan" for the area, its docs "WAN").
+    let own_name = format!("{}.{}", c.node_name, c.datacenter);
+    let coords = wan.member_coordinates();
+    let mut by_dc: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for m in wan.members() {
+        if m.tags.get("role").map(String::as_str) != Some("consul") {
+            continue;
+        }
+        let Some(dc) = m.tags.get("dc") else { continue };
+        let coord = if m.name == own_name { Some(wan.coordinate()) } else { coords.get(&m.name).cloned() };
+        let Some(coord) = coord else { continue };
+        let short = m.name.strip_suffix(&format!(".{dc}")).unwrap_or(&m.name).to_string();
+        by_dc.entry(dc.clone()).or_default().push(json!({ "Node": short, "Coord": coord }));
+    }
+    let body: Vec<Value> = by_dc
+        .into_iter()
+        .map(|(dc, mut cs)| {
+            cs.sort_by(|a, b| a["Node"].as_str().cmp(&b["Node"].as_str()));
+            json!({ "Datacenter": dc, "AreaID": "wan", "Coordinates": cs })
+        })
+        .collect();
     Ok(json_response(None, p.flag("pretty"), &body))
 }
 

@@ -343,6 +343,12 @@ impl Pool {
         self.coordinate.read().expect("coordinate").1.iter().map(|(k, v)| (k.clone(), to_catalog(v))).collect()
     }
 
+    /// The estimated round trip from us to `member`, in seconds, from Vivaldi coordinates.
+    pub fn rtt_to(&self, member: &str) -> Option<f64> {
+        let c = self.coordinate.read().expect("coordinate");
+        c.1.get(member).map(|other| c.0.distance_to(other))
+    }
+
     /// Joins through `addrs` (`host` or `host:port`, the pool's port by default). Returns how many
     /// addresses answered, or Consul's error text.
     pub async fn join(&self, addrs: &[String]) -> Result<usize, String> {
@@ -426,6 +432,36 @@ pub async fn resolve(a: &str, port: u16) -> Result<SocketAddr, String> {
     };
     let mut found = tokio::net::lookup_host(with_port).await.map_err(|e| format!("Failed to resolve {a}: {e}"))?;
     found.next().ok_or_else(|| format!("Failed to resolve {a}: no addresses"))
+}
+
+/// The datacenters of the WAN pool, nearest first (Consul's `/v1/catalog/datacenters`): for each
+/// datacenter the median estimated round trip to its servers (the local one counts 0, one with no
+/// coordinate +inf), names sorted first so that ties go by name. Left servers and non-servers are
+/// skipped.
+pub fn datacenters_by_distance(wan: &Pool, local_dc: &str) -> Vec<String> {
+    let mut by_dc: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for m in wan.members() {
+        if m.tags.get("role").map(String::as_str) != Some("consul") || m.status == serf::MemberStatus::Left {
+            continue;
+        }
+        let Some(dc) = m.tags.get("dc") else { continue };
+        let rtt = if dc == local_dc { 0.0 } else { wan.rtt_to(&m.name).unwrap_or(f64::INFINITY) };
+        by_dc.entry(dc.clone()).or_default().push(rtt);
+    }
+    let mut dcs: Vec<(String, f64)> = by_dc
+        .into_iter()
+        .map(|(dc, mut v)| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            let median = v[v.len() / 2];
+            (dc, median)
+        })
+        .collect();
+    dcs.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut out: Vec<String> = dcs.into_iter().map(|(d, _)| d).collect();
+    if out.is_empty() {
+        out.push(local_dc.to_string());
+    }
+    out
 }
 
 /// Whether a member is one Consul reconciles: a client of our DC, or a server of our DC (with the
