@@ -316,6 +316,11 @@ impl Agent {
             verify_outgoing: c.gossip.verify_outgoing,
             reconnect_timeout: if wan { c.gossip.reconnect_timeout_wan } else { c.gossip.reconnect_timeout },
             build: format!("{}:cairn-{}", cairn_types::CONSUL_COMPAT_VERSION, cairn_types::CAIRN_VERSION),
+            snapshot_path: c
+                .data_dir
+                .as_ref()
+                .map(|d| d.join("serf").join(if wan { "remote.snapshot" } else { "local.snapshot" })),
+            rejoin_after_leave: c.gossip.rejoin_after_leave,
         }
     }
 

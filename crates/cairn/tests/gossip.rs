@@ -165,8 +165,12 @@ fn five_agents_gossip_fail_restart_rotate_keys_and_leave() {
     wait_for(Duration::from_secs(20), "serfHealth critical", || {
         (serf_health(&c.agents[0], "n3").as_deref() == Some("critical")).then_some(())
     });
-    // Restarted (its keyring file wins over the old -encrypt key), it is alive again.
-    c.agents[2] = spawn(2, c.dirs[2].path(), c.serf_port, K1);
+    // Restarted with no join address at all, it rejoins from its Serf snapshot (and its keyring
+    // file wins over the old -encrypt key): alive again.
+    let args: Vec<String> =
+        args_for(2, c.dirs[2].path(), c.serf_port, K1).into_iter().filter(|a| !a.starts_with("-retry-")).collect();
+    c.agents[2] = Agent::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), free_port());
+    c.agents[2].wait_http();
     c.all_see(&all, "n3", 1, 40);
     wait_for(Duration::from_secs(20), "serfHealth passing again", || {
         (serf_health(&c.agents[0], "n3").as_deref() == Some("passing")).then_some(())

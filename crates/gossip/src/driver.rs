@@ -20,6 +20,7 @@ use crate::env::OsRng;
 use crate::keyring::Keyring;
 use crate::memberlist::{Output, StreamKind, StreamStep};
 use crate::serf::{self, Event, IncomingQuery, KeyOp, Member, QueryParams, Serf};
+use crate::snapshot::Snapshotter;
 use crate::wire;
 
 pub const MAX_INBOUND_STREAMS: usize = 128;
@@ -35,6 +36,10 @@ pub struct DriverConfig {
     pub broadcast_timeout: Duration,
     /// How long to linger after leaving so the news spreads.
     pub leave_propagate_delay: Duration,
+    /// Serf's snapshot file (members and clocks), replayed to rejoin after a restart.
+    pub snapshot_path: Option<std::path::PathBuf>,
+    /// Ignore a leave recorded in the snapshot.
+    pub rejoin_after_leave: bool,
 }
 
 /// A query's answers, for whoever sent it.
@@ -193,7 +198,21 @@ pub async fn start(mut cfg: DriverConfig) -> std::io::Result<(Handle, mpsc::Rece
     let name = cfg.serf.memberlist.name.clone();
     let now = Instant::now();
     let mut serf = Serf::new(cfg.serf.clone(), cfg.keyring.clone(), Box::new(OsRng), Box::new(OsRng), now);
+    let mut snapshot = None;
+    let mut rejoin = Vec::new();
+    if let Some(path) = &cfg.snapshot_path {
+        let (snap, replay) = Snapshotter::open(path, cfg.rejoin_after_leave)?;
+        if replay.clock > 0 || replay.event_clock > 0 || replay.query_clock > 0 {
+            serf.restore_clocks(replay.clock, replay.event_clock, replay.query_clock);
+        }
+        rejoin = replay.alive.into_iter().filter(|(n, _)| *n != name).map(|(_, a)| a).collect();
+        snapshot = Some(snap);
+    }
     serf.start(now);
+    if !rejoin.is_empty() {
+        tracing::info!("serf: Attempting re-join to previously known nodes: {rejoin:?}");
+        serf.join(&rejoin, true, now);
+    }
     let (tx, rx) = mpsc::channel(256);
     let (etx, erx) = mpsc::channel(EVENT_QUEUE);
     let (stx, srx) = mpsc::channel(1024);
@@ -207,6 +226,7 @@ pub async fn start(mut cfg: DriverConfig) -> std::io::Result<(Handle, mpsc::Rece
         keys: HashMap::new(),
         joins: HashMap::new(),
         inbound: Arc::new(Semaphore::new(MAX_INBOUND_STREAMS)),
+        snapshot,
     };
     tokio::spawn(d.run(rx, srx, tcp));
     Ok((Handle { tx, local_addr, name }, erx))
@@ -235,6 +255,7 @@ struct Driver {
     /// Join token → the join call it belongs to.
     joins: HashMap<u64, usize>,
     inbound: Arc<Semaphore>,
+    snapshot: Option<Snapshotter>,
 }
 
 /// Stream outcomes reported by the tasks that run them.
@@ -407,6 +428,9 @@ impl Driver {
                 break;
             }
         }
+        if let Some(s) = self.snapshot.as_mut() {
+            s.flush();
+        }
     }
 
     /// Sends what the core produced and routes its events.
@@ -439,6 +463,17 @@ impl Driver {
             }
         }
         let events: Vec<Event> = self.serf.drain_events().collect();
+        if let Some(snap) = self.snapshot.as_mut() {
+            for e in &events {
+                match e {
+                    Event::MemberJoin(m) => snap.alive(&m.name, m.addr),
+                    Event::MemberLeave(m) | Event::MemberFailed(m) => snap.not_alive(&m.name),
+                    _ => {}
+                }
+            }
+            let (c, ev, q) = self.serf.clocks();
+            snap.clocks(c, ev, q, Instant::now());
+        }
         for e in events {
             match e {
                 Event::QueryAck { ltime, from } => {
@@ -505,6 +540,9 @@ impl Driver {
         dtx: &mpsc::Sender<StreamDone>,
     ) {
         let _ = cmds;
+        if let Some(s) = self.snapshot.as_mut() {
+            s.leave();
+        }
         self.serf.leave(Instant::now());
         self.flush(dtx);
         let mut buf = vec![0u8; wire::UDP_RECV_BUF];

@@ -12,4 +12,5 @@ pub mod memberlist;
 pub mod msgpack;
 pub mod serf;
 pub mod serf_wire;
+pub mod snapshot;
 pub mod wire;

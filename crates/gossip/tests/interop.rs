@@ -176,6 +176,8 @@ impl Cairn {
             keyring: key.map(|k| Keyring::new(&b64(k), &[]).unwrap()),
             broadcast_timeout: Duration::from_secs(5),
             leave_propagate_delay: Duration::from_millis(500),
+            snapshot_path: None,
+            rejoin_after_leave: false,
         };
         let (h, events) = rt.block_on(driver::start(cfg)).unwrap();
         Cairn { rt, h, events, seen: Vec::new() }

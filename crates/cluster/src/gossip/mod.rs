@@ -98,6 +98,9 @@ pub struct PoolConfig {
     pub verify_outgoing: bool,
     pub reconnect_timeout: Duration,
     pub build: String,
+    /// Serf's snapshot (`data_dir/serf/local.snapshot`), so a restart rejoins what it knew.
+    pub snapshot_path: Option<PathBuf>,
+    pub rejoin_after_leave: bool,
 }
 
 impl PoolConfig {
@@ -176,6 +179,8 @@ impl PoolConfig {
             // Consul's LeavePropagateDelay is 3 s; the linger only needs to outlast a few gossip
             // rounds, so it is scaled by the pool's gossip interval (3 s at production timings).
             leave_propagate_delay: (self.timing.gossip_interval * 15).min(Duration::from_secs(3)),
+            snapshot_path: self.snapshot_path.clone(),
+            rejoin_after_leave: self.rejoin_after_leave,
         }
     }
 }
