@@ -95,6 +95,9 @@ pub struct Config {
     pub protocol: [u8; 3],
     /// The delegate's (Serf's) protocol versions: min, max, current.
     pub delegate_protocol: [u8; 3],
+    /// Lifeguard's refinements (local health awareness, nacks, dynamic suspicion timeouts). Off is
+    /// plain SWIM with a fixed suspicion timeout, for comparison in the simulation.
+    pub lifeguard: bool,
 }
 
 impl Config {
@@ -122,6 +125,7 @@ impl Config {
             gossip_verify_outgoing: true,
             protocol: [1, 5, 2],
             delegate_protocol: [2, 5, 4],
+            lifeguard: true,
         }
     }
 
@@ -243,6 +247,12 @@ pub struct Stats {
     pub packets_bad: u64,
     pub packets_unauthenticated: u64,
     pub streams_bad: u64,
+    /// Probes that failed and made us suspect their target.
+    pub suspicions_raised: u64,
+    /// Suspicions of ours that ran out: we declared the node dead.
+    pub deaths_declared: u64,
+    pub bytes_out: u64,
+    pub packets_out: u64,
 }
 
 /// The probe in flight.
@@ -261,6 +271,9 @@ pub struct Memberlist {
     incarnation: u32,
     nodes: Vec<Node>,
     index: HashMap<String, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Nodes in state Alive (kept as states change; read on every packet).
+    alive_count: usize,
     probe_index: usize,
     seq: u32,
     awareness: u32,
@@ -284,6 +297,9 @@ impl std::fmt::Debug for Memberlist {
     }
 }
 
+/// Packets smaller than this are not worth an LZW attempt.
+const COMPRESS_MIN: usize = 256;
+
 /// The overhead a CRC adds.
 const CRC_OVERHEAD: usize = 5;
 
@@ -294,6 +310,8 @@ impl Memberlist {
             incarnation: 0,
             nodes: Vec::new(),
             index: HashMap::new(),
+            by_addr: HashMap::new(),
+            alive_count: 0,
             probe_index: 0,
             seq: 0,
             awareness: 0,
@@ -352,7 +370,23 @@ impl Memberlist {
     }
 
     pub fn num_alive(&self) -> usize {
-        self.nodes.iter().filter(|n| n.state == State::Alive).count()
+        self.alive_count
+    }
+
+    /// Sets a node's state, keeping the alive count.
+    fn set_state(&mut self, idx: usize, st: State, now: Instant) {
+        let n = &mut self.nodes[idx];
+        if n.state == st {
+            return;
+        }
+        if n.state == State::Alive {
+            self.alive_count -= 1;
+        }
+        if st == State::Alive {
+            self.alive_count += 1;
+        }
+        n.state = st;
+        n.state_change = now;
     }
 
     /// Lifeguard's local health score (0 is healthy).
@@ -377,6 +411,9 @@ impl Memberlist {
     }
 
     fn apply_awareness(&mut self, delta: i32) {
+        if !self.config.lifeguard {
+            return;
+        }
         let max = self.config.awareness_max_multiplier.saturating_sub(1);
         self.awareness = (self.awareness as i64 + delta as i64).clamp(0, max as i64) as u32;
     }
@@ -397,7 +434,13 @@ impl Memberlist {
     pub fn next_deadline(&self) -> Instant {
         let mut t = self.next_probe.min(self.next_gossip).min(self.next_push_pull);
         if let Some(p) = &self.probe {
-            t = t.min(p.indirect_at).min(p.end_at);
+            // Once the indirect probes are out, only the end of the probe is a deadline (a past
+            // `indirect_at` would make the driver spin).
+            let indirect_pending = matches!(self.acks.get(&p.seq), Some(AckWait::Probe { indirect_sent: false, .. }));
+            if indirect_pending {
+                t = t.min(p.indirect_at);
+            }
+            t = t.min(p.end_at);
         }
         for s in self.suspicions.values() {
             t = t.min(s.deadline);
@@ -465,7 +508,9 @@ impl Memberlist {
     /// label.
     fn frame_packet(&mut self, msg: Vec<u8>, pmax: u8) -> Vec<u8> {
         let mut msg = msg;
-        if self.config.enable_compression {
+        // memberlist tries compression on every packet and keeps it when smaller; below a few
+        // hundred bytes LZW never wins, so small packets skip the attempt (receivers accept both).
+        if self.config.enable_compression && msg.len() >= COMPRESS_MIN {
             let c = wire::compress(&msg);
             if c.len() < msg.len() {
                 msg = c;
@@ -483,11 +528,13 @@ impl Memberlist {
         }
         let mut out = wire::label_header(&self.config.label);
         out.extend_from_slice(&msg);
+        self.stats.bytes_out += out.len() as u64;
+        self.stats.packets_out += 1;
         out
     }
 
     fn pmax_of(&self, to: SocketAddr) -> u8 {
-        self.nodes.iter().find(|n| n.addr == to).map(|n| n.pmax()).unwrap_or(0)
+        self.by_addr.get(&to).map(|i| self.nodes[*i].pmax()).unwrap_or(0)
     }
 
     fn packet_budget(&self) -> usize {
@@ -556,20 +603,33 @@ impl Memberlist {
 
     fn gossip(&mut self, d: &mut dyn Delegate, now: Instant) {
         let dead_window = self.config.gossip_to_the_dead_time;
-        let me = self.config.name.clone();
-        let mut cands: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| {
-                let n = &self.nodes[*i];
-                n.name != me
-                    && match n.state {
-                        State::Alive | State::Suspect => true,
-                        State::Dead => now.saturating_duration_since(n.state_change) <= dead_window,
-                        State::Left => false,
-                    }
-            })
-            .collect();
-        crate::env::shuffle(&mut *self.rng, &mut cands);
-        cands.truncate(self.config.gossip_nodes);
+        let me = self.index.get(&self.config.name).copied();
+        let eligible = |i: usize, n: &Node| {
+            Some(i) != me
+                && match n.state {
+                    State::Alive | State::Suspect => true,
+                    State::Dead => now.saturating_duration_since(n.state_change) <= dead_window,
+                    State::Left => false,
+                }
+        };
+        let k = self.config.gossip_nodes;
+        let mut cands: Vec<usize> = Vec::with_capacity(k);
+        if self.nodes.len() <= 64 {
+            cands.extend((0..self.nodes.len()).filter(|i| eligible(*i, &self.nodes[*i])));
+            crate::env::shuffle(&mut *self.rng, &mut cands);
+            cands.truncate(k);
+        } else {
+            // Large pools: sample instead of scanning every node on every gossip round.
+            for _ in 0..8 * k {
+                if cands.len() >= k {
+                    break;
+                }
+                let i = self.rng.below(self.nodes.len());
+                if eligible(i, &self.nodes[i]) && !cands.contains(&i) {
+                    cands.push(i);
+                }
+            }
+        }
         let budget = self.packet_budget();
         for i in cands {
             let (addr, pmax) = (self.nodes[i].addr, self.nodes[i].pmax());
@@ -661,6 +721,17 @@ impl Memberlist {
 
     fn reindex(&mut self) {
         self.index = self.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        self.by_addr = self.nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
+        self.alive_count = self.nodes.iter().filter(|n| n.state == State::Alive).count();
+    }
+
+    /// Updates the indexes of the nodes at `a` and `b` (after a swap).
+    fn reindex_at(&mut self, a: usize, b: usize) {
+        for i in [a, b] {
+            let n = &self.nodes[i];
+            self.index.insert(n.name.clone(), i);
+            self.by_addr.insert(n.addr, i);
+        }
     }
 
     fn check_probe(&mut self, d: &mut dyn Delegate, now: Instant) {
@@ -692,6 +763,7 @@ impl Memberlist {
             self.apply_awareness(delta);
             if let Some(n) = self.node(&target).cloned() {
                 if n.state == State::Alive || n.state == State::Suspect {
+                    self.stats.suspicions_raised += 1;
                     let s = wire::Suspect {
                         incarnation: n.incarnation,
                         node: n.name.clone(),
@@ -718,7 +790,7 @@ impl Memberlist {
         peers.truncate(self.config.indirect_checks);
         let mut expected = 0;
         for p in &peers {
-            let nack = p.pmax() >= 4;
+            let nack = p.pmax() >= 4 && self.config.lifeguard;
             if nack {
                 expected += 1;
             }
@@ -889,8 +961,8 @@ impl Memberlist {
                 let last = self.nodes.len() - 1;
                 let j = self.rng.below(last + 1);
                 self.nodes.swap(last, j);
-                self.reindex();
-                self.index[&a.node]
+                self.reindex_at(last, j);
+                j
             }
         };
         let old = self.nodes[idx].clone();
@@ -942,13 +1014,15 @@ impl Memberlist {
         let n = &mut self.nodes[idx];
         n.incarnation = a.incarnation;
         n.meta = a.meta.0.clone();
+        let moved = n.addr != addr;
         n.addr = addr;
         n.vsn = vsn;
-        if n.state != State::Alive {
-            n.state = State::Alive;
-            n.state_change = now;
+        if moved {
+            self.by_addr.retain(|_, i| *i != idx);
+            self.by_addr.insert(addr, idx);
         }
-        let n = n.clone();
+        self.set_state(idx, State::Alive, now);
+        let n = self.nodes[idx].clone();
         if is_local {
             self.incarnation = a.incarnation;
         }
@@ -978,8 +1052,7 @@ impl Memberlist {
             let n = &mut self.nodes[i];
             n.incarnation = inc;
             n.meta = meta;
-            n.state = State::Alive;
-            n.state_change = now;
+            self.set_state(i, State::Alive, now);
         }
         let name = self.config.name.clone();
         self.queue_broadcast(&name, Message::Alive(a));
@@ -1033,15 +1106,13 @@ impl Memberlist {
             }
             return;
         }
-        {
-            let m = &mut self.nodes[idx];
-            m.incarnation = s.incarnation;
-            m.state = State::Suspect;
-            m.state_change = now;
-        }
+        self.nodes[idx].incarnation = s.incarnation;
+        self.set_state(idx, State::Suspect, now);
         // memberlist counts every node it holds here, dead ones included.
         let alive = self.nodes.len();
-        let k = if alive.saturating_sub(2) < self.config.suspicion_mult.saturating_sub(2) as usize {
+        let k = if !self.config.lifeguard
+            || alive.saturating_sub(2) < self.config.suspicion_mult.saturating_sub(2) as usize
+        {
             0
         } else {
             self.config.suspicion_mult.saturating_sub(2)
@@ -1063,6 +1134,7 @@ impl Memberlist {
             return;
         }
         tracing::info!("memberlist: marking {} as failed, suspect timeout reached", name);
+        self.stats.deaths_declared += 1;
         let dead = wire::Dead { incarnation: n.incarnation, node: n.name.clone(), from: self.config.name.clone() };
         self.dead_node(d, dead, now);
     }
@@ -1084,11 +1156,9 @@ impl Memberlist {
         }
         let left = x.node == x.from;
         self.queue_broadcast(&x.node, Message::Dead(x.clone()));
-        let m = &mut self.nodes[idx];
-        m.incarnation = x.incarnation;
-        m.state = if left { State::Left } else { State::Dead };
-        m.state_change = now;
-        let m = m.clone();
+        self.nodes[idx].incarnation = x.incarnation;
+        self.set_state(idx, if left { State::Left } else { State::Dead }, now);
+        let m = self.nodes[idx].clone();
         d.notify_leave(&m, now);
     }
 
