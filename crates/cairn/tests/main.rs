@@ -17,6 +17,7 @@ mod gossip;
 mod locks;
 mod queries;
 mod restart;
+mod serf_interop;
 mod sessions;
 mod txn;
 mod watches;

@@ -218,12 +218,12 @@ pub async fn reconcile_pool(
         let address = m.addr.ip().to_string();
         match m.status {
             MemberStatus::Alive => {
-                let server_port = (m.tags.get("role").map(String::as_str) == Some("consul"))
+                let server_port = (m.tags.get("role") == Some("consul"))
                     .then(|| m.tags.get("port").and_then(|p| p.parse().ok()))
                     .flatten();
                 let member = Member {
                     node: m.name.clone(),
-                    node_id: m.tags.get("id").cloned().unwrap_or_default(),
+                    node_id: m.tags.get("id").unwrap_or_default().to_string(),
                     address,
                     datacenter: dc.to_string(),
                     server_port,

@@ -227,6 +227,7 @@ pub async fn start(mut cfg: DriverConfig) -> std::io::Result<(Handle, mpsc::Rece
         joins: HashMap::new(),
         inbound: Arc::new(Semaphore::new(MAX_INBOUND_STREAMS)),
         snapshot,
+        last_metrics: None,
     };
     tokio::spawn(d.run(rx, srx, tcp));
     Ok((Handle { tx, local_addr, name }, erx))
@@ -256,6 +257,7 @@ struct Driver {
     joins: HashMap<u64, usize>,
     inbound: Arc<Semaphore>,
     snapshot: Option<Snapshotter>,
+    last_metrics: Option<Instant>,
 }
 
 /// Stream outcomes reported by the tasks that run them.
@@ -413,6 +415,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.serf.tick(Instant::now());
+                    self.publish_metrics();
                 }
             }
             // Finished joins.
@@ -431,6 +434,32 @@ impl Driver {
         if let Some(s) = self.snapshot.as_mut() {
             s.flush();
         }
+    }
+
+    /// Publishes the core's counters (at most once a second): what was received, and what was
+    /// dropped as malformed or unauthenticated.
+    fn publish_metrics(&mut self) {
+        let now = Instant::now();
+        if self.last_metrics.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            return;
+        }
+        self.last_metrics = Some(now);
+        let st = &self.serf.memberlist().stats;
+        let node = self.serf.name().to_string();
+        for (name, v) in [
+            ("memberlist_packets_received", st.packets_in),
+            ("memberlist_packets_malformed", st.packets_bad),
+            ("memberlist_packets_unauthenticated", st.packets_unauthenticated),
+            ("memberlist_streams_rejected", st.streams_bad),
+            ("memberlist_packets_sent", st.packets_out),
+            ("memberlist_bytes_sent", st.bytes_out),
+            ("memberlist_suspicions_raised", st.suspicions_raised),
+        ] {
+            metrics::counter!(name, "node" => node.clone()).absolute(v);
+        }
+        metrics::gauge!("memberlist_health_score", "node" => node.clone())
+            .set(self.serf.memberlist().health_score() as f64);
+        metrics::gauge!("serf_members", "node" => node).set(self.serf.memberlist().num_alive() as f64);
     }
 
     /// Sends what the core produced and routes its events.

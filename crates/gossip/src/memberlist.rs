@@ -304,7 +304,12 @@ const COMPRESS_MIN: usize = 256;
 const CRC_OVERHEAD: usize = 5;
 
 impl Memberlist {
-    pub fn new(config: Config, keyring: Option<Keyring>, rng: Box<dyn Rng>, now: Instant) -> Memberlist {
+    pub fn new(config: Config, keyring: Option<Keyring>, mut rng: Box<dyn Rng>, now: Instant) -> Memberlist {
+        // memberlist starts each ticker after a random stagger, so a pool's members do not probe
+        // and gossip in lock-step.
+        let mut stagger = |d: Duration| d.mul_f64((rng.next_u64() % 10_000) as f64 / 10_000.0);
+        let (p, g, pp) =
+            (stagger(config.probe_interval), stagger(config.gossip_interval), stagger(config.push_pull_interval));
         Memberlist {
             keyring: keyring.filter(|k| !k.is_empty()),
             incarnation: 0,
@@ -319,9 +324,9 @@ impl Memberlist {
             probe: None,
             suspicions: HashMap::new(),
             broadcasts: Queue::new(0),
-            next_probe: now + config.probe_interval,
-            next_gossip: now + config.gossip_interval,
-            next_push_pull: now + config.push_pull_interval,
+            next_probe: now + p,
+            next_gossip: now + g,
+            next_push_pull: now + pp,
             next_token: 0,
             out: VecDeque::new(),
             leaving: false,
@@ -1056,6 +1061,16 @@ impl Memberlist {
         }
         let name = self.config.name.clone();
         self.queue_broadcast(&name, Message::Alive(a));
+    }
+
+    /// Simulation support: enters nodes as alive without gossiping about them, as if the pool had
+    /// converged long ago. Not for production paths.
+    #[doc(hidden)]
+    pub fn seed_alive(&mut self, d: &mut dyn Delegate, nodes: Vec<wire::Alive>, now: Instant) {
+        for a in nodes {
+            self.alive_node(d, a, false, now);
+        }
+        self.broadcasts.clear();
     }
 
     /// Announces new node meta (Serf's tags changed).

@@ -42,11 +42,63 @@ impl MemberStatus {
     }
 }
 
+/// A member's tags, kept compact: one string buffer and the spans of each key and value, sorted
+/// by key (a pool of thousands holds one of these per member).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Tags {
+    buf: Box<str>,
+    /// (key start, key end = value start, value end)
+    spans: Box<[(u32, u32, u32)]>,
+}
+
+impl Tags {
+    pub fn from_map(m: &BTreeMap<String, String>) -> Tags {
+        let mut buf = String::with_capacity(m.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut spans = Vec::with_capacity(m.len());
+        for (k, v) in m {
+            let a = buf.len() as u32;
+            buf.push_str(k);
+            let b = buf.len() as u32;
+            buf.push_str(v);
+            spans.push((a, b, buf.len() as u32));
+        }
+        Tags { buf: buf.into_boxed_str(), spans: spans.into_boxed_slice() }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|(a, b, c)| (&self.buf[*a as usize..*b as usize], &self.buf[*b as usize..*c as usize]))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let i = self.spans.binary_search_by(|(a, b, _)| self.buf[*a as usize..*b as usize].cmp(key)).ok()?;
+        let (_, b, c) = self.spans[i];
+        Some(&self.buf[b as usize..c as usize])
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+}
+
+impl std::fmt::Debug for Tags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     pub name: String,
     pub addr: SocketAddr,
-    pub tags: BTreeMap<String, String>,
+    pub tags: Tags,
     pub status: MemberStatus,
     /// memberlist protocol: min, max, current.
     pub protocol: [u8; 3],
@@ -61,7 +113,7 @@ impl Member {
         Member {
             name: n.name.clone(),
             addr: n.addr,
-            tags: sw::decode_tags(&n.meta),
+            tags: Tags::from_map(&sw::decode_tags(&n.meta)),
             status: MemberStatus::Alive,
             protocol: [n.vsn[0], n.vsn[1], n.vsn[2]],
             delegate: [n.vsn[3], n.vsn[4], n.vsn[5]],
@@ -485,6 +537,15 @@ impl Serf {
         self.ml.stream_failed(kind, to, err);
     }
 
+    /// Simulation support: members known from the start, with nothing gossiped about them.
+    #[doc(hidden)]
+    pub fn seed_members(&mut self, nodes: Vec<crate::wire::Alive>, now: Instant) {
+        self.pre();
+        self.ml.seed_alive(&mut self.s, nodes, now);
+        self.s.intents.clear();
+        self.s.events.clear();
+    }
+
     /// Joins through each address (push/pull). With `ignore_old`, events from before the join are
     /// not delivered. Returns the tokens of the streams that carry the joins.
     pub fn join(&mut self, addrs: &[SocketAddr], ignore_old: bool, now: Instant) -> Vec<u64> {
@@ -819,7 +880,7 @@ fn wire_member(m: &Member) -> sw::WireMember {
         name: m.name.clone(),
         addr: crate::wire::ip_bytes(m.addr.ip()),
         port: m.addr.port(),
-        tags: m.tags.clone(),
+        tags: m.tags.to_map(),
         status: m.status as i64,
         protocol_min: m.protocol[0],
         protocol_max: m.protocol[1],

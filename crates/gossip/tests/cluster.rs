@@ -22,19 +22,24 @@ pub struct Net {
 
 impl Net {
     pub fn new(n: usize, seed: u64, key: Option<Vec<u8>>) -> Net {
+        Net::with(n, seed, key, |_| {})
+    }
+
+    pub fn with(n: usize, seed: u64, key: Option<Vec<u8>>, tune: impl Fn(&mut serf::Config)) -> Net {
         let now = Instant::now();
         let mut net = Net { nodes: Vec::new(), addrs: Vec::new(), down: Vec::new(), now, events: Vec::new(), seed };
         for i in 0..n {
-            net.add(i, key.clone());
+            net.add(i, key.clone(), &tune);
         }
         net
     }
 
-    fn add(&mut self, i: usize, key: Option<Vec<u8>>) {
+    fn add(&mut self, i: usize, key: Option<Vec<u8>>, tune: &dyn Fn(&mut serf::Config)) {
         let addr: SocketAddr = format!("10.0.{}.{}:7946", i / 250, i % 250 + 1).parse().unwrap();
         let ml = memberlist::Config::lan(&format!("node{i}"), addr);
         let mut c = serf::Config::new(ml);
         c.tags.insert("role".into(), "node".into());
+        tune(&mut c);
         let ring = key.map(|k| Keyring::new(&k, &[]).unwrap());
         let mut s = Serf::new(
             c,
@@ -131,7 +136,7 @@ fn five_nodes_join_fail_and_leave() {
         assert_eq!(net.nodes[i].members().iter().filter(|m| m.status == MemberStatus::Alive).count(), 5, "node{i}");
     }
     // Tags travel in meta.
-    assert_eq!(net.nodes[4].member("node0").unwrap().tags.get("role").map(String::as_str), Some("node"));
+    assert_eq!(net.nodes[4].member("node0").unwrap().tags.get("role"), Some("node"));
 
     // A crash is detected as failed by everyone.
     net.down[3] = true;
@@ -205,4 +210,29 @@ fn wrong_key_cannot_join() {
     net.run(Duration::from_secs(3));
     assert_eq!(net.nodes[0].members().len(), 1);
     assert_eq!(net.nodes[1].members().len(), 1);
+}
+
+#[test]
+fn failed_members_are_reaped_after_the_reconnect_timeout_and_pruned_at_once() {
+    let mut net = Net::with(4, 5, None, |c| c.reconnect_timeout = Duration::from_secs(40));
+    net.join_all();
+    net.run(Duration::from_secs(3));
+    net.down[3] = true;
+    net.run(Duration::from_secs(20));
+    assert_eq!(net.status(0, 3), Some(MemberStatus::Failed));
+    // Still listed as failed before the timeout, gone (reaped) after it.
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.status(0, 3), Some(MemberStatus::Failed));
+    net.run(Duration::from_secs(40));
+    assert_eq!(net.status(0, 3), None);
+    assert!(net.events[0].iter().any(|e| matches!(e, Event::MemberReap(m) if m.name == "node3")));
+
+    // force-leave with prune removes a failed member at once, everywhere.
+    net.down[2] = true;
+    net.run(Duration::from_secs(20));
+    assert_eq!(net.status(1, 2), Some(MemberStatus::Failed));
+    net.nodes[0].force_leave("node2", true, net.now);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.status(0, 2), None);
+    assert_eq!(net.status(1, 2), None);
 }

@@ -214,7 +214,7 @@ fn cairn_joins_serf_and_sees_tags_events_queries_and_leave() {
     assert_eq!(c.status_of("gosrf1"), Some(MemberStatus::Alive));
     let ms = c.rt.block_on(c.h.members()).unwrap();
     let g = ms.iter().find(|m| m.name == "gosrf1").unwrap();
-    assert_eq!(g.tags.get("role").map(String::as_str), Some("web"));
+    assert_eq!(g.tags.get("role"), Some("web"));
     assert_eq!(g.delegate, [2, 5, 5]);
 
     // A serf event reaches us.

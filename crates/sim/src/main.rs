@@ -57,12 +57,14 @@ fn main() {
         max(&spr),
         mean(&bw)
     );
+    let per = cairn_sim::memory_per_member(10_000);
+    println!("memory: {per:.0} bytes per member in one agent's view of a 10,000-member pool (Consul client tags, live heap bytes)");
     println!(
         "false accusations: {fa_nodes} nodes, one node {slow_ms} ms slow, {:.1}% loss, {minutes} simulated minutes x {seeds} seeds per mode",
         loss * 100.0
     );
     for lifeguard in [true, false] {
-        let (mut sus, mut failed) = (0, 0);
+        let (mut by_slow, mut by_others, mut failed) = (0, 0, 0);
         let t = Instant::now();
         for seed in first..first + seeds {
             let net = NetConfig {
@@ -72,12 +74,13 @@ fn main() {
                 lifeguard,
                 ..NetConfig::default()
             };
-            let (s, f) = false_accusations(fa_nodes, seed, minutes, net);
-            sus += s;
-            failed += f;
+            let a = false_accusations(fa_nodes, seed, minutes, net);
+            by_slow += a.by_slow;
+            by_others += a.by_others;
+            failed += a.failures;
         }
         println!(
-            "  lifeguard {:>3}: {sus} suspicions of live nodes, {failed} live-node failure declarations over {} simulated minutes ({:.0}s wall)",
+            "  lifeguard {:>3}: {failed} live nodes declared failed; suspicions raised by the slow node {by_slow}, by the others {by_others}; over {} simulated minutes ({:.0}s wall)",
             if lifeguard { "on" } else { "off" },
             minutes * seeds,
             t.elapsed().as_secs_f64()

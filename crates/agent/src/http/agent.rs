@@ -116,7 +116,7 @@ pub fn serf_member_json(m: &cairn_gossip::serf::Member) -> Value {
         "Name": m.name,
         "Addr": m.addr.ip().to_string(),
         "Port": m.addr.port(),
-        "Tags": m.tags,
+        "Tags": m.tags.to_map(),
         "Status": m.status as u8,
         "ProtocolMin": m.protocol[0],
         "ProtocolMax": m.protocol[1],

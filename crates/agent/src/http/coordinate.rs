@@ -36,14 +36,14 @@ pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery)
     let coords = wan.member_coordinates();
     let mut by_dc: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     for m in wan.members() {
-        if m.tags.get("role").map(String::as_str) != Some("consul") {
+        if m.tags.get("role") != Some("consul") {
             continue;
         }
         let Some(dc) = m.tags.get("dc") else { continue };
         let coord = if m.name == own_name { Some(wan.coordinate()) } else { coords.get(&m.name).cloned() };
         let Some(coord) = coord else { continue };
         let short = m.name.strip_suffix(&format!(".{dc}")).unwrap_or(&m.name).to_string();
-        by_dc.entry(dc.clone()).or_default().push(json!({ "Node": short, "Coord": coord }));
+        by_dc.entry(dc.to_string()).or_default().push(json!({ "Node": short, "Coord": coord }));
     }
     let body: Vec<Value> = by_dc
         .into_iter()

@@ -446,12 +446,12 @@ pub async fn resolve(a: &str, port: u16) -> Result<SocketAddr, String> {
 pub fn datacenters_by_distance(wan: &Pool, local_dc: &str) -> Vec<String> {
     let mut by_dc: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for m in wan.members() {
-        if m.tags.get("role").map(String::as_str) != Some("consul") || m.status == serf::MemberStatus::Left {
+        if m.tags.get("role") != Some("consul") || m.status == serf::MemberStatus::Left {
             continue;
         }
         let Some(dc) = m.tags.get("dc") else { continue };
         let rtt = if dc == local_dc { 0.0 } else { wan.rtt_to(&m.name).unwrap_or(f64::INFINITY) };
-        by_dc.entry(dc.clone()).or_default().push(rtt);
+        by_dc.entry(dc.to_string()).or_default().push(rtt);
     }
     let mut dcs: Vec<(String, f64)> = by_dc
         .into_iter()
@@ -472,7 +472,7 @@ pub fn datacenters_by_distance(wan: &Pool, local_dc: &str) -> Vec<String> {
 /// Whether a member is one Consul reconciles: a client of our DC, or a server of our DC (with the
 /// tags that make it one).
 pub fn is_consul_member(m: &Member, dc: &str) -> bool {
-    let t = |k: &str| m.tags.get(k).map(String::as_str);
+    let t = |k: &str| m.tags.get(k);
     if t("dc") != Some(dc) {
         return false;
     }
