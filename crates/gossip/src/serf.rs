@@ -140,6 +140,11 @@ pub struct Config {
     pub query_response_size_limit: usize,
     pub max_queue_depth: usize,
     pub disable_coordinates: bool,
+    /// User-event coalescing, as the serf agent runs it (3 s / 1 s there; off in the library and
+    /// in Consul): events sent with `coalesce` are held, only the newest of each name delivered,
+    /// when `coalesce_period` has passed since the first or `quiescent_period` since the last.
+    pub coalesce_period: Duration,
+    pub quiescent_period: Duration,
     pub enable_name_conflict_resolution: bool,
 }
 
@@ -161,6 +166,8 @@ impl Config {
             query_response_size_limit: 1024,
             max_queue_depth: 4096,
             disable_coordinates: false,
+            coalesce_period: Duration::ZERO,
+            quiescent_period: Duration::ZERO,
             enable_name_conflict_resolution: true,
         }
     }
@@ -313,6 +320,10 @@ struct Inner {
     coord: coordinate::Client,
     coord_cache: HashMap<String, Coordinate>,
     ops: Vec<MlOp>,
+    /// Coalesced user events by name: (ltime, events of that ltime), and the window.
+    coalesced: BTreeMap<String, (u64, Vec<Event>)>,
+    coalesce_first: Option<Instant>,
+    coalesce_last: Option<Instant>,
     /// Set when another node claims our name: run the `_serf_conflict` query.
     start_conflict: Option<String>,
     rng: Box<dyn Rng>,
@@ -357,6 +368,9 @@ impl Serf {
             events_q: Queue::new(config.max_queue_depth),
             queries_q: Queue::new(config.max_queue_depth),
             start_conflict: None,
+            coalesced: BTreeMap::new(),
+            coalesce_first: None,
+            coalesce_last: None,
             name,
             state: State::Alive,
             members: HashMap::new(),
@@ -463,6 +477,9 @@ impl Serf {
         for p in self.s.pending.values() {
             t = t.min(p.deadline);
         }
+        if let Some(c) = self.s.coalesce_deadline() {
+            t = t.min(c);
+        }
         t
     }
 
@@ -483,6 +500,16 @@ impl Serf {
         if now >= self.next_reconnect {
             self.next_reconnect = now + self.s.config.reconnect_interval;
             self.s.reconnect();
+        }
+        if let Some(at) = self.s.coalesce_deadline() {
+            if now >= at {
+                let held = std::mem::take(&mut self.s.coalesced);
+                self.s.coalesce_first = None;
+                self.s.coalesce_last = None;
+                for (_, (_, evs)) in held {
+                    self.s.events.extend(evs);
+                }
+            }
         }
         let done: Vec<u64> = self.s.pending.iter().filter(|(_, p)| now >= p.deadline).map(|(l, _)| *l).collect();
         for ltime in done {
@@ -892,6 +919,14 @@ fn wire_member(m: &Member) -> sw::WireMember {
 }
 
 impl Inner {
+    /// When held user events are due: `coalesce_period` after the first, or `quiescent_period`
+    /// after the last, whichever comes first.
+    fn coalesce_deadline(&self) -> Option<Instant> {
+        let first = self.coalesce_first? + self.config.coalesce_period;
+        let last = self.coalesce_last? + self.config.quiescent_period;
+        Some(first.min(last))
+    }
+
     fn retransmit(&self) -> u32 {
         broadcast::retransmit_limit(self.retransmit_mult, self.members.len())
     }
@@ -998,7 +1033,21 @@ impl Inner {
             }
             slot => *slot = Some(sw::UserEvents { ltime: e.ltime, events: vec![ev] }),
         }
-        self.emit(Event::User { ltime: e.ltime, name: e.name.clone(), payload: e.payload.0.clone(), coalesce: e.cc });
+        let ev = Event::User { ltime: e.ltime, name: e.name.clone(), payload: e.payload.0.clone(), coalesce: e.cc };
+        if e.cc && !self.config.coalesce_period.is_zero() && !self.config.quiescent_period.is_zero() {
+            // Keep only the newest Lamport time per name (all events of that time).
+            let slot = self.coalesced.entry(e.name.clone()).or_insert((e.ltime, Vec::new()));
+            if e.ltime > slot.0 {
+                *slot = (e.ltime, Vec::new());
+            }
+            if e.ltime == slot.0 {
+                slot.1.push(ev);
+            }
+            self.coalesce_first.get_or_insert(_now);
+            self.coalesce_last = Some(_now);
+        } else {
+            self.emit(ev);
+        }
         true
     }
 

@@ -236,3 +236,71 @@ fn failed_members_are_reaped_after_the_reconnect_timeout_and_pruned_at_once() {
     assert_eq!(net.status(0, 2), None);
     assert_eq!(net.status(1, 2), None);
 }
+
+#[test]
+fn encryption_can_be_turned_on_in_a_running_pool() {
+    // Step 1 of Consul's rolling switch: the keyed node accepts plaintext (verify_incoming off) and
+    // sends plaintext (verify_outgoing off), so the plain node still talks to it.
+    let mut net = Net::with(2, 9, None, |c| {
+        c.memberlist.gossip_verify_incoming = false;
+        c.memberlist.gossip_verify_outgoing = false;
+    });
+    net.nodes[0].set_keyring(Some(Keyring::new(&[3u8; 16], &[]).unwrap()));
+    net.join_all();
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.status(1, 0), Some(MemberStatus::Alive));
+    assert_eq!(net.status(0, 1), Some(MemberStatus::Alive));
+    // With verification on, the keyed node refuses the plain one.
+    let mut strict = Net::new(2, 10, None);
+    strict.nodes[0].set_keyring(Some(Keyring::new(&[3u8; 16], &[]).unwrap()));
+    strict.join_all();
+    strict.run(Duration::from_secs(3));
+    assert_eq!(strict.status(1, 0), None);
+}
+
+#[test]
+fn coalescing_delivers_the_newest_event_of_a_name_once_quiet() {
+    let mut net = Net::with(3, 12, None, |c| {
+        c.coalesce_period = Duration::from_secs(3);
+        c.quiescent_period = Duration::from_secs(1);
+    });
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    for v in ["v1", "v2", "v3"] {
+        net.nodes[0].user_event("deploy", v.as_bytes(), true, net.now).unwrap();
+        net.run(Duration::from_millis(100));
+    }
+    net.nodes[0].user_event("other", b"x", false, net.now).unwrap();
+    net.run(Duration::from_millis(300));
+    let deploys = |net: &Net, i: usize| -> Vec<Vec<u8>> {
+        net.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                Event::User { name, payload, .. } if name == "deploy" => Some(payload.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Not yet quiet: nothing coalesced is out, the uncoalesced event is.
+    assert!(deploys(&net, 2).is_empty());
+    assert!(net.events[2].iter().any(|e| matches!(e, Event::User { name, .. } if name == "other")));
+    net.run(Duration::from_secs(2));
+    for i in 0..3 {
+        assert_eq!(deploys(&net, i), vec![b"v3".to_vec()], "node{i}");
+    }
+}
+
+#[test]
+fn labels_separate_pools() {
+    let mut net = Net::with(2, 13, Some(vec![5u8; 16]), |c| c.memberlist.label = "dc1-lan".into());
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.status(0, 1), Some(MemberStatus::Alive));
+    let mut other = Net::with(2, 14, None, |c| {
+        c.memberlist.label = if c.memberlist.name == "node1" { "other".into() } else { "dc1-lan".into() }
+    });
+    other.join_all();
+    other.run(Duration::from_secs(2));
+    assert_eq!(other.status(0, 1), None);
+    assert_eq!(other.status(1, 0), None);
+}
