@@ -202,6 +202,16 @@ fn five_agents_gossip_fail_restart_rotate_keys_and_leave() {
     );
     assert!(status_of(&c.agents[0], "n6").is_none());
 
+    // Coordinates are measured: the leader writes what its probes learned (Error below a new
+    // coordinate's 1.5), and `cairn rtt` estimates from them.
+    wait_for(Duration::from_secs(40), "measured coordinates in the catalog", || {
+        let v = get_json(&c.agents[0], "/v1/coordinate/nodes")?;
+        let measured = v.as_array()?.iter().filter(|e| e["Coord"]["Error"].as_f64().is_some_and(|x| x < 1.5)).count();
+        (measured >= 3).then_some(())
+    });
+    let o = c.agents[0].cli(&["rtt", "n1", "n2"]);
+    assert!(stdout(&o).contains("Estimated n1 <-> n2 rtt:"), "{} {}", stdout(&o), stderr(&o));
+
     // force-leave of an unknown node is Consul's error.
     let o = c.agents[0].cli(&["force-leave", "nope"]);
     assert_eq!(o.status.code(), Some(1));
