@@ -315,6 +315,7 @@ impl Agent {
             verify_incoming: c.gossip.verify_incoming,
             verify_outgoing: c.gossip.verify_outgoing,
             reconnect_timeout: if wan { c.gossip.reconnect_timeout_wan } else { c.gossip.reconnect_timeout },
+            advertise_reconnect_timeout: c.gossip.advertise_reconnect_timeout,
             build: format!("{}:cairn-{}", cairn_types::CONSUL_COMPAT_VERSION, cairn_types::CAIRN_VERSION),
             snapshot_path: c
                 .data_dir
@@ -389,6 +390,14 @@ impl Agent {
             }
             let slot = if wan { &self.wan } else { &self.lan };
             let _ = slot.set(pool);
+        }
+        if let (Some(lan), Some(wan)) = (self.lan.get(), self.wan.get()) {
+            tokio::spawn(cairn_cluster::gossip::flood(
+                lan.clone(),
+                wan.clone(),
+                c.datacenter.clone(),
+                self.shutdown_rx(),
+            ));
         }
         Ok(())
     }

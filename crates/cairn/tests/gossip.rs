@@ -261,4 +261,17 @@ fn servers_of_two_datacenters_meet_in_the_wan_pool() {
         let dcs: Vec<&str> = v.as_array()?.iter().filter_map(|d| d["Datacenter"].as_str()).collect();
         (dcs == ["dc1", "dc2"] && v[1]["Coordinates"][0]["Node"] == "s2" && v[1]["AreaID"] == "wan").then_some(())
     });
+    // Flood join: a server of dc2 that joins only dc2's LAN pool is joined into the WAN pool by
+    // s2 (its LAN address, its wan_join_port), so dc1 sees it too.
+    let mut a3 = common("127.0.0.3", "dc2", "s3");
+    a3.push(format!("-retry-join=127.0.0.2:{lan}"));
+    let s3 = Agent::spawn(&a3.iter().map(String::as_str).collect::<Vec<_>>(), free_port());
+    s3.wait_ready();
+    wait_for(Duration::from_secs(20), "s3 flooded into the WAN pool", || {
+        let v = get_json(&s1, "/v1/agent/members?wan=1")?;
+        v.as_array()?
+            .iter()
+            .any(|m| m["Name"] == "s3.dc2" && m["Addr"] == "127.0.0.3" && m["Port"] == wan && m["Status"] == 1)
+            .then_some(())
+    });
 }

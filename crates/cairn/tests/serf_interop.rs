@@ -8,15 +8,9 @@ use std::time::Duration;
 use crate::harness::{free_port, http, stdout, wait_for, Agent};
 
 fn ensure_serf() {
-    if Command::new("serf").arg("version").output().is_ok() {
-        return;
-    }
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg("DEBIAN_FRONTEND=noninteractive apt-get install -y serf >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y serf >/dev/null 2>&1)")
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "could not install Debian's serf package");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/ensure-serf.sh");
+    let ok = Command::new("bash").arg(script).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "could not install Debian's serf package ({script})");
 }
 
 struct Serf(Child, String);

@@ -7,7 +7,7 @@
 //!
 //! Facts (timings, formulas, message shapes) are in docs/gossip-facts/memberlist.md.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -277,9 +277,10 @@ pub struct Memberlist {
     probe_index: usize,
     seq: u32,
     awareness: u32,
-    acks: HashMap<u32, AckWait>,
+    // Ordered maps where the core iterates, so a seeded run replays exactly (the simulation).
+    acks: BTreeMap<u32, AckWait>,
     probe: Option<Probe>,
-    suspicions: HashMap<String, Suspicion>,
+    suspicions: BTreeMap<String, Suspicion>,
     broadcasts: Queue,
     next_probe: Instant,
     next_gossip: Instant,
@@ -320,9 +321,9 @@ impl Memberlist {
             probe_index: 0,
             seq: 0,
             awareness: 0,
-            acks: HashMap::new(),
+            acks: BTreeMap::new(),
             probe: None,
-            suspicions: HashMap::new(),
+            suspicions: BTreeMap::new(),
             broadcasts: Queue::new(0),
             next_probe: now + p,
             next_gossip: now + g,
@@ -948,6 +949,16 @@ impl Memberlist {
             return;
         }
         let Some(addr) = wire::socket_addr(&a.addr, a.port) else { return };
+        // The common case in a push/pull merge: news we already have. Same answer as the full
+        // path below (no conflict, not new, not newer), without cloning the node.
+        if !is_local {
+            if let Some(&i) = self.index.get(&a.node) {
+                let o = &self.nodes[i];
+                if o.incarnation != 0 && o.addr == addr && a.incarnation <= o.incarnation {
+                    return;
+                }
+            }
+        }
         let vsn = vsn_array(&a.vsn);
         let idx = match self.index.get(&a.node) {
             Some(i) => *i,

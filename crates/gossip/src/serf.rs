@@ -109,6 +109,30 @@ pub struct Member {
 }
 
 impl Member {
+    /// A member as an application (or a test) describes one; Lamport time and leave time unset.
+    pub fn new(name: &str, addr: SocketAddr, tags: &BTreeMap<String, String>, status: MemberStatus) -> Member {
+        Member {
+            name: name.to_string(),
+            addr,
+            tags: Tags::from_map(tags),
+            status,
+            protocol: [1, 5, 2],
+            delegate: [2, 5, 4],
+            status_ltime: 0,
+            leave_time: None,
+        }
+    }
+
+    /// The Lamport time of the member's last status change.
+    pub fn status_ltime(&self) -> u64 {
+        self.status_ltime
+    }
+
+    /// When it left or failed, as we saw it.
+    pub fn leave_time(&self) -> Option<Instant> {
+        self.leave_time
+    }
+
     fn from_node(n: &Node) -> Member {
         Member {
             name: n.name.clone(),
@@ -146,6 +170,10 @@ pub struct Config {
     pub coalesce_period: Duration,
     pub quiescent_period: Duration,
     pub enable_name_conflict_resolution: bool,
+    /// Serf's `ReconnectTimeoutOverride`: given a failed or left member and the pool's timeout,
+    /// the timeout for that member (Consul reads a client's `rc_tm` tag here). Consulted by reap
+    /// only, not by reconnect attempts.
+    pub reconnect_timeout_override: Option<fn(&Member, Duration) -> Duration>,
 }
 
 impl Config {
@@ -169,6 +197,7 @@ impl Config {
             coalesce_period: Duration::ZERO,
             quiescent_period: Duration::ZERO,
             enable_name_conflict_resolution: true,
+            reconnect_timeout_override: None,
         }
     }
 }
@@ -301,20 +330,21 @@ struct Inner {
     config: Config,
     name: String,
     state: State,
-    members: HashMap<String, Member>,
+    // Ordered where iterated (reap, reconnect, push/pull), so a seeded run replays exactly.
+    members: BTreeMap<String, Member>,
     clock: Clock,
     event_clock: Clock,
     query_clock: Clock,
     event_min_time: u64,
     query_min_time: u64,
     event_join_ignore: bool,
-    recent_intents: HashMap<String, Intent>,
+    recent_intents: BTreeMap<String, Intent>,
     event_buf: Vec<Option<sw::UserEvents>>,
     query_buf: Vec<Option<(u64, Vec<u32>)>>,
     intents: Queue,
     events_q: Queue,
     queries_q: Queue,
-    pending: HashMap<u64, Pending>,
+    pending: BTreeMap<u64, Pending>,
     internal: Vec<IncomingQuery>,
     events: VecDeque<Event>,
     coord: coordinate::Client,
@@ -373,15 +403,15 @@ impl Serf {
             coalesce_last: None,
             name,
             state: State::Alive,
-            members: HashMap::new(),
+            members: BTreeMap::new(),
             clock: Clock::default(),
             event_clock: Clock::default(),
             query_clock: Clock::default(),
             event_min_time: 0,
             query_min_time: 0,
             event_join_ignore: false,
-            recent_intents: HashMap::new(),
-            pending: HashMap::new(),
+            recent_intents: BTreeMap::new(),
+            pending: BTreeMap::new(),
             internal: Vec::new(),
             events: VecDeque::new(),
             coord: coordinate::Client::default(),
@@ -1239,6 +1269,10 @@ impl Inner {
                 MemberStatus::Failed => self.config.reconnect_timeout,
                 MemberStatus::Left => self.config.tombstone_timeout,
                 _ => continue,
+            };
+            let limit = match self.config.reconnect_timeout_override {
+                Some(f) => f(m, limit),
+                None => limit,
             };
             if age > limit {
                 gone.push(m.name.clone());

@@ -238,6 +238,29 @@ fn failed_members_are_reaped_after_the_reconnect_timeout_and_pruned_at_once() {
 }
 
 #[test]
+fn a_reconnect_override_reaps_a_member_sooner() {
+    // As Consul's rc_tm: the override gives tagged members their own reconnect timeout.
+    let mut net = Net::with(4, 6, None, |c| {
+        c.reconnect_timeout = Duration::from_secs(3600);
+        c.reconnect_timeout_override =
+            Some(|m, t| if m.tags.get("short").is_some() { Duration::from_secs(5) } else { t });
+        if c.memberlist.name == "node3" {
+            c.tags.insert("short".into(), "1".into());
+        }
+    });
+    net.join_all();
+    net.run(Duration::from_secs(3));
+    net.down[2] = true;
+    net.down[3] = true;
+    net.run(Duration::from_secs(20));
+    assert_eq!(net.status(0, 2), Some(MemberStatus::Failed));
+    // Reap runs every 15 s: within two passes the tagged member is gone, the other still failed.
+    net.run(Duration::from_secs(35));
+    assert_eq!(net.status(0, 3), None);
+    assert_eq!(net.status(0, 2), Some(MemberStatus::Failed));
+}
+
+#[test]
 fn encryption_can_be_turned_on_in_a_running_pool() {
     // Step 1 of Consul's rolling switch: the keyed node accepts plaintext (verify_incoming off) and
     // sends plaintext (verify_outgoing off), so the plain node still talks to it.

@@ -17,16 +17,9 @@ const KEY: &str = "HS5lJ+XuTlYKWaeGYyG+/A==";
 const OTHER_KEY: &str = "5K9OtfP7efFrNKe5WCQvXvnaXJ5cWP0SvXiwe0kkjM4=";
 
 fn ensure_serf() {
-    if Command::new("serf").arg("version").output().is_ok() {
-        return;
-    }
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg("DEBIAN_FRONTEND=noninteractive apt-get install -y serf >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y serf >/dev/null 2>&1)")
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "could not install Debian's serf package");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/ensure-serf.sh");
+    let ok = Command::new("bash").arg(script).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "could not install Debian's serf package ({script})");
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1.

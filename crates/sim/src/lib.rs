@@ -381,7 +381,25 @@ pub fn detection_and_spread(n: usize, seed: u64, net: NetConfig) -> Figures {
     let want = ((n - 1) as f64 * 0.99).ceil() as usize;
     let end = sim.now + Duration::from_secs(120);
     let vname = name(victim);
-    sim.run_until(end, |s| s.seen.iter().filter(|x| x.failed.contains_key(&vname)).count() >= want);
+    let debug = std::env::var("SIM_DEBUG").is_ok();
+    let sus0 = sim.total_stat(|s| s.suspicions_raised);
+    let dead0 = sim.total_stat(|s| s.deaths_declared);
+    let (mut trace, mut last) = (Vec::new(), (sus0, dead0));
+    sim.run_until(end, |s| {
+        if debug {
+            let now = (s.total_stat(|x| x.suspicions_raised), s.total_stat(|x| x.deaths_declared));
+            if now != last {
+                trace.push((s.now - t_crash, now.0 - sus0, now.1 - dead0));
+                last = now;
+            }
+        }
+        s.seen.iter().filter(|x| x.failed.contains_key(&vname)).count() >= want
+    });
+    if debug {
+        for (t, sus, dead) in &trace {
+            eprintln!("  +{:.2}s: {sus} suspicions raised, {dead} deaths declared", t.as_secs_f64());
+        }
+    }
     let known: Vec<Duration> = sim.seen.iter().filter_map(|x| x.failed.get(&vname).copied()).collect();
     let detect_99 = (known.len() >= want).then(|| {
         let mut k = known.clone();
@@ -465,6 +483,51 @@ mod tests {
         let a = detection_and_spread(30, 3, NetConfig::default());
         let b = detection_and_spread(30, 3, NetConfig::default());
         assert_eq!((a.converge, a.detect_99, a.spread_99), (b.converge, b.detect_99, b.spread_99));
+    }
+
+    /// Everything a run produced, down to each node's counters and member list.
+    fn fingerprint(sim: &Sim) -> String {
+        let mut f = format!("{} {} {} {:?}\n", sim.bytes_sent, sim.packets_sent, sim.packets_lost, sim.now);
+        for (i, n) in sim.nodes.iter().enumerate() {
+            let members: Vec<String> = n
+                .members()
+                .iter()
+                .map(|m| {
+                    // Instants are relative to the run's origin (taken from the clock).
+                    let left = m.leave_time().map(|t| t - sim.base);
+                    format!("{}/{:?}/{}/{:?}/{:?}", m.name, m.status, m.status_ltime(), left, m.tags)
+                })
+                .collect();
+            let mut failed: Vec<_> = sim.seen[i].failed.iter().collect();
+            failed.sort();
+            f += &format!("{i} {:?} {members:?} {failed:?}\n", n.memberlist().stats);
+        }
+        f
+    }
+
+    #[test]
+    fn same_seed_replays_exactly_under_loss_crashes_and_a_slow_node() {
+        let run = |seed| {
+            let net = NetConfig {
+                loss: 0.05,
+                slow_node: Some(7),
+                slow_delay: Duration::from_millis(800),
+                ..NetConfig::default()
+            };
+            let mut sim = Sim::new(40, seed, net);
+            sim.join_all();
+            sim.run_for(Duration::from_secs(90));
+            sim.crash(11);
+            sim.fire(3, "replay");
+            sim.run_for(Duration::from_secs(60));
+            fingerprint(&sim)
+        };
+        let (a, b) = (run(9), run(9));
+        if let Some((x, y)) = a.lines().zip(b.lines()).find(|(x, y)| x != y) {
+            panic!("the same seed must replay the same run; first difference:\n{x}\n{y}");
+        }
+        assert_eq!(a, b);
+        assert_ne!(a, run(10), "another seed must give another run");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `gossip-sim`: the gossip pool benchmark in virtual time (see docs/benchmarks.md).
 //!
 //! `cargo run --release -p cairn-sim -- [--nodes N] [--seeds S] [--loss P] [--minutes M]
-//! [--slow-delay-ms D] [--first-seed K]`: for each seed, a pool of N nodes with Consul's LAN
+//! [--slow-delay-ms D] [--first-seed K] [--fa-nodes F] [--fa-only] [--fa-modes on|off|both]`: for each seed, a pool of N nodes with Consul's LAN
 //! timings converges, one node crashes (time until 99% know it failed), one user event is fired
 //! (time until 99% have it), and bandwidth is measured; then, with one slow node, M simulated
 //! minutes per seed count false suspicions and false failures with Lifeguard on and off.
@@ -23,6 +23,56 @@ fn main() {
     let minutes: u64 = arg(&args, "--minutes", 50);
     let fa_nodes: usize = arg(&args, "--fa-nodes", 100);
     let slow_ms: u64 = arg(&args, "--slow-delay-ms", 1500);
+    let fa_only = args.iter().any(|a| a == "--fa-only");
+    let modes: String = arg(&args, "--fa-modes", "both".to_string());
+    let modes: Vec<bool> = match modes.as_str() {
+        "on" => vec![true],
+        "off" => vec![false],
+        "both" => vec![true, false],
+        other => {
+            eprintln!("gossip-sim: --fa-modes must be on, off or both, not {other:?}");
+            std::process::exit(2);
+        }
+    };
+    if !fa_only {
+        detection(nodes, seeds, first, loss);
+    }
+    println!(
+        "false accusations: {fa_nodes} nodes, one node {slow_ms} ms slow, {:.1}% loss, {minutes} simulated minutes x {seeds} seeds per mode",
+        loss * 100.0
+    );
+    for lifeguard in modes {
+        let (mut by_slow, mut by_others, mut failed) = (0, 0, 0);
+        let t = Instant::now();
+        for seed in first..first + seeds {
+            let net = NetConfig {
+                loss,
+                slow_node: Some(fa_nodes / 3),
+                slow_delay: Duration::from_millis(slow_ms),
+                lifeguard,
+                ..NetConfig::default()
+            };
+            let a = false_accusations(fa_nodes, seed, minutes, net);
+            if fa_only {
+                println!(
+                    "  seed {seed}: {} failed, {} suspicions by the slow node, {} by the others",
+                    a.failures, a.by_slow, a.by_others
+                );
+            }
+            by_slow += a.by_slow;
+            by_others += a.by_others;
+            failed += a.failures;
+        }
+        println!(
+            "  lifeguard {:>3}: {failed} live nodes declared failed; suspicions raised by the slow node {by_slow}, by the others {by_others}; over {} simulated minutes ({:.0}s wall)",
+            if lifeguard { "on" } else { "off" },
+            minutes * seeds,
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn detection(nodes: usize, seeds: u64, first: u64, loss: f64) {
     println!(
         "gossip-sim: {nodes} nodes, LAN defaults, {:.1}% packet loss, latency 1-3 ms, seeds {first}..{}",
         loss * 100.0,
@@ -59,31 +109,4 @@ fn main() {
     );
     let per = cairn_sim::memory_per_member(10_000);
     println!("memory: {per:.0} bytes per member in one agent's view of a 10,000-member pool (Consul client tags, live heap bytes)");
-    println!(
-        "false accusations: {fa_nodes} nodes, one node {slow_ms} ms slow, {:.1}% loss, {minutes} simulated minutes x {seeds} seeds per mode",
-        loss * 100.0
-    );
-    for lifeguard in [true, false] {
-        let (mut by_slow, mut by_others, mut failed) = (0, 0, 0);
-        let t = Instant::now();
-        for seed in first..first + seeds {
-            let net = NetConfig {
-                loss,
-                slow_node: Some(fa_nodes / 3),
-                slow_delay: Duration::from_millis(slow_ms),
-                lifeguard,
-                ..NetConfig::default()
-            };
-            let a = false_accusations(fa_nodes, seed, minutes, net);
-            by_slow += a.by_slow;
-            by_others += a.by_others;
-            failed += a.failures;
-        }
-        println!(
-            "  lifeguard {:>3}: {failed} live nodes declared failed; suspicions raised by the slow node {by_slow}, by the others {by_others}; over {} simulated minutes ({:.0}s wall)",
-            if lifeguard { "on" } else { "off" },
-            minutes * seeds,
-            t.elapsed().as_secs_f64()
-        );
-    }
 }

@@ -75,6 +75,24 @@ impl Timing {
     }
 }
 
+/// The tag a client advertises its own reconnect timeout in (Go duration text).
+pub const RECONNECT_TIMEOUT_TAG: &str = "rc_tm";
+
+/// Consul's reconnect override: a member's `rc_tm` replaces the pool's timeout for it (for a failed
+/// member and, as in Serf, for the tombstone of a left one). Unbounded, as Consul leaves it; a
+/// malformed or zero value means the pool's own.
+fn reconnect_override(m: &serf::Member, timeout: Duration) -> Duration {
+    let Some(v) = m.tags.get(RECONNECT_TIMEOUT_TAG) else { return timeout };
+    match cairn_types::duration::parse(v) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => timeout,
+        Err(_) => {
+            tracing::warn!(target: "agent.serf", member = %m.name, rc_tm = %v, "Member is advertising a malformed reconnect timeout");
+            timeout
+        }
+    }
+}
+
 /// What an agent tells a pool about itself.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -97,6 +115,8 @@ pub struct PoolConfig {
     pub verify_incoming: bool,
     pub verify_outgoing: bool,
     pub reconnect_timeout: Duration,
+    /// A client's `advertise_reconnect_timeout` (zero: unset), advertised as `rc_tm`.
+    pub advertise_reconnect_timeout: Duration,
     pub build: String,
     /// Serf's snapshot (`data_dir/serf/local.snapshot`), so a restart rejoins what it knew.
     pub snapshot_path: Option<PathBuf>,
@@ -141,6 +161,8 @@ impl PoolConfig {
             if let (false, Some(p)) = (self.wan, self.wan_join_port) {
                 put("wan_join_port", &p.to_string());
             }
+        } else if !self.advertise_reconnect_timeout.is_zero() {
+            put(RECONNECT_TIMEOUT_TAG, &cairn_types::duration::format(self.advertise_reconnect_timeout));
         }
         t
     }
@@ -169,6 +191,7 @@ impl PoolConfig {
         let mut s = serf::Config::new(ml);
         s.tags = self.tags();
         s.reconnect_timeout = self.reconnect_timeout;
+        s.reconnect_timeout_override = Some(reconnect_override);
         // Consul turns Serf's name-conflict resolution off and keeps deeper queues.
         s.enable_name_conflict_resolution = false;
         DriverConfig {
@@ -280,33 +303,14 @@ impl Pool {
             tokio::select! {
                 e = events.recv() => {
                     let Some(e) = e else { return };
-                    match e {
-                        Event::MemberJoin(_) | Event::MemberLeave(_) | Event::MemberFailed(_)
-                        | Event::MemberUpdate(_) | Event::MemberReap(_) => {
-                            self.refresh_members().await;
-                        }
-                        Event::User { ltime, name, payload, .. } => {
-                            let Some(short) = name.strip_prefix(consul_event::PREFIX) else { continue };
-                            match consul_event::decode(&payload, ltime) {
-                                Ok(ev) if ev.name == short => {
-                                    if let Some(sink) = &on_event {
-                                        sink(ev);
-                                    }
-                                }
-                                Ok(_) | Err(_) => tracing::warn!(target: "agent", event = %name, "dropping a malformed user event"),
-                            }
-                        }
-                        Event::KeyringChanged => {
-                            if let (Some(path), Ok(Some(ring))) = (&keyring_file, self.handle.keyring().await) {
-                                if let Err(e) = write_keyring_file(path, &ring) {
-                                    tracing::error!(target: "agent.serf", error = %e, "failed to write the keyring file");
-                                }
-                            }
-                        }
-                        Event::Shutdown(why) => tracing::error!(target: "agent.serf", "{why}"),
-                        // Consul answers no user queries: Serf's ack is all a querier gets.
-                        Event::Query(_) => {}
-                        Event::QueryAck { .. } | Event::QueryResponse { .. } | Event::QueryDone { .. } => {}
+                    // A burst of member events (a join's push/pull brings hundreds) refreshes the
+                    // member list once, not once per event.
+                    let mut changed = self.handle_event(e, on_event.as_ref(), keyring_file.as_deref()).await;
+                    while let Ok(e) = events.try_recv() {
+                        changed |= self.handle_event(e, on_event.as_ref(), keyring_file.as_deref()).await;
+                    }
+                    if changed {
+                        self.refresh_members().await;
                     }
                 }
                 _ = tick.tick() => {
@@ -320,6 +324,40 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Acts on one event; true when the member list changed.
+    async fn handle_event(&self, e: Event, on_event: Option<&EventSink>, keyring_file: Option<&Path>) -> bool {
+        match e {
+            Event::MemberJoin(_)
+            | Event::MemberLeave(_)
+            | Event::MemberFailed(_)
+            | Event::MemberUpdate(_)
+            | Event::MemberReap(_) => return true,
+            Event::User { ltime, name, payload, .. } => {
+                let Some(short) = name.strip_prefix(consul_event::PREFIX) else { return false };
+                match consul_event::decode(&payload, ltime) {
+                    Ok(ev) if ev.name == short => {
+                        if let Some(sink) = on_event {
+                            sink(ev);
+                        }
+                    }
+                    Ok(_) | Err(_) => tracing::warn!(target: "agent", event = %name, "dropping a malformed user event"),
+                }
+            }
+            Event::KeyringChanged => {
+                if let (Some(path), Ok(Some(ring))) = (keyring_file, self.handle.keyring().await) {
+                    if let Err(e) = write_keyring_file(path, &ring) {
+                        tracing::error!(target: "agent.serf", error = %e, "failed to write the keyring file");
+                    }
+                }
+            }
+            Event::Shutdown(why) => tracing::error!(target: "agent.serf", "{why}"),
+            // Consul answers no user queries: Serf's ack is all a querier gets.
+            Event::Query(_) => {}
+            Event::QueryAck { .. } | Event::QueryResponse { .. } | Event::QueryDone { .. } => {}
+        }
+        false
     }
 
     async fn refresh_members(&self) {
@@ -485,6 +523,65 @@ pub fn is_consul_member(m: &Member, dc: &str) -> bool {
     }
 }
 
+/// Consul's flood interval (`SerfFloodInterval`): how often a server checks, besides on every LAN
+/// member change, that each server of its datacenter is in the WAN pool.
+pub const FLOOD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The LAN servers of datacenter `dc` missing from the WAN pool, and where to join them: the
+/// member's LAN address with its `wan_join_port` tag, as Consul's flood join computes it. WAN members
+/// count only when alive (named `<node>.<dc>`).
+pub fn flood_targets(lan: &[Member], wan: &[Member], dc: &str) -> Vec<(String, SocketAddr)> {
+    let suffix = format!(".{dc}");
+    let in_wan: std::collections::BTreeSet<&str> = wan
+        .iter()
+        .filter(|m| m.status == serf::MemberStatus::Alive && m.tags.get("role") == Some("consul"))
+        .filter(|m| m.tags.get("dc") == Some(dc))
+        .filter_map(|m| m.name.strip_suffix(&suffix))
+        .collect();
+    lan.iter()
+        .filter(|m| m.status == serf::MemberStatus::Alive && m.tags.get("role") == Some("consul"))
+        .filter(|m| is_consul_member(m, dc) && m.tags.get("segment").unwrap_or("").is_empty())
+        .filter(|m| !in_wan.contains(m.name.as_str()))
+        .filter_map(|m| {
+            let port = m.tags.get("wan_join_port").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
+            match port {
+                Some(p) => Some((format!("{}{suffix}", m.name), SocketAddr::new(m.addr.ip(), p))),
+                None => {
+                    tracing::debug!(target: "agent.server", server = %m.name, "Failed to flood-join server: no wan join port");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Runs Consul's flood join on a server until `stop`: on every LAN member change and every
+/// [`FLOOD_INTERVAL`], joins the servers of its datacenter that the WAN pool lacks, so a server
+/// that joined only the LAN is in the WAN pool too.
+pub async fn flood(lan: Pool, wan: Pool, dc: String, mut stop: watch::Receiver<bool>) {
+    let mut changes = lan.subscribe_changes();
+    let mut tick = tokio::time::interval(FLOOD_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = changes.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for (name, addr) in flood_targets(&lan.members(), &wan.members(), &dc) {
+            match wan.handle.join(vec![addr], true).await {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(target: "agent.server", server = %name, address = %addr, "Successfully performed flood-join for server at address");
+                    wan.refresh_members().await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(target: "agent.server", server = %name, address = %addr, error = %e, "Failed to flood-join server at address")
+                }
+            }
+        }
+    }
+}
+
 /// Retries joining `addrs` every `interval` until one answers; gives up after `max` attempts
 /// (0: never). Returns whether it joined.
 pub async fn retry_join(
@@ -517,5 +614,112 @@ pub async fn retry_join(
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serf::MemberStatus;
+
+    fn member(name: &str, ip: &str, status: MemberStatus, tags: &[(&str, &str)]) -> Member {
+        let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Member::new(name, SocketAddr::new(ip.parse().unwrap(), 8301), &tags, status)
+    }
+
+    fn server(name: &str, ip: &str, dc: &str, wan_port: Option<&str>) -> Member {
+        let mut t = vec![("role", "consul"), ("dc", dc), ("port", "8300"), ("vsn", "2"), ("build", "1.22.0")];
+        if let Some(p) = wan_port {
+            t.push(("wan_join_port", p));
+        }
+        member(name, ip, MemberStatus::Alive, &t)
+    }
+
+    #[test]
+    fn flood_joins_the_lan_servers_the_wan_pool_lacks() {
+        let lan = vec![
+            server("s1", "10.0.0.1", "dc1", Some("8302")),
+            server("s2", "10.0.0.2", "dc1", Some("9302")),
+            server("s3", "10.0.0.3", "dc1", Some("8302")),
+            // no wan_join_port: cannot be flooded
+            server("s4", "10.0.0.4", "dc1", None),
+            // a failed server is not flooded
+            member(
+                "s5",
+                "10.0.0.5",
+                MemberStatus::Failed,
+                &[
+                    ("role", "consul"),
+                    ("dc", "dc1"),
+                    ("port", "8300"),
+                    ("vsn", "2"),
+                    ("build", "x"),
+                    ("wan_join_port", "8302"),
+                ],
+            ),
+            // a client is not a server
+            member("c1", "10.0.0.9", MemberStatus::Alive, &[("role", "node"), ("dc", "dc1")]),
+        ];
+        let mut failed_s3 = server("s3.dc1", "10.0.0.3", "dc1", None);
+        failed_s3.status = MemberStatus::Failed;
+        let wan = vec![
+            server("s1.dc1", "10.0.0.1", "dc1", None),
+            // a failed WAN member counts as missing
+            failed_s3,
+            // the same node name in another datacenter is another server
+            server("s2.dc2", "10.1.0.2", "dc2", None),
+        ];
+        let got = flood_targets(&lan, &wan, "dc1");
+        assert_eq!(
+            got,
+            vec![
+                ("s2.dc1".to_string(), "10.0.0.2:9302".parse().unwrap()),
+                ("s3.dc1".to_string(), "10.0.0.3:8302".parse().unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_members_rc_tm_replaces_the_reconnect_timeout() {
+        let base = Duration::from_secs(72 * 3600);
+        let with =
+            |v: &str| member("c", "10.0.0.9", MemberStatus::Failed, &[("role", "node"), (RECONNECT_TIMEOUT_TAG, v)]);
+        assert_eq!(reconnect_override(&with("15m0s"), base), Duration::from_secs(900));
+        assert_eq!(reconnect_override(&with("1h0m0s"), base), Duration::from_secs(3600));
+        // zero and malformed values mean the pool's own
+        assert_eq!(reconnect_override(&with("0s"), base), base);
+        assert_eq!(reconnect_override(&with("soon"), base), base);
+        let without = member("c", "10.0.0.9", MemberStatus::Failed, &[("role", "node")]);
+        assert_eq!(reconnect_override(&without, base), base);
+    }
+
+    #[test]
+    fn a_client_advertises_rc_tm_and_a_server_does_not() {
+        let mut pc = PoolConfig {
+            wan: false,
+            node_name: "n".into(),
+            node_id: "id".into(),
+            datacenter: "dc1".into(),
+            server: false,
+            server_port: 8300,
+            bootstrap: false,
+            bootstrap_expect: 0,
+            wan_join_port: None,
+            bind: "127.0.0.1:8301".parse().unwrap(),
+            advertise: "127.0.0.1:8301".parse().unwrap(),
+            timing: Timing::lan(),
+            keyring: None,
+            keyring_file: None,
+            verify_incoming: true,
+            verify_outgoing: true,
+            reconnect_timeout: Duration::from_secs(72 * 3600),
+            advertise_reconnect_timeout: Duration::from_secs(900),
+            build: "1.22.0".into(),
+            snapshot_path: None,
+            rejoin_after_leave: false,
+        };
+        assert_eq!(pc.tags().get(RECONNECT_TIMEOUT_TAG).map(String::as_str), Some("15m0s"));
+        pc.advertise_reconnect_timeout = Duration::ZERO;
+        assert_eq!(pc.tags().get(RECONNECT_TIMEOUT_TAG), None);
     }
 }
