@@ -97,12 +97,6 @@ fn metrics_handle() -> PrometheusHandle {
     .clone()
 }
 
-/// A stable Raft ID from the node UUID, so a restarted server keeps its identity.
-fn raft_id(node_id: &str) -> u64 {
-    let u = uuid::Uuid::parse_str(node_id).map(|u| u.as_u128()).unwrap_or(0);
-    ((u >> 64) as u64 ^ u as u64).max(1)
-}
-
 impl Agent {
     /// Loads configuration from `flags` and starts everything. Returns once the HTTP API is
     /// listening and (in server mode) a leader is known.
@@ -160,19 +154,32 @@ impl Agent {
     async fn start_server(cfg: &Config) -> Result<Arc<Server>, StartError> {
         let t0 = Instant::now();
         let rpc_port = if cfg.ports.server > 0 { cfg.ports.server as u16 } else { 8300 };
+        let bootstrap = cfg.bootstrap || cfg.bootstrap_expect == 1;
+        if cfg.ports.server < 0 && !bootstrap {
+            // Peers must reach a server that is one of several (Consul's message).
+            return Err(ConfigError("server-port must be greater than zero".into()).into());
+        }
         let server = Server::start(ServerConfig {
-            node_id: raft_id(&cfg.node_id),
+            node_id: cairn_cluster::raft_id(&cfg.node_id),
             rpc_addr: SocketAddr::new(cfg.advertise_addr, rpc_port).to_string(),
             data_dir: cfg.data_dir.clone(),
             raft_multiplier: cfg.raft_multiplier,
             snapshot_threshold: cfg.raft_snapshot_threshold,
             trailing_logs: cfg.raft_trailing_logs,
-            bootstrap: cfg.bootstrap || cfg.bootstrap_expect == 1,
+            bootstrap,
+            bootstrap_expect: if bootstrap { 0 } else { cfg.bootstrap_expect.max(0) as usize },
+            // `-server-port=-1`: a lone server with no port for peers (Cairn's; Consul requires one).
+            listen: (cfg.ports.server >= 0).then(|| SocketAddr::new(cfg.bind_addr, rpc_port)),
+            max_conns_per_client: cfg.rpc_max_conns_per_client,
             ..ServerConfig::default()
         })
         .await?;
-        server.wait_ready(Duration::from_secs(30)).await?;
-        tracing::info!(target: "agent", elapsed_ms = t0.elapsed().as_millis() as u64, "raft leader elected, state restored");
+        // A lone server elects itself at once; one that needs peers finds them through gossip,
+        // which starts after this, so it does not wait here.
+        if bootstrap {
+            server.wait_ready(Duration::from_secs(30)).await?;
+            tracing::info!(target: "agent", elapsed_ms = t0.elapsed().as_millis() as u64, "raft leader elected, state restored");
+        }
         Ok(server)
     }
 
@@ -455,6 +462,17 @@ impl Agent {
         }
     }
 
+    /// The servers of the LAN pool into Raft: bootstrap once `bootstrap_expect` of them are here,
+    /// and (on the leader) add, promote and remove servers as they come and go.
+    async fn reconcile_servers(&self) {
+        let (Some(pool), Ok(server)) = (self.lan.get(), self.server()) else { return };
+        let servers = cairn_cluster::gossip::server_infos(&pool.members(), &self.config().datacenter);
+        server.maybe_bootstrap(&servers).await;
+        if let Err(e) = server.reconcile_servers(&servers).await {
+            tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile servers into Raft");
+        }
+    }
+
     async fn reconcile_self(&self) {
         let Ok(server) = self.server() else { return };
         if !server.is_leader() {
@@ -714,6 +732,7 @@ async fn reconcile_loop(agent: Arc<Agent>) {
                     changes = None;
                 }
                 // A membership change: reconcile it now, not at the next tick.
+                agent.reconcile_servers().await;
                 if agent.is_leader() {
                     agent.reconcile_members().await;
                 }
@@ -724,6 +743,7 @@ async fn reconcile_loop(agent: Arc<Agent>) {
         next_tick = tokio::time::Instant::now() + TICK;
         n += 1;
         let Ok(server) = agent.server() else { continue };
+        agent.reconcile_servers().await;
         if server.is_leader() {
             agent.reconcile_members().await;
             if n.is_multiple_of(2) {

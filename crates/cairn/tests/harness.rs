@@ -63,6 +63,8 @@ impl Agent {
             .arg("-grpc-port=-1")
             .args(off("-serf-lan-port"))
             .args(off("-serf-wan-port"))
+            // And the server port, for the lone servers most tests run.
+            .args(off("-server-port"))
             .stdout(Stdio::null())
             .stderr(f)
             .spawn()

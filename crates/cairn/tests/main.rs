@@ -8,6 +8,7 @@ mod api_client;
 mod bad_input;
 mod cli;
 mod cli_fidelity;
+mod cluster;
 mod config_and_lifecycle;
 mod coordinates;
 mod dns;

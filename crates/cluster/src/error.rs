@@ -1,6 +1,6 @@
 //! The cluster crate's errors, named for what the caller must do.
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     /// There is no leader to take a write or a consistent read (Consul: `No cluster leader`).
     #[error("No cluster leader")]

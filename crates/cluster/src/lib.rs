@@ -13,7 +13,8 @@ pub mod error;
 pub mod gossip;
 pub mod leader;
 pub mod raft;
+pub mod rpc;
 pub mod server;
 
 pub use error::Error;
-pub use server::{Server, ServerConfig};
+pub use server::{raft_id, Server, ServerConfig, ServerInfo};

@@ -1,13 +1,15 @@
 //! A Raft server: the store, the replicated log, and the server side of every request. Writes are
 //! proposed as [`Command`]s and answered once applied; reads pick a consistency mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{BasicNode, ReadPolicy, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 
 use cairn_store::Store;
 use cairn_types::{Command, CommandResult};
@@ -15,9 +17,11 @@ use cairn_types::{Command, CommandResult};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{ContactTracker, Network};
 use crate::raft::state_machine::{LockDelays, StateMachine};
 use crate::raft::Raft;
+use crate::rpc::client::{CallError, RpcClient};
+use crate::rpc::proto::{Request, Response};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -35,6 +39,15 @@ pub struct ServerConfig {
     pub trailing_logs: u64,
     /// Form a one-server cluster if none exists (`-bootstrap`, `-dev`).
     pub bootstrap: bool,
+    /// `-bootstrap-expect`: form the cluster once this many servers are found in the LAN pool.
+    pub bootstrap_expect: usize,
+    /// Where the server port listens (`-bind` and `ports.server`); `None` opens none (a lone
+    /// server that no peer needs to reach).
+    pub listen: Option<SocketAddr>,
+    /// `limits.rpc_max_conns_per_client`.
+    pub max_conns_per_client: usize,
+    /// Consul's `performance.rpc_hold_timeout`: how long a request waits out a leader election.
+    pub rpc_hold_timeout: Duration,
     /// Where time-based decisions read the time.
     pub clock: Arc<dyn Clock>,
 }
@@ -49,6 +62,10 @@ impl Default for ServerConfig {
             snapshot_threshold: 16384,
             trailing_logs: 10240,
             bootstrap: true,
+            bootstrap_expect: 0,
+            listen: None,
+            max_conns_per_client: 100,
+            rpc_hold_timeout: Duration::from_secs(7),
             clock: Arc::new(SystemClock),
         }
     }
@@ -61,11 +78,51 @@ pub struct Applied {
     pub result: CommandResult,
 }
 
+/// A server of the datacenter as the LAN pool shows it (from its member tags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerInfo {
+    pub name: String,
+    /// Its node UUID (the `id` tag).
+    pub node_id: String,
+    pub raft_id: u64,
+    /// `ip:port` of its server port.
+    pub rpc_addr: String,
+    /// Its `expect` tag (0: none).
+    pub expect: usize,
+    /// Its `bootstrap` tag.
+    pub bootstrap: bool,
+    pub alive: bool,
+    /// Left gracefully (or was reaped): it leaves the Raft configuration too.
+    pub left: bool,
+}
+
+/// A stable Raft ID from a node UUID, so a restarted server keeps its identity and every server
+/// computes the same ID for a peer from its `id` tag.
+pub fn raft_id(node_id: &str) -> u64 {
+    let u = uuid::Uuid::parse_str(node_id).map(|u| u.as_u128()).unwrap_or(0);
+    ((u >> 64) as u64 ^ u as u64).max(1)
+}
+
+/// Consul's autopilot `server_stabilization_time`: a new server must stay healthy this long before
+/// it gets a vote.
+pub const SERVER_STABILIZATION: Duration = Duration::from_secs(10);
+/// Autopilot's `max_trailing_logs`: a server further behind than this is not healthy.
+pub const MAX_TRAILING_LOGS: u64 = 250;
+
 pub struct Server {
     raft: Raft,
     store: Arc<Store>,
     cfg: ServerConfig,
     lock_delays: LockDelays,
+    rpc: RpcClient,
+    contact: Arc<ContactTracker>,
+    started: Instant,
+    /// Set once the cluster is formed or found already formed: bootstrap is never tried again.
+    formed: AtomicBool,
+    /// When each caught-up non-voter was first seen healthy (the leader promotes after
+    /// [`SERVER_STABILIZATION`]).
+    healthy_since: std::sync::Mutex<BTreeMap<u64, Instant>>,
+    stop: tokio::sync::watch::Sender<bool>,
     /// Session TTL deadlines, kept by the leader (see [`crate::leader::session_reaper`]).
     pub(crate) session_timers: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -121,7 +178,9 @@ impl Server {
             // Without a data dir there is no follower to catch up from old entries and nowhere to
             // evict them to: a snapshot drops the whole log before it.
             max_in_snapshot_log_to_keep: if cfg.data_dir.is_some() { cfg.trailing_logs } else { 0 },
-            max_payload_entries: 1024,
+            // An append batch stays under the Raft frame limit even of values at their 512 KiB cap.
+            max_payload_entries: 256,
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         let rc = Arc::new(rc.validate().map_err(|e| Error::Fatal(e.to_string()))?);
@@ -132,12 +191,42 @@ impl Server {
             let members = BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.rpc_addr))]);
             raft.initialize(members).await.map_err(|e| Error::Fatal(e.to_string()))?;
         }
-        let server = Arc::new(Server { raft, store, cfg, lock_delays, session_timers: Default::default() });
+        let listener = match cfg.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Storage(format!("server port {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let server = Arc::new(Server {
+            raft,
+            store,
+            lock_delays,
+            session_timers: Default::default(),
+            rpc: RpcClient::new(),
+            contact: Default::default(),
+            started: Instant::now(),
+            formed: AtomicBool::new(initialized || cfg.bootstrap),
+            healthy_since: Default::default(),
+            stop,
+            cfg,
+        });
+        if let Some(l) = listener {
+            let max = server.cfg.max_conns_per_client;
+            let stop = server.stop.subscribe();
+            tokio::spawn(crate::rpc::serve(l, Arc::downgrade(&server), server.raft.clone(), max, stop));
+        }
         tokio::spawn(crate::leader::session_reaper(Arc::downgrade(&server)));
         if let Some(log) = mem_log {
             tokio::spawn(compact_memory_log(server.raft.clone(), log));
         }
         Ok(server)
+    }
+
+    pub(crate) fn contact_tracker(&self) -> Arc<ContactTracker> {
+        self.contact.clone()
     }
 
     /// True while `key` is under a lock-delay from an invalidated session: an acquire must fail.
@@ -177,35 +266,313 @@ impl Server {
         tokio::time::timeout(timeout, ready).await.unwrap_or(Err(Error::NoLeader))
     }
 
-    /// Proposes `cmd` and waits until it is applied here.
+    /// Proposes `cmd` on the leader (forwarding it there from a follower) and waits until it is
+    /// applied here too, so a read on this server right after sees it. Waits out an election for
+    /// up to `rpc_hold_timeout`, then answers Consul's `No cluster leader`.
     pub async fn apply(&self, cmd: Command) -> Result<Applied, Error> {
+        let deadline = tokio::time::Instant::now() + self.cfg.rpc_hold_timeout;
+        loop {
+            let r = match self.apply_local(cmd.clone()).await {
+                Err(Error::NotLeader { leader: Some(addr) }) => {
+                    match self.rpc.call(&addr, Request::Apply(Box::new(cmd.clone())), self.cfg.rpc_hold_timeout).await {
+                        Ok(Response::Applied { index, result }) => {
+                            self.wait_applied(index, deadline).await?;
+                            Ok(Applied { index, result })
+                        }
+                        Ok(_) => Err(Error::Fatal("unexpected answer to a forwarded write".into())),
+                        Err(CallError::Remote(e)) => Err(e),
+                        // Never sent: as good as no leader; try again once one is known.
+                        Err(CallError::Unsent(_)) => Err(Error::NoLeader),
+                        Err(e @ CallError::Lost(_)) => Err(Error::Fatal(e.to_string())),
+                    }
+                }
+                other => other,
+            };
+            match r {
+                Err(Error::NoLeader) | Err(Error::NotLeader { leader: None }) => {
+                    if !self.wait_leader_change(deadline).await {
+                        return Err(Error::NoLeader);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_local(&self, cmd: Command) -> Result<Applied, Error> {
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok(Applied { index: resp.log_id.index, result: resp.data }),
             Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-                match f.leader_node {
-                    Some(n) => Err(Error::NotLeader { leader: Some(n.addr) }),
-                    None => Err(Error::NoLeader),
-                }
+                Err(Error::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
             Err(openraft::error::RaftError::APIError(e)) => Err(Error::Fatal(e.to_string())),
             Err(openraft::error::RaftError::Fatal(e)) => Err(Error::Fatal(e.to_string())),
         }
     }
 
-    /// `?consistent`: confirms leadership with a quorum (ReadIndex) and waits until this server has
-    /// applied up to the read point, so the local store is linearizable.
+    /// Waits until the known leader changes or `deadline`; false at the deadline.
+    async fn wait_leader_change(&self, deadline: tokio::time::Instant) -> bool {
+        let mut rx = self.raft.metrics();
+        let before = rx.borrow_watched().current_leader;
+        loop {
+            let now_leader = rx.borrow_watched().current_leader;
+            if now_leader.is_some() && now_leader != before {
+                return true;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return false },
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+            // A leader that was known but unreachable may still be the leader: retry now and then.
+            if now_leader.is_some() && tokio::time::Instant::now() + Duration::from_millis(100) < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return true;
+            }
+        }
+    }
+
+    /// Waits until this server has applied `index`.
+    async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) -> Result<(), Error> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "read point")
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::NoLeader)
+    }
+
+    /// `?consistent`: the leader confirms its leadership with a quorum (ReadIndex); a follower asks
+    /// the leader for that read point. Either way this server then waits until it has applied up
+    /// to it, so the local store answers linearizably.
     pub async fn consistent_barrier(&self) -> Result<(), Error> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
-            Err(openraft::error::RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f))) => {
-                match f.leader_node {
-                    Some(n) => Err(Error::NotLeader { leader: Some(n.addr) }),
-                    None => Err(Error::NoLeader),
+        self.read_barrier(true).await
+    }
+
+    /// Default mode: the leader answers under its lease (no quorum round trip, refused once the
+    /// lease has lapsed); a follower asks the leader for its read point and catches up to it.
+    pub async fn default_barrier(&self) -> Result<(), Error> {
+        self.read_barrier(false).await
+    }
+
+    async fn read_barrier(&self, consistent: bool) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + self.cfg.rpc_hold_timeout;
+        loop {
+            let r = match self.local_read_index(consistent).await {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                Err(Error::NotLeader { leader: Some(addr) }) => {
+                    match self.rpc.call(&addr, Request::ReadIndex { consistent }, self.cfg.rpc_hold_timeout).await {
+                        Ok(Response::ReadIndex(index)) => return self.wait_applied(index, deadline).await,
+                        Ok(_) => return Err(Error::Fatal("unexpected answer to a read-index request".into())),
+                        Err(CallError::Remote(e)) => Err(e),
+                        // Reads may be retried whatever happened to them.
+                        Err(_) => Err(Error::NoLeader),
+                    }
                 }
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(Error::NoLeader) | Err(Error::NotLeader { leader: None }) => {
+                    if !self.wait_leader_change(deadline).await {
+                        return Err(Error::NoLeader);
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// On the leader: the index a read must see applied. Elsewhere: who to ask.
+    async fn local_read_index(&self, consistent: bool) -> Result<u64, Error> {
+        let policy = if consistent { ReadPolicy::ReadIndex } else { ReadPolicy::LeaseRead };
+        match self.raft.get_read_log_id(policy).await {
+            Ok((read, _)) => Ok(read.index()),
+            Err(openraft::error::RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
             Err(openraft::error::RaftError::APIError(_)) => Err(Error::NoLeader),
             Err(openraft::error::RaftError::Fatal(e)) => Err(Error::Fatal(e.to_string())),
         }
+    }
+
+    /// Resets a session's TTL timer on the leader (forwarded there from a follower).
+    pub async fn renew_session(&self, id: &str, ttl: Duration) -> Result<(), Error> {
+        if self.is_leader() {
+            crate::leader::reset_session_timer(self, id, ttl);
+            return Ok(());
+        }
+        let Some(addr) = self.leader_addr() else { return Err(Error::NoLeader) };
+        let req = Request::SessionRenew { id: id.to_string(), ttl_ms: ttl.as_millis() as u64 };
+        match self.rpc.call(&addr, req, self.cfg.rpc_hold_timeout).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Remote(e)) => Err(e),
+            Err(_) => Err(Error::NoLeader),
+        }
+    }
+
+    /// The server side of [`Request`]s from other servers.
+    pub(crate) async fn handle_rpc(&self, req: Request) -> Result<Response, Error> {
+        match req {
+            // Only the leader proposes a forwarded write: forwarding it on again could loop.
+            Request::Apply(cmd) => {
+                let a = self.apply_local(*cmd).await?;
+                Ok(Response::Applied { index: a.index, result: a.result })
+            }
+            Request::ReadIndex { consistent } => self.local_read_index(consistent).await.map(Response::ReadIndex),
+            Request::SessionRenew { id, ttl_ms } => {
+                if !self.is_leader() {
+                    return Err(Error::NotLeader { leader: self.leader_addr() });
+                }
+                crate::leader::reset_session_timer(self, &id, Duration::from_millis(ttl_ms));
+                Ok(Response::Ok)
+            }
+            Request::RaftState => {
+                let initialized = self.raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
+                Ok(Response::RaftState { initialized, voters: self.peers() })
+            }
+        }
+    }
+
+    /// Consul's `maybeBootstrap`, run on every change of the LAN pool until the cluster is formed:
+    /// once `bootstrap_expect` servers (this one included) are alive with the same expectation,
+    /// and none of them already belongs to a cluster, every one of them initializes Raft with the
+    /// same configuration (Raft's vote makes that safe; the configuration is identical because
+    /// each derives it from the same members).
+    pub async fn maybe_bootstrap(&self, servers: &[ServerInfo]) {
+        let expect = self.cfg.bootstrap_expect;
+        if expect == 0 || self.formed.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.raft.is_initialized().await.unwrap_or(false) {
+            self.formed.store(true, Ordering::SeqCst);
+            return;
+        }
+        let alive: Vec<&ServerInfo> = servers.iter().filter(|s| s.alive).collect();
+        for s in &alive {
+            if s.bootstrap {
+                tracing::error!(target: "agent.server", node = %s.name, "Member has bootstrap mode. Expect disabled.");
+                return;
+            }
+            if s.expect != expect {
+                tracing::error!(target: "agent.server", node = %s.name, "Member has a conflicting expect value. All nodes should expect the same number.");
+                return;
+            }
+        }
+        if alive.len() < expect {
+            return;
+        }
+        for s in alive.iter().filter(|s| s.raft_id != self.cfg.node_id) {
+            match self.rpc.call(&s.rpc_addr, Request::RaftState, Duration::from_secs(5)).await {
+                Ok(Response::RaftState { initialized: true, .. }) => {
+                    tracing::warn!(target: "agent.server", server = %s.name, "Existing Raft peers reported by server, disabling bootstrap mode");
+                    self.formed.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(target: "agent.server", server = %s.name, error = %e, "Failed to confirm peer status");
+                    return;
+                }
+            }
+        }
+        let members: BTreeMap<u64, BasicNode> =
+            alive.iter().map(|s| (s.raft_id, BasicNode::new(&s.rpc_addr))).collect();
+        tracing::info!(target: "agent.server", servers = ?alive.iter().map(|s| &s.name).collect::<Vec<_>>(), "Found expected number of peers, attempting bootstrap");
+        match self.raft.initialize(members).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::info!(target: "agent.server", error = %e, "bootstrap: the cluster is already initialized")
+            }
+        }
+        self.formed.store(true, Ordering::SeqCst);
+    }
+
+    /// The leader's pass over the servers of the LAN pool (Consul's server reconciliation plus
+    /// autopilot's promotion): an alive server the configuration lacks joins as a non-voter; a
+    /// non-voter that has kept up (within [`MAX_TRAILING_LOGS`]) for [`SERVER_STABILIZATION`] gets
+    /// a vote; a server that left is removed.
+    pub async fn reconcile_servers(&self, servers: &[ServerInfo]) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let (voters, learners, matched, last) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let mem = m.membership_config.membership();
+            let voters: BTreeSet<u64> = mem.voter_ids().collect();
+            let learners: BTreeSet<u64> = mem.learner_ids().collect();
+            let matched: BTreeMap<u64, u64> = m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index))).collect())
+                .unwrap_or_default();
+            (voters, learners, matched, m.last_log_index.unwrap_or(0))
+        };
+        let me = self.cfg.node_id;
+        for s in servers {
+            let known = voters.contains(&s.raft_id) || learners.contains(&s.raft_id);
+            if s.left {
+                if known && s.raft_id != me {
+                    tracing::info!(target: "agent.server", server = %s.name, "removing server that left from the Raft configuration");
+                    let set = BTreeSet::from([s.raft_id]);
+                    if voters.contains(&s.raft_id) {
+                        self.membership(ChangeMembers::RemoveVoters(set.clone())).await?;
+                    }
+                    self.membership(ChangeMembers::RemoveNodes(set)).await?;
+                }
+                continue;
+            }
+            if !s.alive {
+                continue;
+            }
+            if !known {
+                tracing::info!(target: "agent.server", server = %s.name, address = %s.rpc_addr, "adding server as a non-voter");
+                match self.raft.add_learner(s.raft_id, BasicNode::new(&s.rpc_addr), false).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "agent.server", server = %s.name, error = %e, "failed to add server")
+                    }
+                }
+                continue;
+            }
+            if learners.contains(&s.raft_id) {
+                let caught_up = matched.get(&s.raft_id).is_some_and(|m| last.saturating_sub(*m) <= MAX_TRAILING_LOGS);
+                let stable = {
+                    let mut hs = self.healthy_since.lock().expect("healthy since");
+                    if !caught_up {
+                        hs.remove(&s.raft_id);
+                        false
+                    } else if hs.entry(s.raft_id).or_insert_with(Instant::now).elapsed() < SERVER_STABILIZATION {
+                        false
+                    } else {
+                        hs.remove(&s.raft_id);
+                        true
+                    }
+                };
+                if !stable {
+                    continue;
+                }
+                tracing::info!(target: "agent.server", server = %s.name, "promoting server to voter");
+                self.membership(ChangeMembers::AddVoterIds(BTreeSet::from([s.raft_id]))).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn membership(&self, change: ChangeMembers<u64, BasicNode>) -> Result<(), Error> {
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => Ok(()),
+            Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader { leader: f.leader_node.map(|n| n.addr) })
+            }
+            Err(e) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+
+    /// Whether the server is a Raft candidate or follower with no leader in sight.
+    pub fn state(&self) -> ServerState {
+        self.raft.metrics().borrow_watched().state
     }
 
     pub fn is_leader(&self) -> bool {
@@ -231,9 +598,12 @@ impl Server {
     }
 
     /// Milliseconds since the leader was last heard from, for `X-Consul-LastContact`: 0 on the
-    /// leader. Followers answer reads only once multi-server clusters land; until then 0 is exact.
+    /// leader; on a server no leader ever reached, the time since it started.
     pub fn last_contact_ms(&self) -> u64 {
-        0
+        if self.is_leader() {
+            return 0;
+        }
+        self.contact.since().unwrap_or_else(|| self.started.elapsed()).as_millis() as u64
     }
 
     /// Raft figures for `/v1/agent/self` `Stats.raft`.
@@ -253,6 +623,7 @@ impl Server {
     }
 
     pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
         let _ = self.raft.shutdown().await;
     }
 }

@@ -98,6 +98,8 @@ pub struct Config {
     /// Operations allowed in one `/v1/txn` request (`limits.txn_max_ops`, a Cairn extension).
     pub txn_max_ops: usize,
     pub http_max_conns_per_client: usize,
+    /// `limits.rpc_max_conns_per_client` (100): server-port connections per client address.
+    pub rpc_max_conns_per_client: usize,
     pub check_update_interval: Duration,
     /// Consul's `session_ttl_min`: the shortest session TTL accepted (default 10s).
     pub session_ttl_min: Duration,
@@ -198,6 +200,7 @@ const IMPLEMENTED: &[&str] = &[
     "limits.txn_max_req_len",
     "limits.txn_max_ops",
     "limits.http_max_conns_per_client",
+    "limits.rpc_max_conns_per_client",
     "check_update_interval",
     "leave_on_terminate",
     "skip_leave_on_interrupt",
@@ -407,6 +410,7 @@ impl Config {
             txn_max_req_len: int(&["limits", "txn_max_req_len"], 512 * 1024).max(1) as usize,
             txn_max_ops: int(&["limits", "txn_max_ops"], MAX_TXN_OPS as i64).max(1) as usize,
             http_max_conns_per_client: int(&["limits", "http_max_conns_per_client"], 200).max(1) as usize,
+            rpc_max_conns_per_client: int(&["limits", "rpc_max_conns_per_client"], 100).max(1) as usize,
             check_update_interval,
             leave_on_terminate,
             domain: s("domain").unwrap_or_else(|| "consul".into()),

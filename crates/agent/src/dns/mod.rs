@@ -342,6 +342,16 @@ fn service_name(st: &StoreState, name: &str) -> Option<String> {
 
 /// Answers one question from the agent's current state. `src` is the asker's address (for a
 /// prepared query whose `Near` is `_ip`).
+/// Stale reads are fine while this server heard from the leader within `max_stale`; otherwise (or
+/// with `allow_stale = false`) the server first catches up to the leader's read point, as Consul
+/// retries consistently. False when that fails (no leader).
+async fn read_point(agent: &Agent) -> bool {
+    let Ok(server) = agent.server() else { return true };
+    let cfg = agent.config();
+    let stale_ok = cfg.dns.allow_stale && Duration::from_millis(server.last_contact_ms()) <= cfg.dns.max_stale;
+    stale_ok || server.default_barrier().await.is_ok()
+}
+
 pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> Answer {
     let cfg = agent.config();
     let domain = cfg.domain.trim_matches('.').to_ascii_lowercase();
@@ -350,16 +360,11 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
     };
     let dns = &cfg.dns;
     let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone(), soa: dns.soa };
-    // Stale reads are fine while this server heard from the leader within `max_stale`; otherwise
-    // (or with `allow_stale = false`) only the leader answers, as Consul retries consistently.
+    // (The consistency of the read was settled by the caller, see `read_point`.)
     // A client agent with no server to ask fails the lookup, as Consul's does.
     let Ok(server) = agent.server() else {
         return Answer { code: ResponseCode::ServFail, ..Answer::default() };
     };
-    let stale_ok = dns.allow_stale && Duration::from_millis(server.last_contact_ms()) <= dns.max_stale;
-    if !stale_ok && !server.is_leader() {
-        return Answer { code: ResponseCode::ServFail, ..Answer::default() };
-    }
     let q = qname.to_ascii().to_ascii_lowercase();
     let q = q.trim_end_matches('.');
     let st = server.store().snapshot();
@@ -589,6 +594,10 @@ impl RequestHandler for Handler {
             meta.response_code = ResponseCode::FormErr;
             return send(&mut response, request, meta, None, &Answer::default()).await;
         };
+        if !read_point(&agent).await {
+            meta.response_code = ResponseCode::ServFail;
+            return send(&mut response, request, meta, None, &Answer::default()).await;
+        }
         let mut answer = resolve(&agent, q.name(), q.query_type(), request.src().ip());
         meta.recursion_available = !dns.recursors.is_empty();
         if answer.forward {

@@ -424,14 +424,9 @@ async fn check_dc_consistency(agent: &Agent, q: &QueryOpts) -> Result<(), HttpEr
     match q.consistency {
         Consistency::Stale => Ok(()),
         Consistency::Consistent => Ok(agent.server()?.consistent_barrier().await?),
-        // Default mode: the leader answers from its state without a quorum round trip.
-        Consistency::Default => {
-            if agent.server()?.is_leader() {
-                Ok(())
-            } else {
-                Err(cairn_cluster::Error::NoLeader.into())
-            }
-        }
+        // Default mode: the leader answers under its lease, without a quorum round trip; a
+        // follower first catches up to the leader's read point.
+        Consistency::Default => Ok(agent.server()?.default_barrier().await?),
     }
 }
 

@@ -158,16 +158,15 @@ pub async fn destroy(State(agent): State<AgentRef>, Path(id): Path<String>, RawQ
 pub async fn renew(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    if !agent.server()?.is_leader() {
-        return Err(cairn_cluster::Error::NoLeader.into());
-    }
+    // Renewals are answered by the leader, which keeps the TTL timers (Consul forwards them).
+    agent.server()?.default_barrier().await?;
     let (idx, sess) = agent.server()?.store().snapshot().session_get(&id);
     let Some(sess) = sess else {
         return Err(HttpError::not_found(format!("Session id '{id}' not found")));
     };
     if let Ok(ttl) = cairn_types::duration::parse(&sess.ttl) {
         if !ttl.is_zero() {
-            cairn_cluster::leader::reset_session_timer(agent.server()?, &id, ttl);
+            agent.server()?.renew_session(&id, ttl).await?;
         }
     }
     Ok(json_response(Some(agent.meta(idx.max(1))), p.has("pretty"), &[&*sess]))

@@ -523,6 +523,28 @@ pub fn is_consul_member(m: &Member, dc: &str) -> bool {
     }
 }
 
+/// The servers of datacenter `dc` in the LAN pool, as Raft formation and reconciliation see them.
+pub fn server_infos(members: &[Member], dc: &str) -> Vec<crate::ServerInfo> {
+    members
+        .iter()
+        .filter(|m| m.tags.get("role") == Some("consul") && is_consul_member(m, dc))
+        .filter_map(|m| {
+            let port: u16 = m.tags.get("port")?.parse().ok()?;
+            let node_id = m.tags.get("id").unwrap_or("").to_string();
+            Some(crate::ServerInfo {
+                name: m.name.clone(),
+                raft_id: crate::raft_id(&node_id),
+                node_id,
+                rpc_addr: SocketAddr::new(m.addr.ip(), port).to_string(),
+                expect: m.tags.get("expect").and_then(|e| e.parse().ok()).unwrap_or(0),
+                bootstrap: m.tags.get("bootstrap") == Some("1"),
+                alive: m.status == serf::MemberStatus::Alive,
+                left: m.status == serf::MemberStatus::Left,
+            })
+        })
+        .collect()
+}
+
 /// Consul's flood interval (`SerfFloodInterval`): how often a server checks, besides on every LAN
 /// member change, that each server of its datacenter is in the WAN pool.
 pub const FLOOD_INTERVAL: Duration = Duration::from_secs(60);

@@ -1,0 +1,179 @@
+//! Three real server processes on 127.0.0.1-3 form a Raft cluster through the LAN pool
+//! (`-bootstrap-expect=3`, no server list), forward writes and reads to the leader, survive a
+//! SIGKILL of the leader with no acknowledged write lost, and catch a restarted server up.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{free_port, http, wait_for, Agent};
+
+struct Cluster {
+    lan: u16,
+    rpc: u16,
+    dirs: Vec<tempfile::TempDir>,
+    agents: Vec<Option<Agent>>,
+}
+
+impl Cluster {
+    fn args(&self, i: usize) -> Vec<String> {
+        vec![
+            "-server".into(),
+            "-bootstrap-expect=3".into(),
+            format!("-node=s{i}"),
+            format!("-bind=127.0.0.{}", i + 1),
+            "-client=127.0.0.1".into(),
+            format!("-data-dir={}", self.dirs[i].path().display()),
+            format!("-serf-lan-port={}", self.lan),
+            "-serf-wan-port=-1".into(),
+            format!("-server-port={}", self.rpc),
+            format!("-retry-join=127.0.0.1:{}", self.lan),
+            "-retry-interval=1s".into(),
+        ]
+    }
+
+    fn start(&mut self, i: usize) {
+        let args = self.args(i);
+        let a = Agent::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), free_port());
+        a.wait_http();
+        self.agents[i] = Some(a);
+    }
+
+    fn new() -> Cluster {
+        let mut c = Cluster {
+            lan: free_port(),
+            rpc: free_port(),
+            dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
+            agents: vec![None, None, None],
+        };
+        for i in 0..3 {
+            c.start(i);
+        }
+        c
+    }
+
+    fn agent(&self, i: usize) -> &Agent {
+        self.agents[i].as_ref().expect("running")
+    }
+
+    fn leader(&self, i: usize) -> Option<String> {
+        let (code, _, body) = http("GET", &self.agent(i).url("/v1/status/leader"), None);
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        let s = v.as_str()?.to_string();
+        (code == 200 && !s.is_empty()).then_some(s)
+    }
+
+    /// Waits until every running server names the same leader; returns its index.
+    fn agreed_leader(&self) -> usize {
+        wait_for(Duration::from_secs(30), "the servers to agree on a leader", || {
+            let mut names = Vec::new();
+            for (i, a) in self.agents.iter().enumerate() {
+                if a.is_some() {
+                    names.push(self.leader(i)?);
+                }
+            }
+            let first = names[0].clone();
+            if !names.iter().all(|n| *n == first) {
+                return None;
+            }
+            let ip = first.split(':').next()?.to_string();
+            (0..3).find(|i| self.agents[*i].is_some() && ip == format!("127.0.0.{}", i + 1))
+        })
+    }
+}
+
+fn put(a: &Agent, key: &str, value: &str) -> Option<bool> {
+    let (code, _, body) = http("PUT", &a.url(&format!("/v1/kv/{key}")), Some(value.as_bytes()));
+    (code == 200).then(|| body == b"true")
+}
+
+fn get(a: &Agent, key: &str, mode: &str) -> (u16, String, Option<String>) {
+    let (code, headers, body) = http("GET", &a.url(&format!("/v1/kv/{key}?raw{mode}")), None);
+    (code, headers, (code == 200).then(|| String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn three_servers_form_forward_fail_over_and_catch_up() {
+    let mut c = Cluster::new();
+    let leader = c.agreed_leader();
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // Every server lists the three voters.
+    for i in 0..3 {
+        wait_for(Duration::from_secs(20), "three raft peers", || {
+            let (_, _, body) = http("GET", &c.agent(i).url("/v1/status/peers"), None);
+            let v: Value = serde_json::from_slice(&body).ok()?;
+            (v.as_array()?.len() == 3).then_some(())
+        });
+    }
+
+    // A write sent to a follower is forwarded to the leader; reads on the other follower see it in
+    // every consistency mode once they return.
+    let (f1, f2) = (followers[0], followers[1]);
+    assert_eq!(put(c.agent(f1), "cluster/a", "one"), Some(true));
+    for mode in ["", "&consistent"] {
+        let (code, headers, v) = get(c.agent(f2), "cluster/a", mode);
+        assert_eq!((code, v.as_deref()), (200, Some("one")), "mode {mode:?}");
+        assert_eq!(header(&headers, "X-Consul-KnownLeader"), Some("true"));
+    }
+    wait_for(Duration::from_secs(10), "a stale read on the follower", || {
+        let (_, headers, v) = get(c.agent(f2), "cluster/a", "&stale");
+        let contact: u64 = header(&headers, "X-Consul-LastContact")?.parse().ok()?;
+        (v.as_deref() == Some("one") && contact < 5_000).then_some(())
+    });
+
+    // SIGKILL the leader while writes go to a survivor: a new leader is elected, writes are
+    // accepted again, and no acknowledged write is lost.
+    let survivor = f1;
+    let mut acked = Vec::new();
+    for n in 0..20 {
+        if put(c.agent(survivor), &format!("cluster/before/{n}"), "v") == Some(true) {
+            acked.push(format!("cluster/before/{n}"));
+        }
+    }
+    assert_eq!(acked.len(), 20, "a healthy cluster acknowledges every write");
+    c.agents[leader].take().unwrap().kill9();
+    let mut n = 0;
+    wait_for(Duration::from_secs(30), "writes to be accepted after the leader died", || {
+        n += 1;
+        let key = format!("cluster/after/{n}");
+        let ok = put(c.agent(survivor), &key, "v") == Some(true);
+        if ok {
+            acked.push(key);
+        }
+        ok.then_some(())
+    });
+    let new_leader = c.agreed_leader();
+    assert_ne!(new_leader, leader);
+    for key in &acked {
+        for i in &followers {
+            let (code, _, v) = get(c.agent(*i), key, "&consistent");
+            assert_eq!((code, v.as_deref()), (200, Some("v")), "acknowledged write {key} on s{i}");
+        }
+    }
+
+    // The dead server restarts from its data dir, rejoins and catches up on what it missed.
+    c.start(leader);
+    let last = acked.last().unwrap().clone();
+    wait_for(Duration::from_secs(30), "the restarted server to catch up", || {
+        let (_, _, v) = get(c.agent(leader), &last, "&stale");
+        (v.as_deref() == Some("v")).then_some(())
+    });
+    assert_eq!(c.agreed_leader(), new_leader, "a returning server does not disturb the leader");
+}
+
+#[test]
+fn a_lone_server_without_a_server_port_must_bootstrap() {
+    // Peers could not reach it: Consul refuses the same.
+    let dir = tempfile::tempdir().unwrap();
+    let d = format!("-data-dir={}", dir.path().display());
+    let mut a = Agent::spawn(&["-server", "-bootstrap-expect=3", &d, "-bind=127.0.0.1"], free_port());
+    assert_eq!(a.wait_exit(), Some(1));
+    assert!(a.log_text().contains("server-port must be greater than zero"), "{}", a.log_text());
+}

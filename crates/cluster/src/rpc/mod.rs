@@ -1,0 +1,245 @@
+//! The server port (Consul's 8300): one TCP listener whose first byte says what the connection
+//! carries, as Consul's does. [`RPC_CAIRN`] is multiplexed request/response frames between agents
+//! and servers ([`client::RpcClient`] on the calling side, [`serve`] here); [`RPC_RAFT`] carries
+//! Raft's messages (see [`crate::raft::network`]); [`RPC_TLS`] and [`RPC_SNAPSHOT`] are kept for
+//! TLS and snapshot streams. The byte after the first is the wire version: a peer of another
+//! version is refused at once rather than misread.
+//!
+//! Every frame is a big-endian `u32` length and a msgpack body, with a size limit per protocol; a
+//! bad frame closes that connection only. Idle connections time out, and connections per client
+//! address are capped (`limits.rpc_max_conns_per_client`).
+//!
+//! Must not: know about HTTP; decide anything a server endpoint decides (that is [`crate::server`]).
+
+pub mod client;
+pub mod proto;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::server::Server;
+use proto::{Envelope, Request, Response};
+
+/// Multiplexed RPC frames (Consul uses 0 for its msgpack RPC).
+pub const RPC_CAIRN: u8 = 0x00;
+/// Raft messages (Consul: 1).
+pub const RPC_RAFT: u8 = 0x01;
+/// Reserved: TLS, then an inner byte (Consul: 3).
+pub const RPC_TLS: u8 = 0x03;
+/// Reserved: snapshot streams (Consul: 5).
+pub const RPC_SNAPSHOT: u8 = 0x05;
+/// The version byte that follows the protocol byte.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Largest RPC frame (a request or an answer): a transaction or a large catalog answer fits.
+pub const MAX_RPC_FRAME: usize = 16 << 20;
+/// Largest Raft frame: an append batch or a snapshot chunk.
+pub const MAX_RAFT_FRAME: usize = 160 << 20;
+/// How long a new connection has to say what it is.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// An RPC connection with nothing in flight and no frame for this long is closed.
+pub const RPC_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Requests one RPC connection may have in flight at once.
+pub const MAX_IN_FLIGHT: usize = 512;
+
+/// Resolves once `stop` is set (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(body).await
+}
+
+/// Reads one frame of at most `max` bytes (checked before anything is allocated).
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes is over the limit of {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+pub fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
+    // Named fields: the command types lean on serde attributes (skips, tags) that a positional
+    // encoding cannot round-trip, as the log store found.
+    rmp_serde::to_vec_named(v).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
+    rmp_serde::from_slice(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Opens a connection to `addr` for protocol `kind` (within `timeout`).
+pub async fn dial(addr: &str, kind: u8, timeout: Duration) -> io::Result<TcpStream> {
+    let mut s = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("dial {addr}: timed out")))??;
+    s.set_nodelay(true)?;
+    s.write_all(&[kind, WIRE_VERSION]).await?;
+    Ok(s)
+}
+
+/// Connections per client address, capped.
+#[derive(Default)]
+struct ConnCount {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct ConnGuard {
+    count: Arc<ConnCount>,
+    ip: IpAddr,
+}
+
+impl ConnCount {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ConnGuard> {
+        let mut m = self.by_ip.lock().expect("conn count");
+        let n = m.entry(ip).or_default();
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnGuard { count: self.clone(), ip })
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut m = self.count.by_ip.lock().expect("conn count");
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts connections on the server port until `stop`, handing each to its protocol.
+pub async fn serve(
+    listener: TcpListener,
+    server: Weak<Server>,
+    raft: crate::raft::Raft,
+    max_conns_per_client: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let count = Arc::new(ConnCount::default());
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(target: "agent.server.rpc", error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let Some(guard) = count.acquire(peer.ip(), max_conns_per_client) else {
+            tracing::warn!(target: "agent.server.rpc", conn = %peer, limit = max_conns_per_client, "rejecting RPC conn from because rpc_max_conns_per_client exceeded");
+            continue;
+        };
+        let (server, raft, stop) = (server.clone(), raft.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = handle_conn(stream, peer, server, raft, stop).await {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(target: "agent.server.rpc", conn = %peer, error = %e, "connection closed");
+                }
+            }
+        });
+    }
+}
+
+async fn handle_conn(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    server: Weak<Server>,
+    raft: crate::raft::Raft,
+    stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut head = [0u8; 2];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut head))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no protocol byte"))??;
+    if head[1] != WIRE_VERSION {
+        tracing::warn!(target: "agent.server.rpc", conn = %peer, version = head[1], "unsupported wire version; closing");
+        return Ok(());
+    }
+    match head[0] {
+        RPC_CAIRN => serve_rpc(stream, server, stop).await,
+        RPC_RAFT => {
+            let contact = server.upgrade().map(|s| s.contact_tracker());
+            crate::raft::network::serve_raft(stream, raft, contact, stop).await
+        }
+        other => {
+            tracing::warn!(target: "agent.server.rpc", conn = %peer, kind = other, "unrecognized RPC byte; closing");
+            Ok(())
+        }
+    }
+}
+
+/// One multiplexed RPC connection: frames in, each request handled in its own task, answers out
+/// in whatever order they finish (matched by id).
+async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if write_frame(&mut wr, &frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let result = loop {
+        let frame = tokio::select! {
+            r = tokio::time::timeout(RPC_IDLE_TIMEOUT, read_frame(&mut rd, MAX_RPC_FRAME)) => match r {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => break Err(e),
+                // Idle: close unless something is still being answered.
+                Err(_) if slots.available_permits() == MAX_IN_FLIGHT => break Ok(()),
+                Err(_) => continue,
+            },
+            _ = stopped(&mut stop) => break Ok(()),
+        };
+        let req: Envelope<Request> = match decode(&frame) {
+            Ok(r) => r,
+            Err(e) => break Err(e),
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else { break Ok(()) };
+        let (tx, server) = (tx.clone(), server.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let body = match server.upgrade() {
+                Some(s) => s.handle_rpc(req.body).await,
+                None => Err(crate::Error::ShuttingDown),
+            };
+            if let Ok(frame) = encode(&Envelope::<Result<Response, crate::Error>> { id: req.id, body }) {
+                let _ = tx.send(frame).await;
+            }
+        });
+    };
+    drop(tx);
+    let _ = writer.await;
+    result
+}
