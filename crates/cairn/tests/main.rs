@@ -16,6 +16,7 @@ mod events;
 mod fidelity;
 mod gossip;
 mod locks;
+mod partition;
 mod queries;
 mod restart;
 mod serf_interop;

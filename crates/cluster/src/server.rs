@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Instant as _, ReadPolicy, ServerState, SnapshotPolicy};
 
 use cairn_store::Store;
 use cairn_types::{Command, CommandResult};
@@ -300,7 +300,18 @@ impl Server {
     }
 
     async fn apply_local(&self, cmd: Command) -> Result<Applied, Error> {
-        match self.raft.client_write(cmd).await {
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            if m.current_leader == Some(self.cfg.node_id) && !self.leads(&m) {
+                return Err(Error::NoLeader);
+            }
+        }
+        // A leader that loses its quorum mid-write never commits it: give up after the hold time.
+        let Ok(r) = tokio::time::timeout(self.cfg.rpc_hold_timeout, self.raft.client_write(cmd)).await else {
+            return Err(Error::Fatal("timed out waiting for the write to commit (leadership lost?)".into()));
+        };
+        match r {
             Ok(resp) => Ok(Applied { index: resp.log_id.index, result: resp.data }),
             Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader { leader: f.leader_node.map(|n| n.addr) })
@@ -386,7 +397,10 @@ impl Server {
     /// On the leader: the index a read must see applied. Elsewhere: who to ask.
     async fn local_read_index(&self, consistent: bool) -> Result<u64, Error> {
         let policy = if consistent { ReadPolicy::ReadIndex } else { ReadPolicy::LeaseRead };
-        match self.raft.get_read_log_id(policy).await {
+        let Ok(r) = tokio::time::timeout(self.cfg.rpc_hold_timeout, self.raft.get_read_log_id(policy)).await else {
+            return Err(Error::NoLeader);
+        };
+        match r {
             Ok((read, _)) => Ok(read.index()),
             Err(openraft::error::RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader { leader: f.leader_node.map(|n| n.addr) })
@@ -575,17 +589,40 @@ impl Server {
         self.raft.metrics().borrow_watched().state
     }
 
+    /// Consul's `LeaderLeaseTimeout` (500 ms at `raft_multiplier` 1): a leader that has not heard
+    /// from a quorum for this long no longer counts itself leader.
+    fn leader_lease(&self) -> Duration {
+        Duration::from_millis(500 * self.cfg.raft_multiplier.clamp(1, 10))
+    }
+
+    /// Whether this server leads and a quorum acknowledged it within the lease. A leader cut off
+    /// from the others keeps Raft's title until it hears of a newer term, but stops acting on it:
+    /// it refuses writes and reads, and says it knows no leader (as Consul's steps down).
+    fn leads(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> bool {
+        if m.current_leader != Some(self.cfg.node_id) {
+            return false;
+        }
+        let mem = m.membership_config.membership();
+        if mem.voter_ids().all(|id| id == self.cfg.node_id) {
+            return true;
+        }
+        m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < self.leader_lease())
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        m.current_leader == Some(self.cfg.node_id)
+        self.leads(&m)
     }
 
-    /// The leader's RPC address, if one is known.
+    /// The leader's RPC address, if one is known (not this server while its lease has lapsed).
     pub fn leader_addr(&self) -> Option<String> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         let id = m.current_leader?;
+        if id == self.cfg.node_id && !self.leads(&m) {
+            return None;
+        }
         m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
@@ -600,10 +637,16 @@ impl Server {
     /// Milliseconds since the leader was last heard from, for `X-Consul-LastContact`: 0 on the
     /// leader; on a server no leader ever reached, the time since it started.
     pub fn last_contact_ms(&self) -> u64 {
-        if self.is_leader() {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        if self.leads(&m) {
             return 0;
         }
-        self.contact.since().unwrap_or_else(|| self.started.elapsed()).as_millis() as u64
+        // A leader cut off from its quorum: since the quorum last answered.
+        let cut_off = (m.current_leader == Some(self.cfg.node_id))
+            .then(|| m.last_quorum_acked.as_ref().map(|t| t.elapsed()))
+            .flatten();
+        cut_off.or_else(|| self.contact.since()).unwrap_or_else(|| self.started.elapsed()).as_millis() as u64
     }
 
     /// Raft figures for `/v1/agent/self` `Stats.raft`.

@@ -1,0 +1,211 @@
+//! Three servers, each in a network namespace of its own on one bridge (10.231.0.0/24, made and
+//! removed by the test; needs root, as CI has): isolate the leader and the majority elects another
+//! and goes on, while the cut-off server refuses writes and says it knows no leader with a growing
+//! `X-Consul-LastContact`; heal, and all three agree on one history.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{wait_for, BIN};
+
+/// Namespaces and a bridge, removed on drop.
+struct Net {
+    tag: String,
+    n: usize,
+}
+
+fn sh(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
+}
+
+fn must(cmd: &str) {
+    assert!(sh(cmd), "network set-up failed: {cmd}");
+}
+
+impl Net {
+    fn new(n: usize) -> Net {
+        // Interface names are at most 15 bytes: keep the tag short and unique to this run.
+        let tag = format!("cp{}", std::process::id() % 100_000);
+        let net = Net { tag: tag.clone(), n };
+        must(&format!("ip link add br{tag} type bridge && ip link set br{tag} up"));
+        for i in 1..=n {
+            let ns = net.ns(i);
+            must(&format!(
+                "ip netns add {ns} && ip link add v{tag}{i} type veth peer name e{tag}{i} && \
+                 ip link set e{tag}{i} netns {ns} && ip link set v{tag}{i} master br{tag} up && \
+                 ip netns exec {ns} ip addr add {}/24 dev e{tag}{i} && \
+                 ip netns exec {ns} ip link set e{tag}{i} up && ip netns exec {ns} ip link set lo up",
+                Net::ip(i)
+            ));
+        }
+        net
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn ip(i: usize) -> String {
+        format!("10.231.0.{i}")
+    }
+
+    /// Cuts server `i` off from the others (its end of the bridge goes down), or heals it.
+    fn isolate(&self, i: usize, cut: bool) {
+        must(&format!("ip link set v{}{i} {}", self.tag, if cut { "down" } else { "up" }));
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 1..=self.n {
+            // Deleting our end removes the pair even while the namespace lingers.
+            sh(&format!("ip link del v{}{i} 2>/dev/null", self.tag));
+            sh(&format!("ip netns del {} 2>/dev/null", self.ns(i)));
+        }
+        sh(&format!("ip link del br{} 2>/dev/null", self.tag));
+    }
+}
+
+struct Server {
+    ns: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(net: &Net, i: usize) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let ns = net.ns(i);
+        // `ip netns exec` enters the namespace and execs the agent: the child is the agent.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, BIN, "agent", "-server", "-bootstrap-expect=3"])
+            .arg(format!("-node=s{i}"))
+            .arg(format!("-bind={}", Net::ip(i)))
+            .arg("-client=127.0.0.1")
+            .arg(format!("-data-dir={}", dir.path().join("data").display()))
+            .arg(format!("-retry-join={}", Net::ip(1)))
+            .args(["-retry-interval=1s", "-dns-port=-1", "-grpc-port=-1", "-serf-wan-port=-1"])
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn cairn in a namespace");
+        Server { ns, child, _dir: dir, log }
+    }
+
+    /// An HTTP call from inside the server's namespace: (status, headers, body).
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let hdr = dir.path().join("h");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "curl", "-s", "--max-time", "20", "-X", method, "-D"])
+            .arg(&hdr)
+            .arg(format!("http://127.0.0.1:8500{path}"));
+        if let Some(b) = body {
+            cmd.args(["--data-binary", b]);
+        }
+        let out = cmd.output().unwrap();
+        let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
+        let status = headers
+            .lines()
+            .filter(|l| l.starts_with("HTTP/"))
+            .last()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, headers, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn leader(&self) -> Option<String> {
+        let (code, _, body) = self.http("GET", "/v1/status/leader", None);
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let s = v.as_str()?.to_string();
+        (code == 200 && !s.is_empty()).then_some(s)
+    }
+
+    fn put(&self, key: &str, value: &str) -> bool {
+        let (code, _, body) = self.http("PUT", &format!("/v1/kv/{key}"), Some(value));
+        code == 200 && body == "true"
+    }
+
+    fn get(&self, key: &str, mode: &str) -> (u16, String, String) {
+        self.http("GET", &format!("/v1/kv/{key}?raw{mode}"), None)
+    }
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Waits until the servers in `which` name the same leader; returns its number (1-based).
+fn agreed(servers: &[Server], which: &[usize]) -> usize {
+    wait_for(Duration::from_secs(40), "the servers to agree on a leader", || {
+        let names: Vec<String> = which.iter().map(|i| servers[i - 1].leader()).collect::<Option<_>>()?;
+        if !names.iter().all(|n| *n == names[0]) {
+            return None;
+        }
+        (1..=3).find(|i| names[0] == format!("{}:8300", Net::ip(*i)))
+    })
+}
+
+#[test]
+fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
+    assert!(
+        sh("ip netns add cairn-probe-$$ && ip netns del cairn-probe-$$"),
+        "this test makes network namespaces and needs root (CI runs as root)"
+    );
+    let net = Net::new(3);
+    let servers: Vec<Server> = (1..=3).map(|i| Server::start(&net, i)).collect();
+    let leader = agreed(&servers, &[1, 2, 3]);
+    let majority: Vec<usize> = (1..=3).filter(|i| *i != leader).collect();
+    let (old, f) = (&servers[leader - 1], &servers[majority[0] - 1]);
+    assert!(f.put("p/before", "1"), "{}", std::fs::read_to_string(&f.log).unwrap_or_default());
+
+    net.isolate(leader, true);
+    // The majority elects a new leader and takes writes.
+    wait_for(Duration::from_secs(30), "the majority to take writes again", || f.put("p/majority", "2").then_some(()));
+    let new_leader = agreed(&servers, &majority);
+    assert_ne!(new_leader, leader);
+    // The cut-off server refuses writes with Consul's error...
+    let (code, _, body) = old.http("PUT", "/v1/kv/p/minority", Some("3"));
+    assert_eq!((code, body.trim()), (500, "No cluster leader"));
+    // ...and its stale reads say it knows no leader, with a last contact that keeps growing.
+    let (code, h1, v) = old.get("p/before", "&stale");
+    assert_eq!((code, v.as_str()), (200, "1"));
+    assert_eq!(header(&h1, "X-Consul-KnownLeader"), Some("false"), "{h1}");
+    let c1: u64 = header(&h1, "X-Consul-LastContact").unwrap().parse().unwrap();
+    let c2 = wait_for(Duration::from_secs(10), "a later last contact", || {
+        let (_, h, _) = old.get("p/before", "&stale");
+        let c: u64 = header(&h, "X-Consul-LastContact")?.parse().ok()?;
+        (c > c1).then_some(c)
+    });
+    assert!(c2 > c1 && c1 > 0, "LastContact {c1} then {c2}");
+    // A default-mode read there fails too: it cannot reach a leader's read point.
+    assert_eq!(old.get("p/before", "").0, 500);
+
+    net.isolate(leader, false);
+    // Healed: one leader for all three, one history. The majority's write is everywhere and the
+    // refused one nowhere.
+    assert_eq!(agreed(&servers, &[1, 2, 3]), new_leader);
+    for s in &servers {
+        wait_for(Duration::from_secs(20), "the healed server to see the majority's write", || {
+            (s.get("p/majority", "&consistent").2 == "2").then_some(())
+        });
+        assert_eq!(s.get("p/minority", "&consistent").0, 404);
+        assert_eq!(s.get("p/before", "&consistent").2, "1");
+    }
+}
