@@ -119,8 +119,7 @@ impl Server {
         let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
         let status = headers
             .lines()
-            .filter(|l| l.starts_with("HTTP/"))
-            .last()
+            .rfind(|l| l.starts_with("HTTP/"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
