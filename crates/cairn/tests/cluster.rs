@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{free_port, http, wait_for, Agent};
+use crate::harness::{free_port, http, stderr, stdout, wait_for, Agent};
 
 struct Cluster {
     lan: u16,
@@ -166,6 +166,66 @@ fn three_servers_form_forward_fail_over_and_catch_up() {
         (v.as_deref() == Some("v")).then_some(())
     });
     assert_eq!(c.agreed_leader(), new_leader, "a returning server does not disturb the leader");
+
+    // Operator views: the configuration names every server by node name and node UUID.
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let (_, _, body) = http("GET", &c.agent(i).url("/v1/agent/self"), None);
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            v["Config"]["NodeID"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let (_, _, body) = http("GET", &c.agent(leader).url("/v1/operator/raft/configuration"), None);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let mut seen: Vec<(String, String, bool)> = v["Servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["Node"].as_str().unwrap().to_string(), s["ID"].as_str().unwrap().to_string(), s["Voter"] == true))
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String, bool)> = (0..3).map(|i| (format!("s{i}"), ids[i].clone(), true)).collect();
+    assert_eq!(seen, want, "{v}");
+    // The index the configuration was written at (openraft writes the first one at index 0).
+    assert!(v["Index"].is_u64(), "{v}");
+    let o = c.agent(survivor).cli(&["operator", "raft", "list-peers"]);
+    let out = stdout(&o);
+    assert!(out.starts_with("Node") && out.contains("Trails Leader By"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains(" leader ")).count(), 1, "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+
+    // Hand leadership to a chosen follower.
+    let target = (0..3).find(|i| *i != new_leader).unwrap();
+    let o = c.agent(survivor).cli(&["operator", "raft", "transfer-leader", &format!("-id={}", ids[target])]);
+    assert_eq!((o.status.code(), stdout(&o).trim()), (Some(0), "Success"), "{}", stderr(&o));
+    assert_eq!(c.agreed_leader(), target);
+
+    // remove-peer: Consul's refusals, then a stopped server leaves the configuration...
+    let o = c.agent(target).cli(&["operator", "raft", "remove-peer"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("an address or id is required"), "{}", stderr(&o));
+    let (code, _, body) = http("DELETE", &c.agent(target).url("/v1/operator/raft/peer?address=10.9.9.9:8300"), None);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&body).trim()),
+        (500, "address \"10.9.9.9:8300\" was not found in the Raft configuration")
+    );
+    let gone = (0..3).find(|i| *i != target).unwrap();
+    c.agents[gone].take().unwrap().kill9();
+    let addr = format!("127.0.0.{}:{}", gone + 1, c.rpc);
+    let o = c.agent(target).cli(&["operator", "raft", "remove-peer", &format!("-address={addr}")]);
+    assert_eq!(stdout(&o).trim(), format!("Removed peer with address {addr:?}"), "{}", stderr(&o));
+    let peers = |c: &Cluster, i: usize| -> usize {
+        let (_, _, body) = http("GET", &c.agent(i).url("/v1/status/peers"), None);
+        serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0)
+    };
+    assert_eq!(peers(&c, target), 2);
+    // ...and when it comes back, the leader adds it as a non-voter and promotes it once it has
+    // kept up for the stabilization time.
+    c.start(gone);
+    wait_for(Duration::from_secs(60), "the returning server to be a voter again", || {
+        (peers(&c, target) == 3).then_some(())
+    });
+    assert_eq!(c.agreed_leader(), target);
 }
 
 #[test]

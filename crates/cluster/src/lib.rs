@@ -17,4 +17,4 @@ pub mod rpc;
 pub mod server;
 
 pub use error::Error;
-pub use server::{raft_id, Server, ServerConfig, ServerInfo};
+pub use server::{raft_id, RaftServer, Server, ServerConfig, ServerInfo};

@@ -91,9 +91,23 @@ pub struct ServerInfo {
     pub expect: usize,
     /// Its `bootstrap` tag.
     pub bootstrap: bool,
+    /// Its `raft_vsn` tag.
+    pub raft_vsn: String,
     pub alive: bool,
     /// Left gracefully (or was reaped): it leaves the Raft configuration too.
     pub left: bool,
+}
+
+/// A server in the Raft configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RaftServer {
+    pub raft_id: u64,
+    pub address: String,
+    pub leader: bool,
+    pub voter: bool,
+    /// The last log index this server is known to hold: its own for this server, what the leader
+    /// replicated for the others (0 where unknown, on a follower).
+    pub last_index: u64,
 }
 
 /// A stable Raft ID from a node UUID, so a restarted server keeps its identity and every server
@@ -441,6 +455,12 @@ impl Server {
                 crate::leader::reset_session_timer(self, &id, Duration::from_millis(ttl_ms));
                 Ok(Response::Ok)
             }
+            Request::RemovePeer { id } => self.remove_peer(id).await.map(|_| Response::Ok),
+            Request::RaftConfiguration => {
+                let (servers, index, _) = self.raft_configuration();
+                Ok(Response::RaftConfiguration { servers, index })
+            }
+            Request::TransferLeader { id } => self.transfer_leader(id).await.map(Response::Transferred),
             Request::RaftState => {
                 let initialized = self.raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
                 Ok(Response::RaftState { initialized, voters: self.peers() })
@@ -581,6 +601,134 @@ impl Server {
                 Err(Error::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
             Err(e) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+
+    /// The Raft configuration as this server knows it, the index it was written at and this
+    /// server's commit index.
+    pub fn raft_configuration(&self) -> (Vec<RaftServer>, u64, u64) {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let mem = m.membership_config.membership();
+        let voters: BTreeSet<u64> = mem.voter_ids().collect();
+        let leader = m.current_leader.filter(|l| *l != self.cfg.node_id || self.leads(&m));
+        let matched = |id: &u64| -> u64 {
+            if *id == self.cfg.node_id {
+                return m.last_log_index.unwrap_or(0);
+            }
+            m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.as_ref()).map_or(0, |l| l.index)
+        };
+        let servers = mem
+            .nodes()
+            .map(|(id, n)| RaftServer {
+                raft_id: *id,
+                address: n.addr.clone(),
+                leader: Some(*id) == leader,
+                voter: voters.contains(id),
+                last_index: matched(id),
+            })
+            .collect();
+        let index = m.membership_config.log_id().as_ref().map_or(0, |l| l.index);
+        let commit = m.local_committed.as_ref().map_or(0, |l| l.index);
+        (servers, index, commit)
+    }
+
+    /// The configuration as the leader sees it (with every server's replicated index); from
+    /// this server with `stale`.
+    pub async fn leader_raft_configuration(&self, stale: bool) -> Result<(Vec<RaftServer>, u64), Error> {
+        if stale || self.is_leader() {
+            let (servers, index, _) = self.raft_configuration();
+            return Ok((servers, index));
+        }
+        match self.forward_operator(Request::RaftConfiguration).await? {
+            Response::RaftConfiguration { servers, index } => Ok((servers, index)),
+            _ => Err(Error::Fatal("unexpected answer to a configuration request".into())),
+        }
+    }
+
+    /// Removes server `id` from the Raft configuration (on the leader; forwarded there).
+    pub async fn remove_peer(&self, id: u64) -> Result<(), Error> {
+        if !self.is_leader() {
+            return self.forward_operator(Request::RemovePeer { id }).await.map(|_| ());
+        }
+        let (servers, _, _) = self.raft_configuration();
+        let Some(s) = servers.iter().find(|s| s.raft_id == id) else {
+            return Err(Error::Rejected(cairn_types::Error::rejected(format!(
+                "id \"{id}\" was not found in the Raft configuration"
+            ))));
+        };
+        let set = BTreeSet::from([id]);
+        if s.voter {
+            self.membership(ChangeMembers::RemoveVoters(set.clone())).await?;
+        }
+        if id != self.cfg.node_id {
+            self.membership(ChangeMembers::RemoveNodes(set)).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands leadership to `to`, or to the other voter furthest along; returns who gets it.
+    pub async fn transfer_leader(&self, to: Option<u64>) -> Result<u64, Error> {
+        if !self.is_leader() {
+            return match self.forward_operator(Request::TransferLeader { id: to }).await? {
+                Response::Transferred(id) => Ok(id),
+                _ => Err(Error::Fatal("unexpected answer to a leadership transfer".into())),
+            };
+        }
+        let (servers, _, _) = self.raft_configuration();
+        let me = self.cfg.node_id;
+        let target = match to {
+            Some(id) => {
+                if !servers.iter().any(|s| s.raft_id == id && s.voter) {
+                    // Consul's (its ID is the node UUID; the HTTP layer says which).
+                    return Err(Error::Rejected(cairn_types::Error::rejected(format!(
+                        "Could not find address for server id {id}"
+                    ))));
+                }
+                if id == me {
+                    return Err(Error::Rejected(cairn_types::Error::rejected("cannot transfer leadership to itself")));
+                }
+                id
+            }
+            None => {
+                let matched: BTreeMap<u64, u64> = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow_watched();
+                    m.replication
+                        .as_ref()
+                        .map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index))).collect())
+                        .unwrap_or_default()
+                };
+                let best = servers
+                    .iter()
+                    .filter(|s| s.voter && s.raft_id != me)
+                    .max_by_key(|s| (matched.get(&s.raft_id).copied().unwrap_or(0), std::cmp::Reverse(s.raft_id)));
+                match best {
+                    Some(s) => s.raft_id,
+                    None => {
+                        // hashicorp/raft's words, which Consul passes on.
+                        return Err(Error::Rejected(cairn_types::Error::rejected("cannot find peer")));
+                    }
+                }
+            }
+        };
+        self.raft.trigger().transfer_leader(target).await.map_err(|e| Error::Fatal(e.to_string()))?;
+        // Done once the target leads (or another election settled it).
+        let wait = self.raft.wait(Some(self.cfg.rpc_hold_timeout));
+        match wait.metrics(|m| m.current_leader.is_some() && m.current_leader != Some(me), "leadership transfer").await
+        {
+            Ok(_) => Ok(target),
+            Err(_) => Err(Error::Fatal("leadership transfer timed out".into())),
+        }
+    }
+
+    async fn forward_operator(&self, req: Request) -> Result<Response, Error> {
+        let Some(addr) = self.leader_addr() else { return Err(Error::NoLeader) };
+        match self.rpc.call(&addr, req, self.cfg.rpc_hold_timeout).await {
+            Ok(r) => Ok(r),
+            Err(CallError::Remote(e)) => Err(e),
+            Err(CallError::Unsent(_)) => Err(Error::NoLeader),
+            Err(e @ CallError::Lost(_)) => Err(Error::Fatal(e.to_string())),
         }
     }
 

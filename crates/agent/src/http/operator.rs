@@ -129,3 +129,93 @@ pub async fn keyring(
     }
     Ok(StatusCode::OK.into_response())
 }
+
+/// The servers of this datacenter's LAN pool, by Raft ID (names and UUIDs for the operator views).
+fn servers_by_raft_id(agent: &crate::Agent) -> std::collections::BTreeMap<u64, cairn_cluster::ServerInfo> {
+    let members = agent.lan.get().map(Pool::members).unwrap_or_default();
+    cairn_cluster::gossip::server_infos(&members, &agent.config().datacenter)
+        .into_iter()
+        .map(|s| (s.raft_id, s))
+        .collect()
+}
+
+/// `GET /v1/operator/raft/configuration`: the Raft configuration with each server's node name and
+/// ID from the LAN pool (`(unknown)` for a server gossip does not know). The leader answers
+/// (it knows how far each server has replicated); `?stale` lets this server answer.
+pub async fn raft_configuration(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    super::check_dc(&agent, &p)?;
+    let server = agent.server()?;
+    let (servers, index) = server.leader_raft_configuration(p.has("stale")).await?;
+    let known = servers_by_raft_id(&agent);
+    let list: Vec<Value> = servers
+        .iter()
+        .map(|s| {
+            let k = known.get(&s.raft_id);
+            json!({
+                "ID": k.map_or_else(|| s.raft_id.to_string(), |k| k.node_id.clone()),
+                "Node": k.map_or("(unknown)", |k| k.name.as_str()),
+                "Address": s.address,
+                "Leader": s.leader,
+                "ProtocolVersion": k.map_or("unknown", |k| k.raft_vsn.as_str()),
+                "Voter": s.voter,
+                "LastIndex": s.last_index,
+            })
+        })
+        .collect();
+    Ok(json_response(None, p.has("pretty"), &json!({ "Servers": list, "Index": index })))
+}
+
+/// `DELETE /v1/operator/raft/peer?id=|address=`.
+pub async fn raft_peer(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    super::check_dc(&agent, &p)?;
+    let (id, address) =
+        (p.has("id").then(|| p.get("id").unwrap_or("")), p.has("address").then(|| p.get("address").unwrap_or("")));
+    let server = agent.server()?;
+    let (servers, _, _) = server.raft_configuration();
+    let target = match (id, address) {
+        (Some(_), Some(_)) => return Err(HttpError::bad("Must specify only one of ?id or ?address")),
+        (None, None) => {
+            return Err(HttpError::bad(
+                "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove",
+            ))
+        }
+        (Some(id), None) => {
+            let raft_id = cairn_cluster::raft_id(id);
+            let found = uuid::Uuid::parse_str(id).is_ok() && servers.iter().any(|s| s.raft_id == raft_id);
+            if !found {
+                return Err(HttpError::internal(format!("id {id:?} was not found in the Raft configuration")));
+            }
+            raft_id
+        }
+        (None, Some(addr)) => match servers.iter().find(|s| s.address == addr) {
+            Some(s) => s.raft_id,
+            None => {
+                return Err(HttpError::internal(format!("address {addr:?} was not found in the Raft configuration")))
+            }
+        },
+    };
+    server.remove_peer(target).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /v1/operator/raft/transfer-leader[?id=]`: `{"Success":true}` once another server leads.
+pub async fn raft_transfer_leader(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    super::check_dc(&agent, &p)?;
+    let server = agent.server()?;
+    let to = match p.get("id").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(id) => {
+            let raft_id = cairn_cluster::raft_id(id);
+            let (servers, _, _) = server.raft_configuration();
+            if uuid::Uuid::parse_str(id).is_err() || !servers.iter().any(|s| s.raft_id == raft_id) {
+                return Err(HttpError::internal(format!("Could not find address for server id {id}")));
+            }
+            Some(raft_id)
+        }
+    };
+    server.transfer_leader(to).await?;
+    Ok(json_response(None, p.has("pretty"), &json!({ "Success": true })))
+}

@@ -11,6 +11,7 @@ mod keygen;
 pub(crate) mod kv;
 mod lock;
 mod maint;
+mod operator;
 mod rtt;
 mod tls;
 mod watch;
@@ -66,6 +67,11 @@ pub enum Cmd {
     ForceLeave(gossip::ForceLeaveArgs),
     /// Manages the gossip encryption keyring.
     Keyring(gossip::KeyringArgs),
+    /// Cluster-level operator tools (Raft).
+    Operator {
+        #[command(subcommand)]
+        cmd: operator::OperatorCmd,
+    },
     /// Shows debugging information about the agent.
     Info(HttpArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
@@ -196,6 +202,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Join(a) => gossip::join(a).await,
         Cmd::ForceLeave(a) => gossip::force_leave(a).await,
         Cmd::Keyring(a) => gossip::keyring(a).await,
+        Cmd::Operator { cmd } => operator::run(cmd).await,
         Cmd::Info(a) => agent::info(a).await,
         Cmd::Leave(a) => agent::leave(a).await,
         Cmd::Reload(a) => agent::reload(a).await,

@@ -538,6 +538,7 @@ pub fn server_infos(members: &[Member], dc: &str) -> Vec<crate::ServerInfo> {
                 rpc_addr: SocketAddr::new(m.addr.ip(), port).to_string(),
                 expect: m.tags.get("expect").and_then(|e| e.parse().ok()).unwrap_or(0),
                 bootstrap: m.tags.get("bootstrap") == Some("1"),
+                raft_vsn: m.tags.get("raft_vsn").unwrap_or("").to_string(),
                 alive: m.status == serf::MemberStatus::Alive,
                 left: m.status == serf::MemberStatus::Left,
             })

@@ -24,12 +24,30 @@ pub enum Request {
     SessionRenew { id: String, ttl_ms: u64 },
     /// Whether this server already belongs to a Raft cluster (asked before bootstrapping).
     RaftState,
+    /// Remove a server from the Raft configuration (operator).
+    RemovePeer { id: u64 },
+    /// Hand leadership to `id`, or to the most up-to-date other voter (operator).
+    TransferLeader { id: Option<u64> },
+    /// The leader's view of the Raft configuration (operator).
+    RaftConfiguration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
-    Applied { index: u64, result: CommandResult },
+    Applied {
+        index: u64,
+        result: CommandResult,
+    },
     ReadIndex(u64),
     Ok,
-    RaftState { initialized: bool, voters: Vec<String> },
+    RaftState {
+        initialized: bool,
+        voters: Vec<String>,
+    },
+    /// Leadership was handed to this server.
+    Transferred(u64),
+    RaftConfiguration {
+        servers: Vec<crate::RaftServer>,
+        index: u64,
+    },
 }
