@@ -6,6 +6,8 @@
 //!
 //! Must not: ship in the binary. Used by `gossip-sim` (the benchmark) and the tests.
 
+pub mod linearizability;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
