@@ -15,6 +15,7 @@ pub mod leader;
 pub mod raft;
 pub mod rpc;
 pub mod server;
+pub mod snapshot;
 
 pub use error::Error;
 pub use server::{raft_id, RaftServer, Server, ServerConfig, ServerInfo};

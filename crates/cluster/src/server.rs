@@ -424,6 +424,42 @@ impl Server {
         }
     }
 
+    /// A backup archive of the state (`GET /v1/snapshot`): after the leader's read point unless
+    /// `stale`. Returns the archive and the index it holds.
+    pub async fn snapshot_archive(&self, stale: bool) -> Result<(Vec<u8>, u64), Error> {
+        if !stale {
+            self.default_barrier().await?;
+        }
+        let state = self.store.snapshot();
+        let bytes = rmp_serde::to_vec_named(&*state).map_err(|e| Error::Fatal(e.to_string()))?;
+        let term = self.raft.metrics().borrow_watched().current_term;
+        let unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let meta = crate::snapshot::Meta {
+            // Consul's form: term-index-unix milliseconds.
+            id: format!("{term}-{}-{unix_ms}", state.last_index),
+            size: bytes.len() as u64,
+            index: state.last_index,
+            term,
+            version: 1,
+        };
+        let archive = crate::snapshot::archive(&meta, &bytes).map_err(|e| Error::Fatal(e.to_string()))?;
+        Ok((archive, state.last_index))
+    }
+
+    /// Restores a backup archive into the running cluster (`PUT /v1/snapshot`): checked, then
+    /// proposed as one `Restore` entry, so every server installs the same state at the same index.
+    pub async fn restore_archive(&self, archive: &[u8]) -> Result<u64, Error> {
+        let (_, state) = crate::snapshot::open(archive).map_err(|e| Error::Rejected(cairn_types::Error::invalid(e)))?;
+        if rmp_serde::from_slice::<cairn_store::State>(&state).is_err() {
+            return Err(Error::Rejected(cairn_types::Error::invalid("snapshot state could not be decoded")));
+        }
+        let a = self.apply(Command::Restore(state)).await?;
+        match a.result {
+            CommandResult::Error(e) => Err(Error::Rejected(e)),
+            _ => Ok(a.index),
+        }
+    }
+
     /// Resets a session's TTL timer on the leader (forwarded there from a follower).
     pub async fn renew_session(&self, id: &str, ttl: Duration) -> Result<(), Error> {
         if self.is_leader() {

@@ -84,6 +84,8 @@ pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fx: &mut Fx) -> Com
             }
             CommandResult::Ok
         }
+        // Decoded and installed by the state machine (`Store::restore_at`), never applied here.
+        Command::Restore(_) => CommandResult::Error(Error::invalid("a restore cannot be part of another command")),
         Command::Batch(cmds) => {
             for c in cmds {
                 if let CommandResult::Error(e) = apply(st, idx, c, fx) {

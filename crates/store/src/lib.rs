@@ -16,6 +16,10 @@ pub mod watch;
 use std::sync::{Arc, Mutex};
 
 pub use state::State;
+
+/// The entry of `State::indexes` that records the last restore's index (blocking queries waiting
+/// across it are abandoned).
+pub const RESTORE_INDEX: &str = "restore";
 pub use watch::{Topic, WatchSet};
 
 use cairn_types::{Command, CommandResult};
@@ -101,6 +105,20 @@ impl Store {
     }
 
     /// Replaces the whole state (snapshot install); every waiter wakes.
+    /// Installs a backup's state as the entry at raft `index` (a restore through the log): every
+    /// table's index moves to `index`, so indexes only grow and every blocking query answers anew.
+    pub fn restore_at(&self, index: u64, mut state: State) {
+        state.last_index = index;
+        let mut indexes: imbl::OrdMap<String, u64> = state.indexes.keys().map(|k| (k.clone(), index)).collect();
+        for t in
+            ["kvs", "tombstones", "nodes", "services", "checks", "sessions", "queries", "coordinates", RESTORE_INDEX]
+        {
+            indexes.insert(t.to_string(), index);
+        }
+        state.indexes = indexes;
+        self.restore(state);
+    }
+
     pub fn restore(&self, state: State) {
         let mut g = self.inner.lock().expect("store lock");
         g.root = Arc::new(state);

@@ -657,3 +657,29 @@ fn coordinates_update_watch_and_go_with_their_node() {
     assert!(st.coordinate("n1").is_none());
     assert_eq!(st.coordinates(), (5, vec![e("n2", &Coordinate::origin())]));
 }
+
+#[test]
+fn a_restore_installs_the_backup_moves_every_index_forward_and_wakes_everyone() {
+    let s = Store::new();
+    put(&s, 5, "a", "1");
+    let backup = (*s.snapshot()).clone();
+    put(&s, 6, "a", "2");
+    put(&s, 7, "b", "3");
+    let ws = WatchSet::new();
+    let _ = s.watch(&ws, [topics::kv("a"), Topic::Table("nodes")]);
+    // A rejected restore inside another command changes nothing.
+    let r = s.apply(8, &Command::Batch(vec![Command::Restore(Vec::new())]));
+    assert!(matches!(r, CommandResult::Error(_)));
+    assert!(!fired(&ws));
+    s.restore_at(9, backup);
+    assert!(fired(&ws), "every waiter wakes");
+    let st = s.snapshot();
+    assert_eq!(st.last_index, 9);
+    assert_eq!(st.kvs.get("a").map(|e| e.value.clone()), Some(Some(b"1".to_vec())));
+    assert!(st.kvs.get("b").is_none());
+    // Entries keep their own indexes; every table index is the restore's.
+    assert_eq!(st.kvs.get("a").unwrap().modify_index, 5);
+    for t in ["kvs", "nodes", "services", "checks", "sessions", crate::RESTORE_INDEX] {
+        assert_eq!(st.indexes.get(t), Some(&9), "{t}");
+    }
+}

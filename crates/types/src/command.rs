@@ -59,6 +59,9 @@ pub enum Command {
     QueryDelete(String),
     /// Set nodes' network coordinates (entries for nodes not in the catalog are skipped).
     CoordinateBatchUpdate(Vec<CoordinateEntry>),
+    /// Replace the whole state with a backup's (`PUT /v1/snapshot`): the encoded state store. The
+    /// state machine decodes and installs it; every table index moves to this entry's index.
+    Restore(Vec<u8>),
 }
 
 impl Command {
@@ -80,6 +83,7 @@ impl Command {
             }
             Command::Batch(v) => v.iter().map(Command::approx_bytes).sum(),
             Command::CoordinateBatchUpdate(v) => SMALL * (1 + v.len()),
+            Command::Restore(b) => SMALL + b.len(),
             _ => SMALL,
         }
     }
@@ -98,6 +102,7 @@ impl fmt::Display for Command {
             Command::Txn(ops) => write!(f, "Txn({})", ops.len()),
             Command::QuerySet(q) => write!(f, "QuerySet({})", q.id),
             Command::QueryDelete(id) => write!(f, "QueryDelete({id})"),
+            Command::Restore(b) => write!(f, "Restore({} bytes)", b.len()),
             Command::CoordinateBatchUpdate(v) => write!(f, "CoordinateBatchUpdate({})", v.len()),
         }
     }

@@ -11,6 +11,7 @@ mod kv;
 mod operator;
 pub(crate) mod query;
 mod session;
+mod snapshot;
 mod status;
 mod txn;
 
@@ -84,6 +85,12 @@ pub fn router(agent: AgentRef) -> Router {
         .route("/v1/event/fire/", put(event::fire))
         .route("/v1/event/list", get(event::list))
         .route("/v1/operator/keyring", axum::routing::any(operator::keyring))
+        .route(
+            "/v1/snapshot",
+            get(snapshot::save)
+                .put(snapshot::restore)
+                .layer(DefaultBodyLimit::max(cairn_cluster::snapshot::MAX_ARCHIVE)),
+        )
         .route("/v1/operator/raft/configuration", get(operator::raft_configuration))
         .route("/v1/operator/raft/peer", axum::routing::delete(operator::raft_peer))
         .route("/v1/operator/raft/transfer-leader", axum::routing::post(operator::raft_transfer_leader))
@@ -406,12 +413,16 @@ pub async fn blocking<T>(
     }
     let deadline = tokio::time::Instant::now() + q.jittered_wait();
     let ws = WatchSet::new();
+    // A snapshot restore abandons every blocking query, as Consul's does: the restored state's
+    // indexes may be below the one the client waits past, so it must hear now.
+    let restored = |st: &State| st.indexes.get(cairn_store::RESTORE_INDEX).copied();
+    let restored_at_start = restored(&store.snapshot());
     loop {
         let st = store.watch(&ws, topics.iter().cloned());
         let (idx, res) = f(&st);
         // X-Consul-Index is never 0: a client that sent 0 would not block on its next call.
         let idx = idx.max(1);
-        let done = idx > q.index || tokio::time::Instant::now() >= deadline;
+        let done = idx > q.index || tokio::time::Instant::now() >= deadline || restored(&st) != restored_at_start;
         if done {
             return Ok((agent.meta(idx), res));
         }

@@ -290,6 +290,26 @@ impl Client {
         self.write(method, path, q, body).await
     }
 
+    /// `GET /v1/snapshot`: the archive and the index it holds.
+    pub async fn snapshot_save(&self, opts: &QueryOptions) -> Result<(Vec<u8>, u64)> {
+        let resp = self.send(Method::GET, self.url("/v1/snapshot", &[], Some(opts)), None).await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        let meta = Self::meta(&resp);
+        let body = resp.bytes().await.context("reading the snapshot")?;
+        Ok((body.to_vec(), meta.index))
+    }
+
+    /// `PUT /v1/snapshot`: restores an archive.
+    pub async fn snapshot_restore(&self, archive: Vec<u8>) -> Result<()> {
+        let resp = self.send(Method::PUT, self.url("/v1/snapshot", &[], None), Some(archive)).await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        Ok(())
+    }
+
     pub async fn agent_join(&self, addr: &str, wan: bool) -> Result<()> {
         let q: Vec<(String, String)> = if wan { vec![("wan".into(), "1".into())] } else { vec![] };
         self.put(&format!("/v1/agent/join/{}", seg(addr)), &q, None).await.map(|_| ())

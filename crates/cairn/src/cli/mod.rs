@@ -13,6 +13,7 @@ mod lock;
 mod maint;
 mod operator;
 mod rtt;
+mod snapshot;
 mod tls;
 mod watch;
 
@@ -67,6 +68,11 @@ pub enum Cmd {
     ForceLeave(gossip::ForceLeaveArgs),
     /// Manages the gossip encryption keyring.
     Keyring(gossip::KeyringArgs),
+    /// Saves, restores and inspects snapshots of the state.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
+    },
     /// Cluster-level operator tools (Raft).
     Operator {
         #[command(subcommand)]
@@ -203,6 +209,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::ForceLeave(a) => gossip::force_leave(a).await,
         Cmd::Keyring(a) => gossip::keyring(a).await,
         Cmd::Operator { cmd } => operator::run(cmd).await,
+        Cmd::Snapshot { cmd } => snapshot::run(cmd).await,
         Cmd::Info(a) => agent::info(a).await,
         Cmd::Leave(a) => agent::leave(a).await,
         Cmd::Reload(a) => agent::reload(a).await,

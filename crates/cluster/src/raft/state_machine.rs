@@ -169,6 +169,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.store.note_index(index);
                     CommandResult::None
                 }
+                EntryPayload::Normal(cairn_types::Command::Restore(bytes)) => {
+                    match rmp_serde::from_slice::<cairn_store::State>(bytes) {
+                        Ok(state) => {
+                            self.store.restore_at(index, state);
+                            CommandResult::Ok
+                        }
+                        Err(e) => CommandResult::Error(cairn_types::Error::invalid(format!(
+                            "snapshot state could not be decoded: {e}"
+                        ))),
+                    }
+                }
                 EntryPayload::Normal(cmd) => {
                     let (res, delays) = self.store.apply_fx(index, cmd);
                     if !delays.is_empty() {
