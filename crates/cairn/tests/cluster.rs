@@ -13,6 +13,8 @@ struct Cluster {
     rpc: u16,
     dirs: Vec<tempfile::TempDir>,
     agents: Vec<Option<Agent>>,
+    /// An extra config file every server loads.
+    config: Option<(tempfile::TempDir, String)>,
 }
 
 impl Cluster {
@@ -30,6 +32,9 @@ impl Cluster {
             format!("-retry-join=127.0.0.1:{}", self.lan),
             "-retry-interval=1s".into(),
         ]
+        .into_iter()
+        .chain(self.config.as_ref().map(|(_, f)| format!("-config-file={f}")))
+        .collect()
     }
 
     fn start(&mut self, i: usize) {
@@ -40,11 +45,24 @@ impl Cluster {
     }
 
     fn new() -> Cluster {
+        Cluster::with_config(None)
+    }
+
+    /// Three servers that all load `hcl` as a config file.
+    fn with_config(hcl: Option<&str>) -> Cluster {
+        let config = hcl.map(|text| {
+            let d = tempfile::tempdir().unwrap();
+            let f = d.path().join("extra.hcl");
+            std::fs::write(&f, text).unwrap();
+            let f = f.to_str().unwrap().to_string();
+            (d, f)
+        });
         let mut c = Cluster {
             lan: free_port(),
             rpc: free_port(),
             dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
             agents: vec![None, None, None],
+            config,
         };
         for i in 0..3 {
             c.start(i);
@@ -101,7 +119,8 @@ fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn three_servers_form_forward_fail_over_and_catch_up() {
-    let mut c = Cluster::new();
+    // Autopilot's dead-server cleanup is off here: the test removes and re-adds servers by hand.
+    let mut c = Cluster::with_config(Some("autopilot { cleanup_dead_servers = false }"));
     let leader = c.agreed_leader();
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     // Every server lists the three voters.
@@ -421,4 +440,81 @@ fn a_snapshot_saved_from_one_server_restores_into_all() {
     let (_, headers, _) = http("GET", &c.agent(f2).url("/v1/catalog/nodes"), None);
     let list_after: u64 = header(&headers, "X-Consul-Index").unwrap().parse().unwrap();
     assert!(list_after > list_before, "index {list_before} then {list_after}");
+}
+
+#[test]
+fn autopilot_reports_health_takes_its_configuration_and_cleans_up_a_dead_server() {
+    let mut c = Cluster::new();
+    let leader = c.agreed_leader();
+    let a = c.agent(leader);
+    // Healthy, one failure tolerated.
+    let v = wait_for(Duration::from_secs(20), "a healthy cluster", || {
+        let (code, _, body) = http("GET", &a.url("/v1/operator/autopilot/health"), None);
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        (code == 200 && v["Healthy"] == true).then_some(v)
+    });
+    assert_eq!(v["FailureTolerance"], 1, "{v}");
+    assert_eq!(v["Servers"].as_array().unwrap().len(), 3);
+    assert!(v["Servers"].as_array().unwrap().iter().all(|s| s["SerfStatus"] == "alive" && s["Voter"] == true), "{v}");
+    let (_, _, body) = http("GET", &a.url("/v1/operator/autopilot/state"), None);
+    let st: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st["Voters"].as_array().unwrap().len(), 3, "{st}");
+
+    // The configuration: Consul's defaults, written in by the first leader; CAS on its index.
+    let cfg = wait_for(Duration::from_secs(20), "the leader to write the configuration in", || {
+        let (_, _, body) = http("GET", &a.url("/v1/operator/autopilot/configuration"), None);
+        let cfg: Value = serde_json::from_slice(&body).ok()?;
+        (cfg["ModifyIndex"].as_u64()? > 0).then_some(cfg)
+    });
+    assert_eq!(
+        (cfg["CleanupDeadServers"].clone(), cfg["ServerStabilizationTime"].clone()),
+        (Value::Bool(true), Value::from("10s"))
+    );
+    let index = cfg["ModifyIndex"].as_u64().unwrap();
+    let mut changed = cfg.clone();
+    changed["MaxTrailingLogs"] = 500.into();
+    let body = serde_json::to_vec(&changed).unwrap();
+    let (code, _, out) =
+        http("PUT", &a.url(&format!("/v1/operator/autopilot/configuration?cas={}", index + 1000)), Some(&body));
+    assert_eq!((code, out.as_slice()), (200, b"false".as_slice()), "a stale CAS fails");
+    let (code, _, out) = http("PUT", &a.url(&format!("/v1/operator/autopilot/configuration?cas={index}")), Some(&body));
+    assert_eq!((code, out.as_slice()), (200, b"true".as_slice()));
+    let (code, _, out) =
+        http("PUT", &a.url("/v1/operator/autopilot/configuration"), Some(br#"{"MaxTrailingLogs": "many"}"#));
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&out));
+    let f = (0..3).find(|i| *i != leader).unwrap();
+    let o = c.agent(f).cli(&["operator", "autopilot", "get-config"]);
+    assert!(
+        stdout(&o).contains("MaxTrailingLogs = 500") && stdout(&o).contains("CleanupDeadServers = true"),
+        "{}",
+        stdout(&o)
+    );
+    let o = c.agent(f).cli(&["operator", "autopilot", "set-config", "-server-stabilization-time=5s"]);
+    assert_eq!(stdout(&o).trim(), "Configuration updated!", "{}", stderr(&o));
+    let o = c.agent(f).cli(&["operator", "autopilot", "get-config"]);
+    assert!(
+        stdout(&o).contains("ServerStabilizationTime = 5s") && stdout(&o).contains("MaxTrailingLogs = 500"),
+        "{}",
+        stdout(&o)
+    );
+    let o = c.agent(f).cli(&["operator", "autopilot", "state"]);
+    assert!(stdout(&o).contains("Healthy:") && stdout(&o).contains("Voters:"), "{}", stdout(&o));
+
+    // A follower dies: once gossip marks it failed, autopilot takes it out of the configuration
+    // (two of three still make a quorum), and the cluster is healthy again with no tolerance.
+    let dead = (0..3).find(|i| *i != leader && *i != f).unwrap();
+    c.agents[dead].take().unwrap().kill9();
+    let a = c.agent(leader);
+    wait_for(Duration::from_secs(60), "autopilot to remove the dead server", || {
+        let (_, _, body) = http("GET", &a.url("/v1/status/peers"), None);
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        (v.as_array()?.len() == 2).then_some(())
+    });
+    let v = wait_for(Duration::from_secs(20), "a healthy two-server cluster", || {
+        let (code, _, body) = http("GET", &a.url("/v1/operator/autopilot/health"), None);
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        (code == 200 && v["Healthy"] == true).then_some(v)
+    });
+    assert_eq!(v["FailureTolerance"], 0, "{v}");
+    assert_eq!(put(c.agent(f), "ap/after", "1"), Some(true), "the two still take writes");
 }

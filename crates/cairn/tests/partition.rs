@@ -88,6 +88,10 @@ impl Server {
         let log = dir.path().join("agent.log");
         let f = std::fs::File::create(&log).unwrap();
         let ns = net.ns(i);
+        // Autopilot's dead-server cleanup would take the cut-off server out of the configuration
+        // (Consul's does too); this test is about the partition itself, so it stays in.
+        let extra = dir.path().join("extra.hcl");
+        std::fs::write(&extra, "autopilot { cleanup_dead_servers = false }\n").unwrap();
         // `ip netns exec` enters the namespace and execs the agent: the child is the agent.
         let child = Command::new("ip")
             .args(["netns", "exec", &ns, BIN, "agent", "-server", "-bootstrap-expect=3"])
@@ -96,6 +100,7 @@ impl Server {
             .arg("-client=127.0.0.1")
             .arg(format!("-data-dir={}", dir.path().join("data").display()))
             .arg(format!("-retry-join={}", Net::ip(1)))
+            .arg(format!("-config-file={}", extra.display()))
             .args(["-retry-interval=1s", "-dns-port=-1", "-grpc-port=-1", "-serf-wan-port=-1"])
             .stdout(Stdio::null())
             .stderr(f)

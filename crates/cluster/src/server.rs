@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub max_conns_per_client: usize,
     /// Consul's `performance.rpc_hold_timeout`: how long a request waits out a leader election.
     pub rpc_hold_timeout: Duration,
+    /// The agent's `autopilot {}`: what the leader writes into the state if none is there yet.
+    pub autopilot: cairn_types::structs::AutopilotConfig,
     /// Where time-based decisions read the time.
     pub clock: Arc<dyn Clock>,
 }
@@ -66,6 +68,7 @@ impl Default for ServerConfig {
             listen: None,
             max_conns_per_client: 100,
             rpc_hold_timeout: Duration::from_secs(7),
+            autopilot: Default::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -108,6 +111,9 @@ pub struct RaftServer {
     /// The last log index this server is known to hold: its own for this server, what the leader
     /// replicated for the others (0 where unknown, on a follower).
     pub last_index: u64,
+    /// Milliseconds since the leader last heard from it (0 for the leader itself; `None` where
+    /// unknown: never heard, or asked of a follower).
+    pub last_contact_ms: Option<u64>,
 }
 
 /// A stable Raft ID from a node UUID, so a restarted server keeps its identity and every server
@@ -580,6 +586,17 @@ impl Server {
             (voters, learners, matched, m.last_log_index.unwrap_or(0))
         };
         let me = self.cfg.node_id;
+        let ap = self.autopilot_config();
+        if self.store.snapshot().autopilot.is_none() {
+            // The first leader writes the agent's autopilot settings in; operators change them after.
+            let cmd = Command::AutopilotSet { config: self.cfg.autopilot.clone(), cas: Some(0) };
+            if let Err(e) = self.apply(cmd).await {
+                tracing::warn!(target: "agent.server.autopilot", error = %e, "failed to initialize the autopilot configuration");
+            }
+        }
+        if ap.cleanup_dead_servers {
+            self.cleanup_dead_servers(servers, &voters, &ap).await?;
+        }
         for s in servers {
             let known = voters.contains(&s.raft_id) || learners.contains(&s.raft_id);
             if s.left {
@@ -607,13 +624,15 @@ impl Server {
                 continue;
             }
             if learners.contains(&s.raft_id) {
-                let caught_up = matched.get(&s.raft_id).is_some_and(|m| last.saturating_sub(*m) <= MAX_TRAILING_LOGS);
+                let caught_up =
+                    matched.get(&s.raft_id).is_some_and(|m| last.saturating_sub(*m) <= ap.max_trailing_logs);
                 let stable = {
                     let mut hs = self.healthy_since.lock().expect("healthy since");
                     if !caught_up {
                         hs.remove(&s.raft_id);
                         false
-                    } else if hs.entry(s.raft_id).or_insert_with(Instant::now).elapsed() < SERVER_STABILIZATION {
+                    } else if hs.entry(s.raft_id).or_insert_with(Instant::now).elapsed() < ap.server_stabilization_time
+                    {
                         false
                     } else {
                         hs.remove(&s.raft_id);
@@ -626,6 +645,54 @@ impl Server {
                 tracing::info!(target: "agent.server", server = %s.name, "promoting server to voter");
                 self.membership(ChangeMembers::AddVoterIds(BTreeSet::from([s.raft_id]))).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Autopilot's configuration: the replicated one, else the agent's.
+    pub fn autopilot_config(&self) -> cairn_types::structs::AutopilotConfig {
+        self.store.snapshot().autopilot.as_deref().cloned().unwrap_or_else(|| self.cfg.autopilot.clone())
+    }
+
+    /// Sets autopilot's configuration (`?cas=` optional); false when the CAS did not hold.
+    pub async fn set_autopilot_config(
+        &self,
+        config: cairn_types::structs::AutopilotConfig,
+        cas: Option<u64>,
+    ) -> Result<bool, Error> {
+        match self.apply(Command::AutopilotSet { config, cas }).await?.result {
+            CommandResult::Bool(b) => Ok(b),
+            CommandResult::Error(e) => Err(Error::Rejected(e)),
+            _ => Ok(true),
+        }
+    }
+
+    /// Autopilot's dead-server cleanup: voters the LAN pool shows failed (or no longer lists) leave
+    /// the configuration, but only while the rest still hold a quorum of it and at least
+    /// `min_quorum` voters remain, so cleanup never costs the cluster its majority.
+    async fn cleanup_dead_servers(
+        &self,
+        servers: &[ServerInfo],
+        voters: &BTreeSet<u64>,
+        ap: &cairn_types::structs::AutopilotConfig,
+    ) -> Result<(), Error> {
+        let healthy: BTreeSet<u64> = servers.iter().filter(|s| s.alive).map(|s| s.raft_id).collect();
+        let dead: Vec<u64> =
+            voters.iter().copied().filter(|v| *v != self.cfg.node_id && !healthy.contains(v)).collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let remaining = voters.len() - dead.len();
+        if remaining < voters.len() / 2 + 1 || remaining < ap.min_quorum as usize {
+            tracing::warn!(target: "agent.server.autopilot", failed = dead.len(), voters = voters.len(), "not removing failed servers: too many have failed");
+            return Ok(());
+        }
+        for id in dead {
+            // A server gossip never knew stays (it may be on its way in).
+            let Some(s) = servers.iter().find(|s| s.raft_id == id) else { continue };
+            tracing::info!(target: "agent.server.autopilot", server = %s.name, "Attempting removal of failed server node");
+            self.membership(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
+            self.membership(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await?;
         }
         Ok(())
     }
@@ -654,6 +721,13 @@ impl Server {
             }
             m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.as_ref()).map_or(0, |l| l.index)
         };
+        let contact = |id: &u64| -> Option<u64> {
+            if *id == self.cfg.node_id {
+                return self.leads(&m).then_some(0);
+            }
+            let t = m.heartbeat.as_ref()?.get(id)?.as_ref()?;
+            Some(t.elapsed().as_millis() as u64)
+        };
         let servers = mem
             .nodes()
             .map(|(id, n)| RaftServer {
@@ -662,6 +736,7 @@ impl Server {
                 leader: Some(*id) == leader,
                 voter: voters.contains(id),
                 last_index: matched(id),
+                last_contact_ms: contact(id),
             })
             .collect();
         let index = m.membership_config.log_id().as_ref().map_or(0, |l| l.index);

@@ -545,24 +545,31 @@ mod tests {
     }
 }
 
-/// Counts live heap bytes, so memory per member is measured exactly rather than from the resident
-/// set (which keeps freed pages).
+/// Counts live heap bytes per thread, so memory per member is measured exactly rather than from
+/// the resident set (which keeps freed pages), and is not disturbed by other threads (tests run in
+/// parallel). A thread's count is what it allocated minus what it freed.
 struct Counting;
 
-static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    static LIVE: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    // `try_with`: a thread being torn down may still free memory after its locals are gone.
+    let _ = LIVE.try_with(|c| c.set(c.get() + delta));
+}
 
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
+        count(l.size() as isize);
         unsafe { std::alloc::System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-        LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        count(-(l.size() as isize));
         unsafe { std::alloc::System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        count(new as isize - l.size() as isize);
         unsafe { std::alloc::System.realloc(p, l, new) }
     }
 }
@@ -570,9 +577,9 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// Live heap bytes of this process.
+/// Live heap bytes allocated by this thread.
 pub fn heap_bytes() -> usize {
-    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+    LIVE.with(|c| c.get()).max(0) as usize
 }
 
 /// Resident memory of this process, in bytes (Linux).

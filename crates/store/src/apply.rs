@@ -84,6 +84,19 @@ pub(crate) fn apply(st: &mut State, idx: u64, cmd: &Command, fx: &mut Fx) -> Com
             }
             CommandResult::Ok
         }
+        Command::AutopilotSet { config, cas } => {
+            let current = st.autopilot.as_ref().map_or(0, |c| c.modify_index);
+            if cas.is_some_and(|i| i != current) {
+                return CommandResult::Bool(false);
+            }
+            let mut row = config.clone();
+            row.create_index = st.autopilot.as_ref().map_or(idx, |c| c.create_index);
+            row.modify_index = idx;
+            st.autopilot = Some(Arc::new(row));
+            bump(st, "autopilot", idx);
+            fx.fired.push(Topic::Table("autopilot"));
+            CommandResult::Bool(true)
+        }
         // Decoded and installed by the state machine (`Store::restore_at`), never applied here.
         Command::Restore(_) => CommandResult::Error(Error::invalid("a restore cannot be part of another command")),
         Command::Batch(cmds) => {

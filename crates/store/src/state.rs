@@ -47,6 +47,9 @@ pub struct State {
     /// Network coordinates by (node, segment).
     #[serde(default)]
     pub coordinates: OrdMap<(String, String), Arc<Coordinate>>,
+    /// Autopilot's configuration, once the leader or an operator set it.
+    #[serde(default)]
+    pub autopilot: Option<Arc<cairn_types::structs::AutopilotConfig>>,
     /// Last-change index of each table (`kvs`, `tombstones`, `nodes`, `services`, `checks`) and of
     /// each service name (`service.<name>`), as Consul keeps them.
     pub indexes: OrdMap<String, u64>,

@@ -62,6 +62,12 @@ pub enum Command {
     /// Replace the whole state with a backup's (`PUT /v1/snapshot`): the encoded state store. The
     /// state machine decodes and installs it; every table index moves to this entry's index.
     Restore(Vec<u8>),
+    /// Set autopilot's configuration; with `cas`, only if its ModifyIndex is that (0: only if
+    /// none is set). Answers true/false.
+    AutopilotSet {
+        config: crate::structs::AutopilotConfig,
+        cas: Option<u64>,
+    },
 }
 
 impl Command {
@@ -103,6 +109,7 @@ impl fmt::Display for Command {
             Command::QuerySet(q) => write!(f, "QuerySet({})", q.id),
             Command::QueryDelete(id) => write!(f, "QueryDelete({id})"),
             Command::Restore(b) => write!(f, "Restore({} bytes)", b.len()),
+            Command::AutopilotSet { cas, .. } => write!(f, "AutopilotSet(cas {cas:?})"),
             Command::CoordinateBatchUpdate(v) => write!(f, "CoordinateBatchUpdate({})", v.len()),
         }
     }

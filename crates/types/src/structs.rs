@@ -396,3 +396,37 @@ pub struct UserEvent {
     #[serde(rename = "LTime")]
     pub ltime: u64,
 }
+
+/// Autopilot's configuration (`/v1/operator/autopilot/configuration`), replicated through Raft.
+/// The HTTP layer renders the durations as Go duration text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopilotConfig {
+    pub cleanup_dead_servers: bool,
+    pub last_contact_threshold: std::time::Duration,
+    pub max_trailing_logs: u64,
+    pub min_quorum: u32,
+    pub server_stabilization_time: std::time::Duration,
+    pub redundancy_zone_tag: String,
+    pub disable_upgrade_migration: bool,
+    pub upgrade_version_tag: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Default for AutopilotConfig {
+    /// Consul's defaults (`autopilot {}` in the agent config).
+    fn default() -> Self {
+        AutopilotConfig {
+            cleanup_dead_servers: true,
+            last_contact_threshold: std::time::Duration::from_millis(200),
+            max_trailing_logs: 250,
+            min_quorum: 0,
+            server_stabilization_time: std::time::Duration::from_secs(10),
+            redundancy_zone_tag: String::new(),
+            disable_upgrade_migration: false,
+            upgrade_version_tag: String::new(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+}

@@ -100,6 +100,8 @@ pub struct Config {
     pub http_max_conns_per_client: usize,
     /// `limits.rpc_max_conns_per_client` (100): server-port connections per client address.
     pub rpc_max_conns_per_client: usize,
+    /// `autopilot {}`.
+    pub autopilot: cairn_types::structs::AutopilotConfig,
     pub check_update_interval: Duration,
     /// Consul's `session_ttl_min`: the shortest session TTL accepted (default 10s).
     pub session_ttl_min: Duration,
@@ -201,6 +203,11 @@ const IMPLEMENTED: &[&str] = &[
     "limits.txn_max_ops",
     "limits.http_max_conns_per_client",
     "limits.rpc_max_conns_per_client",
+    "autopilot.cleanup_dead_servers",
+    "autopilot.last_contact_threshold",
+    "autopilot.max_trailing_logs",
+    "autopilot.min_quorum",
+    "autopilot.server_stabilization_time",
     "check_update_interval",
     "leave_on_terminate",
     "skip_leave_on_interrupt",
@@ -411,6 +418,7 @@ impl Config {
             txn_max_ops: int(&["limits", "txn_max_ops"], MAX_TXN_OPS as i64).max(1) as usize,
             http_max_conns_per_client: int(&["limits", "http_max_conns_per_client"], 200).max(1) as usize,
             rpc_max_conns_per_client: int(&["limits", "rpc_max_conns_per_client"], 100).max(1) as usize,
+            autopilot: autopilot_config(&m)?,
             check_update_interval,
             leave_on_terminate,
             domain: s("domain").unwrap_or_else(|| "consul".into()),
@@ -863,6 +871,38 @@ fn str_list(v: Option<&Value>) -> Vec<String> {
         Some(Value::String(s)) => vec![s.clone()],
         _ => Vec::new(),
     }
+}
+
+/// `autopilot { ... }`, over Consul's defaults.
+fn autopilot_config(m: &Value) -> Result<cairn_types::structs::AutopilotConfig, ConfigError> {
+    let mut a = cairn_types::structs::AutopilotConfig::default();
+    let Some(b) = m.get("autopilot") else { return Ok(a) };
+    let dur = |k: &str, d: Duration| -> Result<Duration, ConfigError> {
+        b.get(k).map(|v| duration(v).map_err(|e| ConfigError(format!("autopilot.{k}: {e}")))).unwrap_or(Ok(d))
+    };
+    let int = |k: &str, d: u64| -> Result<u64, ConfigError> {
+        match b.get(k) {
+            None => Ok(d),
+            Some(v) => as_i64(v)
+                .filter(|x| *x >= 0)
+                .map(|x| x as u64)
+                .ok_or_else(|| ConfigError(format!("autopilot.{k}: must be a non-negative integer"))),
+        }
+    };
+    let text = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(v) = b.get("cleanup_dead_servers") {
+        a.cleanup_dead_servers = as_bool(v);
+    }
+    if let Some(v) = b.get("disable_upgrade_migration") {
+        a.disable_upgrade_migration = as_bool(v);
+    }
+    a.last_contact_threshold = dur("last_contact_threshold", a.last_contact_threshold)?;
+    a.server_stabilization_time = dur("server_stabilization_time", a.server_stabilization_time)?;
+    a.max_trailing_logs = int("max_trailing_logs", a.max_trailing_logs)?;
+    a.min_quorum = int("min_quorum", a.min_quorum as u64)?.min(u32::MAX as u64) as u32;
+    a.redundancy_zone_tag = text("redundancy_zone_tag");
+    a.upgrade_version_tag = text("upgrade_version_tag");
+    Ok(a)
 }
 
 fn gossip_timing(

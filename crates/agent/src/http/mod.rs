@@ -92,6 +92,12 @@ pub fn router(agent: AgentRef) -> Router {
                 .layer(DefaultBodyLimit::max(cairn_cluster::snapshot::MAX_ARCHIVE)),
         )
         .route("/v1/operator/raft/configuration", get(operator::raft_configuration))
+        .route(
+            "/v1/operator/autopilot/configuration",
+            get(operator::autopilot_configuration).put(operator::autopilot_configuration),
+        )
+        .route("/v1/operator/autopilot/health", get(operator::autopilot_health))
+        .route("/v1/operator/autopilot/state", get(operator::autopilot_state))
         .route("/v1/operator/raft/peer", axum::routing::delete(operator::raft_peer))
         .route("/v1/operator/raft/transfer-leader", axum::routing::post(operator::raft_transfer_leader))
         .route("/v1/status/leader", get(status::leader))

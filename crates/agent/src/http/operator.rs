@@ -219,3 +219,241 @@ pub async fn raft_transfer_leader(State(agent): State<AgentRef>, RawQuery(raw): 
     server.transfer_leader(to).await?;
     Ok(json_response(None, p.has("pretty"), &json!({ "Success": true })))
 }
+
+fn autopilot_json(c: &cairn_types::structs::AutopilotConfig) -> Value {
+    use cairn_types::duration::format;
+    json!({
+        "CleanupDeadServers": c.cleanup_dead_servers,
+        "LastContactThreshold": format(c.last_contact_threshold),
+        "MaxTrailingLogs": c.max_trailing_logs,
+        "MinQuorum": c.min_quorum,
+        "ServerStabilizationTime": format(c.server_stabilization_time),
+        "RedundancyZoneTag": c.redundancy_zone_tag,
+        "DisableUpgradeMigration": c.disable_upgrade_migration,
+        "UpgradeVersionTag": c.upgrade_version_tag,
+        "CreateIndex": c.create_index,
+        "ModifyIndex": c.modify_index,
+    })
+}
+
+/// A duration field of an autopilot body: Go duration text, or a number of nanoseconds (as
+/// Consul's `ReadableDuration` takes either).
+fn body_duration(v: &Value, field: &str) -> Result<std::time::Duration, HttpError> {
+    match v {
+        Value::Null => Ok(std::time::Duration::ZERO),
+        Value::String(s) => cairn_types::duration::parse(s)
+            .map_err(|e| HttpError::bad(format!("Request decode failed: {field}: {e}"))),
+        Value::Number(n) => n
+            .as_u64()
+            .map(std::time::Duration::from_nanos)
+            .ok_or_else(|| HttpError::bad(format!("Request decode failed: {field}: invalid duration {n}"))),
+        other => Err(HttpError::bad(format!("Request decode failed: json: cannot unmarshal {} into Go struct field AutopilotConfiguration.{field} of type api.ReadableDuration", kind(other)))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    }
+}
+
+/// `GET|PUT /v1/operator/autopilot/configuration` (`?cas=` on PUT). A PUT replaces the whole
+/// configuration: fields it leaves out take Go's zero values, as Consul's decoder gives them.
+pub async fn autopilot_configuration(
+    State(agent): State<AgentRef>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    super::check_dc(&agent, &p)?;
+    let server = agent.server()?;
+    match method {
+        Method::GET => {
+            if !p.has("stale") {
+                server.default_barrier().await?;
+            }
+            Ok(json_response(None, p.has("pretty"), &autopilot_json(&server.autopilot_config())))
+        }
+        Method::PUT => {
+            let v: Value = super::decode_body(&body)?;
+            let Value::Object(o) = &v else { return Err(HttpError::bad("Request decode failed: expected an object")) };
+            let get = |k: &str| o.get(k).cloned().unwrap_or(Value::Null);
+            let flag = |k: &str| -> Result<bool, HttpError> {
+                match get(k) {
+                    Value::Null => Ok(false),
+                    Value::Bool(b) => Ok(b),
+                    other => Err(HttpError::bad(format!("Request decode failed: json: cannot unmarshal {} into Go struct field AutopilotConfiguration.{k} of type bool", kind(&other)))),
+                }
+            };
+            let uint = |k: &str| -> Result<u64, HttpError> {
+                match get(k) {
+                    Value::Null => Ok(0),
+                    Value::Number(n) if n.as_u64().is_some() => Ok(n.as_u64().unwrap_or(0)),
+                    other => Err(HttpError::bad(format!("Request decode failed: json: cannot unmarshal {} into Go struct field AutopilotConfiguration.{k} of type uint64", kind(&other)))),
+                }
+            };
+            let text = |k: &str| -> Result<String, HttpError> {
+                match get(k) {
+                    Value::Null => Ok(String::new()),
+                    Value::String(s) => Ok(s),
+                    other => Err(HttpError::bad(format!("Request decode failed: json: cannot unmarshal {} into Go struct field AutopilotConfiguration.{k} of type string", kind(&other)))),
+                }
+            };
+            let config = cairn_types::structs::AutopilotConfig {
+                cleanup_dead_servers: flag("CleanupDeadServers")?,
+                last_contact_threshold: body_duration(&get("LastContactThreshold"), "LastContactThreshold")?,
+                max_trailing_logs: uint("MaxTrailingLogs")?,
+                min_quorum: uint("MinQuorum")?.min(u32::MAX as u64) as u32,
+                server_stabilization_time: body_duration(&get("ServerStabilizationTime"), "ServerStabilizationTime")?,
+                redundancy_zone_tag: text("RedundancyZoneTag")?,
+                disable_upgrade_migration: flag("DisableUpgradeMigration")?,
+                upgrade_version_tag: text("UpgradeVersionTag")?,
+                create_index: 0,
+                modify_index: 0,
+            };
+            let cas = match p.get("cas") {
+                None => None,
+                Some(c) => Some(c.parse::<u64>().map_err(|_| {
+                    HttpError::bad(format!("Error parsing cas value: strconv.ParseUint: parsing {c:?}: invalid syntax"))
+                })?),
+            };
+            let ok = server.set_autopilot_config(config, cas).await?;
+            Ok(json_response(None, false, &ok))
+        }
+        // The route takes GET and PUT only.
+        _ => Err(HttpError::bad(format!("method {method} not allowed"))),
+    }
+}
+
+/// One server's health as autopilot judges it: known to gossip as alive, heard from within
+/// `last_contact_threshold`, and no more than `max_trailing_logs` behind.
+struct ServerHealth {
+    id: String,
+    name: String,
+    address: String,
+    serf: &'static str,
+    version: String,
+    leader: bool,
+    voter: bool,
+    last_contact_ms: Option<u64>,
+    last_index: u64,
+    healthy: bool,
+}
+
+async fn health(agent: &crate::Agent) -> Result<(Vec<ServerHealth>, u64, bool, usize), HttpError> {
+    let server = agent.server()?;
+    let (servers, _) = server.leader_raft_configuration(false).await?;
+    let ap = server.autopilot_config();
+    let known = servers_by_raft_id(agent);
+    let members = agent.lan.get().map(Pool::members).unwrap_or_default();
+    let leader_index = servers.iter().find(|s| s.leader).map_or(0, |s| s.last_index);
+    let term = server.stats().get("term").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let list: Vec<ServerHealth> = servers
+        .iter()
+        .map(|s| {
+            let k = known.get(&s.raft_id);
+            let m = k.and_then(|k| members.iter().find(|m| m.name == k.name));
+            let serf = match m.map(|m| m.status) {
+                Some(cairn_gossip::serf::MemberStatus::Alive) => "alive",
+                Some(cairn_gossip::serf::MemberStatus::Leaving) => "leaving",
+                Some(cairn_gossip::serf::MemberStatus::Left) => "left",
+                Some(cairn_gossip::serf::MemberStatus::Failed) => "failed",
+                _ => "none",
+            };
+            let contact_ok = s.last_contact_ms.is_some_and(|c| c as u128 <= ap.last_contact_threshold.as_millis());
+            let healthy =
+                serf == "alive" && contact_ok && leader_index.saturating_sub(s.last_index) <= ap.max_trailing_logs;
+            ServerHealth {
+                id: k.map_or_else(|| s.raft_id.to_string(), |k| k.node_id.clone()),
+                name: k.map_or_else(String::new, |k| k.name.clone()),
+                address: s.address.clone(),
+                serf,
+                version: m.and_then(|m| m.tags.get("build")).unwrap_or("").split(':').next().unwrap_or("").to_string(),
+                leader: s.leader,
+                voter: s.voter,
+                last_contact_ms: s.last_contact_ms,
+                last_index: s.last_index,
+                healthy,
+            }
+        })
+        .collect();
+    let voters = list.iter().filter(|s| s.voter).count();
+    let healthy_voters = list.iter().filter(|s| s.voter && s.healthy).count();
+    // How many more voters may fail with a quorum left.
+    let tolerance = healthy_voters.saturating_sub(voters / 2 + 1);
+    let healthy = list.iter().all(|s| s.healthy);
+    Ok((list, term, healthy, tolerance))
+}
+
+fn last_contact(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => cairn_types::duration::format(std::time::Duration::from_millis(ms)),
+        None => "-1ns".into(),
+    }
+}
+
+/// `GET /v1/operator/autopilot/health`: 200 when every server is healthy, else 429 with the same
+/// body, as Consul answers.
+pub async fn autopilot_health(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    super::check_dc(&agent, &p)?;
+    let (list, term, healthy, tolerance) = health(&agent).await?;
+    let servers: Vec<Value> = list
+        .iter()
+        .map(|s| {
+            json!({
+                "ID": s.id, "Name": s.name, "Address": s.address, "SerfStatus": s.serf, "Version": s.version,
+                "Leader": s.leader, "LastContact": last_contact(s.last_contact_ms), "LastTerm": term,
+                "LastIndex": s.last_index, "Healthy": s.healthy, "Voter": s.voter,
+            })
+        })
+        .collect();
+    let body = json!({ "Healthy": healthy, "FailureTolerance": tolerance, "Servers": servers });
+    let mut r = json_response(None, p.has("pretty"), &body);
+    if !healthy {
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    }
+    Ok(r)
+}
+
+/// `GET /v1/operator/autopilot/state`: autopilot's view of every server.
+pub async fn autopilot_state(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
+    let p = Params::parse(raw.as_deref());
+    super::check_dc(&agent, &p)?;
+    let (list, term, healthy, tolerance) = health(&agent).await?;
+    let mut servers = serde_json::Map::new();
+    for s in &list {
+        let status = if s.leader {
+            "leader"
+        } else if s.voter {
+            "voter"
+        } else {
+            "non-voter"
+        };
+        servers.insert(
+            s.id.clone(),
+            json!({
+                "ID": s.id, "Name": s.name, "Address": s.address, "NodeStatus": s.serf, "Version": s.version,
+                "LastContact": last_contact(s.last_contact_ms), "LastTerm": term, "LastIndex": s.last_index,
+                "Healthy": s.healthy, "Status": status, "ReadReplica": false, "NodeType": "voter",
+            }),
+        );
+    }
+    let leader = list.iter().find(|s| s.leader).map_or(String::new(), |s| s.id.clone());
+    let voters: Vec<&str> = list.iter().filter(|s| s.voter).map(|s| s.id.as_str()).collect();
+    let body = json!({
+        "Healthy": healthy,
+        "FailureTolerance": tolerance,
+        "OptimisticFailureTolerance": tolerance,
+        "Servers": servers,
+        "Leader": leader,
+        "Voters": voters,
+    });
+    Ok(json_response(None, p.has("pretty"), &body))
+}

@@ -14,6 +14,45 @@ pub enum OperatorCmd {
         #[command(subcommand)]
         cmd: RaftCmd,
     },
+    /// Reads and changes autopilot's configuration and state.
+    Autopilot {
+        #[command(subcommand)]
+        cmd: AutopilotCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AutopilotCmd {
+    /// Shows autopilot's configuration.
+    #[command(name = "get-config")]
+    GetConfig(HttpArgs),
+    /// Changes autopilot's configuration (only the flags given), atomically.
+    #[command(name = "set-config")]
+    SetConfig(SetConfigArgs),
+    /// Shows autopilot's view of the servers.
+    State(HttpArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SetConfigArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[arg(long = "cleanup-dead-servers", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub cleanup_dead_servers: Option<bool>,
+    #[arg(long = "max-trailing-logs")]
+    pub max_trailing_logs: Option<u64>,
+    #[arg(long = "min-quorum")]
+    pub min_quorum: Option<u64>,
+    #[arg(long = "last-contact-threshold")]
+    pub last_contact_threshold: Option<String>,
+    #[arg(long = "server-stabilization-time")]
+    pub server_stabilization_time: Option<String>,
+    #[arg(long = "redundancy-zone-tag")]
+    pub redundancy_zone_tag: Option<String>,
+    #[arg(long = "disable-upgrade-migration", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub disable_upgrade_migration: Option<bool>,
+    #[arg(long = "upgrade-version-tag")]
+    pub upgrade_version_tag: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,7 +101,118 @@ pub async fn run(cmd: OperatorCmd) -> Result<i32> {
         OperatorCmd::Raft { cmd: RaftCmd::ListPeers(a) } => list_peers(a).await,
         OperatorCmd::Raft { cmd: RaftCmd::RemovePeer(a) } => remove_peer(a).await,
         OperatorCmd::Raft { cmd: RaftCmd::TransferLeader(a) } => transfer_leader(a).await,
+        OperatorCmd::Autopilot { cmd: AutopilotCmd::GetConfig(h) } => get_config(h).await,
+        OperatorCmd::Autopilot { cmd: AutopilotCmd::SetConfig(a) } => set_config(a).await,
+        OperatorCmd::Autopilot { cmd: AutopilotCmd::State(h) } => state(h).await,
     }
+}
+
+async fn fetch_config(h: &HttpArgs) -> Result<Option<Value>> {
+    let q: Vec<(String, String)> = if h.stale { vec![("stale".into(), String::new())] } else { Vec::new() };
+    match h.client()?.get_json::<Value>("/v1/operator/autopilot/configuration", &q, None).await {
+        Ok((v, _)) => Ok(v),
+        Err(e) => {
+            eprintln!("Error querying Autopilot configuration: {e}");
+            Ok(None)
+        }
+    }
+}
+
+async fn get_config(h: HttpArgs) -> Result<i32> {
+    let Some(c) = fetch_config(&h).await? else { return Ok(1) };
+    // Consul's layout: `Name = value`, strings quoted only where they may be empty.
+    println!("CleanupDeadServers = {}", c["CleanupDeadServers"]);
+    println!("LastContactThreshold = {}", c["LastContactThreshold"].as_str().unwrap_or_default());
+    println!("MaxTrailingLogs = {}", c["MaxTrailingLogs"]);
+    println!("MinQuorum = {}", c["MinQuorum"]);
+    println!("ServerStabilizationTime = {}", c["ServerStabilizationTime"].as_str().unwrap_or_default());
+    println!("RedundancyZoneTag = {:?}", c["RedundancyZoneTag"].as_str().unwrap_or_default());
+    println!("DisableUpgradeMigration = {}", c["DisableUpgradeMigration"]);
+    println!("UpgradeVersionTag = {:?}", c["UpgradeVersionTag"].as_str().unwrap_or_default());
+    Ok(0)
+}
+
+async fn set_config(a: SetConfigArgs) -> Result<i32> {
+    let Some(mut c) = fetch_config(&a.http).await? else { return Ok(1) };
+    let index = c["ModifyIndex"].as_u64().unwrap_or(0);
+    if let Some(v) = a.cleanup_dead_servers {
+        c["CleanupDeadServers"] = v.into();
+    }
+    if let Some(v) = a.max_trailing_logs {
+        c["MaxTrailingLogs"] = v.into();
+    }
+    if let Some(v) = a.min_quorum {
+        c["MinQuorum"] = v.into();
+    }
+    for (flag, field) in
+        [(&a.last_contact_threshold, "LastContactThreshold"), (&a.server_stabilization_time, "ServerStabilizationTime")]
+    {
+        if let Some(v) = flag {
+            if let Err(e) = cairn_types::duration::parse(v) {
+                eprintln!("invalid value {v:?} for {field}: {e}");
+                return Ok(1);
+            }
+            c[field] = v.clone().into();
+        }
+    }
+    if let Some(v) = &a.redundancy_zone_tag {
+        c["RedundancyZoneTag"] = v.clone().into();
+    }
+    if let Some(v) = a.disable_upgrade_migration {
+        c["DisableUpgradeMigration"] = v.into();
+    }
+    if let Some(v) = &a.upgrade_version_tag {
+        c["UpgradeVersionTag"] = v.clone().into();
+    }
+    let q = vec![("cas".to_string(), index.to_string())];
+    match a.http.client()?.put("/v1/operator/autopilot/configuration", &q, Some(serde_json::to_vec(&c)?)).await {
+        Ok(Value::Bool(true)) => {
+            println!("Configuration updated!");
+            Ok(0)
+        }
+        Ok(_) => {
+            println!("Configuration could not be atomically updated, please try again");
+            Ok(1)
+        }
+        Err(e) => {
+            eprintln!("Error setting Autopilot configuration: {e}");
+            Ok(1)
+        }
+    }
+}
+
+async fn state(h: HttpArgs) -> Result<i32> {
+    let v = match h.client()?.get_json::<Value>("/v1/operator/autopilot/state", &[], None).await {
+        Ok((Some(v), _)) => v,
+        Ok((None, _)) => Value::Null,
+        Err(e) => {
+            eprintln!("Error querying Autopilot state: {e}");
+            return Ok(1);
+        }
+    };
+    println!("Healthy:                      {}", v["Healthy"]);
+    println!("Failure Tolerance:            {}", v["FailureTolerance"]);
+    println!("Optimistic Failure Tolerance: {}", v["OptimisticFailureTolerance"]);
+    println!("Leader:                       {}", v["Leader"].as_str().unwrap_or_default());
+    let voters: Vec<&str> = v["Voters"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    println!("Voters:");
+    for id in &voters {
+        println!("   {id}");
+    }
+    println!("\nServers:");
+    for (id, s) in v["Servers"].as_object().into_iter().flatten() {
+        println!("   {id}");
+        println!("      Name:            {}", s["Name"].as_str().unwrap_or_default());
+        println!("      Address:         {}", s["Address"].as_str().unwrap_or_default());
+        println!("      Version:         {}", s["Version"].as_str().unwrap_or_default());
+        println!("      Status:          {}", s["Status"].as_str().unwrap_or_default());
+        println!("      Node Status:     {}", s["NodeStatus"].as_str().unwrap_or_default());
+        println!("      Healthy:         {}", s["Healthy"]);
+        println!("      Last Contact:    {}", s["LastContact"].as_str().unwrap_or_default());
+        println!("      Last Term:       {}", s["LastTerm"]);
+        println!("      Last Index:      {}", s["LastIndex"]);
+    }
+    Ok(0)
 }
 
 async fn list_peers(a: ListPeersArgs) -> Result<i32> {
