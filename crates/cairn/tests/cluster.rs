@@ -518,3 +518,95 @@ fn autopilot_reports_health_takes_its_configuration_and_cleans_up_a_dead_server(
     assert_eq!(v["FailureTolerance"], 0, "{v}");
     assert_eq!(put(c.agent(f), "ap/after", "1"), Some(true), "the two still take writes");
 }
+
+/// Kills every server but `survivor` and stops it too; returns its node ID.
+fn lose_the_quorum(c: &mut Cluster, survivor: usize) -> String {
+    let (_, _, body) = http("GET", &c.agent(survivor).url("/v1/agent/self"), None);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let id = v["Config"]["NodeID"].as_str().unwrap().to_string();
+    c.agents[survivor].take().unwrap().kill9();
+    id
+}
+
+fn leads_alone(c: &Cluster, i: usize) {
+    let me = format!("127.0.0.{}:{}", i + 1, c.rpc);
+    wait_for(Duration::from_secs(30), "the survivor to lead a cluster of one", || {
+        let (_, _, body) = http("GET", &c.agent(i).url("/v1/status/peers"), None);
+        let peers: Value = serde_json::from_slice(&body).ok()?;
+        (c.leader(i)? == me && peers == serde_json::json!([me])).then_some(())
+    });
+}
+
+#[test]
+fn a_survivor_of_a_lost_quorum_is_recovered_by_the_operator() {
+    let mut c = Cluster::new();
+    let leader = c.agreed_leader();
+    assert_eq!(put(c.agent(leader), "rec/a", "1"), Some(true));
+    let survivor = (0..3).find(|i| *i != leader).unwrap();
+    // Every server has the write before the others go.
+    wait_for(Duration::from_secs(10), "the survivor to have the write", || {
+        (get(c.agent(survivor), "rec/a", "&stale").2.as_deref() == Some("1")).then_some(())
+    });
+    let _ = lose_the_quorum(&mut c, survivor);
+    let dir = c.dirs[survivor].path().to_str().unwrap().to_string();
+    let recover = |extra: &[&str]| {
+        let mut args = vec!["operator", "raft", "recover"];
+        let d = format!("-data-dir={dir}");
+        args.push(&d);
+        args.extend_from_slice(extra);
+        crate::harness::cli_at("127.0.0.1:1", &args, None)
+    };
+    // The two others still answer: a quorum is reachable, so recovery is refused.
+    let o = recover(&["-yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("Refusing to recover"), "{}", stderr(&o));
+    for i in 0..3 {
+        if let Some(a) = c.agents[i].take() {
+            let mut a = a;
+            a.kill9();
+        }
+    }
+    // Without -yes: the plan only.
+    let o = recover(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan = stdout(&o);
+    assert!(
+        plan.contains("Current configuration")
+            && plan.contains("(this server)")
+            && plan.contains("Run again with -yes"),
+        "{plan}"
+    );
+    let o = recover(&["-yes"]);
+    assert_eq!(o.status.code(), Some(0), "{} {}", stdout(&o), stderr(&o));
+    // Started again, it leads alone, with the data, and takes writes.
+    c.start(survivor);
+    leads_alone(&c, survivor);
+    assert_eq!(get(c.agent(survivor), "rec/a", "&consistent").2.as_deref(), Some("1"));
+    assert_eq!(put(c.agent(survivor), "rec/b", "2"), Some(true));
+}
+
+#[test]
+fn consuls_peers_json_recovers_a_survivor_at_start() {
+    let mut c = Cluster::new();
+    let leader = c.agreed_leader();
+    assert_eq!(put(c.agent(leader), "pj/a", "1"), Some(true));
+    let survivor = (0..3).find(|i| *i != leader).unwrap();
+    wait_for(Duration::from_secs(10), "the survivor to have the write", || {
+        (get(c.agent(survivor), "pj/a", "&stale").2.as_deref() == Some("1")).then_some(())
+    });
+    let id = lose_the_quorum(&mut c, survivor);
+    for i in 0..3 {
+        if let Some(mut a) = c.agents[i].take() {
+            a.kill9();
+        }
+    }
+    let raft = c.dirs[survivor].path().join("raft");
+    let addr = format!("127.0.0.{}:{}", survivor + 1, c.rpc);
+    std::fs::write(raft.join("peers.json"), format!(r#"[{{"id": "{id}", "address": "{addr}", "non_voter": false}}]"#))
+        .unwrap();
+    c.start(survivor);
+    leads_alone(&c, survivor);
+    assert!(!raft.join("peers.json").exists() && raft.join("peers.info").exists(), "applied once");
+    assert_eq!(get(c.agent(survivor), "pj/a", "&consistent").2.as_deref(), Some("1"));
+    assert_eq!(put(c.agent(survivor), "pj/b", "2"), Some(true));
+}

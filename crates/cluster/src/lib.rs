@@ -13,6 +13,7 @@ pub mod error;
 pub mod gossip;
 pub mod leader;
 pub mod raft;
+pub mod recover;
 pub mod rpc;
 pub mod server;
 pub mod snapshot;

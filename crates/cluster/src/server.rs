@@ -175,10 +175,28 @@ async fn compact_memory_log(raft: Raft, log: LogStore) {
     }
 }
 
+/// Consul's manual recovery: a `raft/peers.json` in the data dir names the servers of a new
+/// configuration; it is written into the log before Raft starts, and the file is renamed to
+/// `peers.info` so it is applied once.
+async fn recover_from_peers_json(raft_dir: &std::path::Path, me: u64) -> Result<(), Error> {
+    let path = raft_dir.join("peers.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let peers = crate::recover::parse_peers_json(&text).map_err(Error::Storage)?;
+    tracing::warn!(target: "agent.server", path = %path.display(), "found peers.json file, recovering Raft configuration...");
+    let plan = crate::recover::plan(raft_dir, &peers).await.map_err(Error::Storage)?;
+    crate::recover::apply(raft_dir, me, &plan).await.map_err(Error::Storage)?;
+    std::fs::rename(&path, raft_dir.join("peers.info")).map_err(|e| Error::Storage(e.to_string()))?;
+    tracing::warn!(target: "agent.server", servers = ?plan.new.values().collect::<Vec<_>>(), "recovery of the Raft configuration complete; peers.json renamed to peers.info");
+    Ok(())
+}
+
 impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Arc<Server>, Error> {
         let store = Arc::new(Store::new());
         let raft_dir = cfg.data_dir.as_ref().map(|d| d.join("raft"));
+        if let Some(d) = &raft_dir {
+            recover_from_peers_json(d, cfg.node_id).await?;
+        }
         let log = match &raft_dir {
             Some(d) => LogStore::open(d).map_err(|e| Error::Storage(format!("{}: {e}", d.display())))?,
             None => LogStore::in_memory(),

@@ -66,6 +66,21 @@ pub enum RaftCmd {
     /// Hands Raft leadership to another server.
     #[command(name = "transfer-leader")]
     TransferLeader(TransferLeaderArgs),
+    /// Recovers a stopped server of a cluster that lost its quorum (run on each survivor).
+    Recover(RecoverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// The stopped server's data directory.
+    #[arg(long = "data-dir")]
+    pub data_dir: String,
+    /// The servers of the new configuration, `<node-id>@<ip:port>,...` (default: this server).
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Write the new configuration (without it, only the plan is shown).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub yes: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +116,7 @@ pub async fn run(cmd: OperatorCmd) -> Result<i32> {
         OperatorCmd::Raft { cmd: RaftCmd::ListPeers(a) } => list_peers(a).await,
         OperatorCmd::Raft { cmd: RaftCmd::RemovePeer(a) } => remove_peer(a).await,
         OperatorCmd::Raft { cmd: RaftCmd::TransferLeader(a) } => transfer_leader(a).await,
+        OperatorCmd::Raft { cmd: RaftCmd::Recover(a) } => recover(a).await,
         OperatorCmd::Autopilot { cmd: AutopilotCmd::GetConfig(h) } => get_config(h).await,
         OperatorCmd::Autopilot { cmd: AutopilotCmd::SetConfig(a) } => set_config(a).await,
         OperatorCmd::Autopilot { cmd: AutopilotCmd::State(h) } => state(h).await,
@@ -305,4 +321,74 @@ async fn transfer_leader(a: TransferLeaderArgs) -> Result<i32> {
             Ok(1)
         }
     }
+}
+
+async fn recover(a: RecoverArgs) -> Result<i32> {
+    let dir = std::path::Path::new(&a.data_dir);
+    let Ok(node_id) = std::fs::read_to_string(dir.join("node-id")) else {
+        eprintln!("Error: no node-id in {}: is this a server's data dir?", dir.display());
+        return Ok(1);
+    };
+    let me = cairn_cluster::raft_id(node_id.trim());
+    let raft_dir = dir.join("raft");
+    // The current configuration, to show and to find this server's address.
+    let probe = match cairn_cluster::recover::plan(&raft_dir, &Default::default()).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error reading the Raft state (is the agent still running?): {e}");
+            return Ok(1);
+        }
+    };
+    let peers: std::collections::BTreeMap<u64, String> = match &a.peers {
+        Some(list) => {
+            let mut m = std::collections::BTreeMap::new();
+            for p in list.split(',').filter(|p| !p.is_empty()) {
+                let Some((id, addr)) = p.split_once('@') else {
+                    eprintln!("Error: peer {p:?} is not <node-id>@<ip:port>");
+                    return Ok(1);
+                };
+                m.insert(cairn_cluster::raft_id(id), addr.to_string());
+            }
+            m
+        }
+        None => match probe.current.get(&me) {
+            Some(addr) => [(me, addr.clone())].into(),
+            None => {
+                eprintln!("Error: this server is not in the current configuration; name the new one with -peers");
+                return Ok(1);
+            }
+        },
+    };
+    let plan = cairn_cluster::recover::Plan { new: peers, ..probe };
+    println!("Current configuration (last index {}, term {}):", plan.last_index, plan.term);
+    for (id, addr) in &plan.current {
+        println!("  {addr}{}", if *id == me { " (this server)" } else { "" });
+    }
+    println!("New configuration:");
+    for addr in plan.new.values() {
+        println!("  {addr}");
+    }
+    let answering = cairn_cluster::recover::reachable(&plan, me).await;
+    let quorum = plan.current.len() / 2 + 1;
+    // This server is stopped, but it is one of the voters a restart would bring back.
+    let alive = answering + usize::from(plan.current.contains_key(&me));
+    if alive >= quorum {
+        eprintln!(
+            "Refusing to recover: {alive} of the {} servers of the current configuration are up or answering, a quorum of {quorum}. Start this server again, or remove failed servers with `cairn operator raft remove-peer`.",
+            plan.current.len()
+        );
+        return Ok(1);
+    }
+    if !a.yes.unwrap_or(false) {
+        println!(
+            "{answering} other server(s) answer; a quorum is lost. Run again with -yes to write the new configuration."
+        );
+        return Ok(0);
+    }
+    if let Err(e) = cairn_cluster::recover::apply(&raft_dir, me, &plan).await {
+        eprintln!("Error writing the new configuration: {e}");
+        return Ok(1);
+    }
+    println!("Recovered: start this server (and the other survivors) to elect a leader among them.");
+    Ok(0)
 }

@@ -126,6 +126,13 @@ fn persist(dir: &Option<PathBuf>, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The configuration held by the snapshot in `dir`, if there is one (for offline recovery).
+pub fn snapshot_membership(dir: &std::path::Path) -> Option<openraft::Membership<u64, openraft::BasicNode>> {
+    let bytes = std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?;
+    let data: SnapData = rmp_serde::from_slice(&bytes).ok()?;
+    Some(data.membership.membership().clone())
+}
+
 pub struct SnapshotBuilder {
     data: SnapData,
     dir: Option<PathBuf>,
