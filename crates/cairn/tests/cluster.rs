@@ -610,3 +610,96 @@ fn consuls_peers_json_recovers_a_survivor_at_start() {
     assert_eq!(get(c.agent(survivor), "pj/a", "&consistent").2.as_deref(), Some("1"));
     assert_eq!(put(c.agent(survivor), "pj/b", "2"), Some(true));
 }
+
+#[test]
+fn a_follower_far_behind_catches_up_by_snapshot() {
+    // Snapshots every 16 entries keeping one: a follower down for 200 writes finds the leader's log
+    // purged past it and must be sent a snapshot over the server port.
+    let mut c = Cluster::with_config(Some(
+        "raft_snapshot_threshold = 16\nraft_trailing_logs = 1\nautopilot { cleanup_dead_servers = false }\n",
+    ));
+    let leader = c.agreed_leader();
+    let f = (0..3).find(|i| *i != leader).unwrap();
+    c.agents[f].take().unwrap().kill9();
+    for n in 0..200 {
+        assert_eq!(put(c.agent(leader), &format!("snapcatch/{n}"), &format!("v{n}")), Some(true));
+    }
+    let raft_stat = |a: &Agent, k: &str| -> u64 {
+        let (_, _, body) = http("GET", &a.url("/v1/agent/self"), None);
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        v["Stats"]["raft"][k].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+    };
+    let snap = wait_for(Duration::from_secs(20), "the leader to snapshot past the follower", || {
+        let s = raft_stat(c.agent(leader), "last_snapshot_index");
+        (s > 150).then_some(s)
+    });
+    c.start(f);
+    wait_for(Duration::from_secs(30), "the follower to catch up", || {
+        (get(c.agent(f), "snapcatch/199", "&stale").2.as_deref() == Some("v199")).then_some(())
+    });
+    // It holds a snapshot from the leader (it could not have built one from entries it never had).
+    assert!(raft_stat(c.agent(f), "last_snapshot_index") >= snap - 16, "snapshot at {snap}");
+    for n in [0, 57, 123] {
+        assert_eq!(get(c.agent(f), &format!("snapcatch/{n}"), "&stale").2, Some(format!("v{n}")));
+    }
+}
+
+#[test]
+fn five_servers_tolerate_two_failures_not_three() {
+    let lan = free_port();
+    let rpc = free_port();
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut agents: Vec<Option<Agent>> = (0..5)
+        .map(|i| {
+            let args = [
+                "-server".to_string(),
+                "-bootstrap-expect=5".into(),
+                format!("-node=f{i}"),
+                format!("-bind=127.0.0.{}", i + 1),
+                "-client=127.0.0.1".into(),
+                format!("-data-dir={}", dirs[i].path().display()),
+                format!("-serf-lan-port={lan}"),
+                "-serf-wan-port=-1".into(),
+                format!("-server-port={rpc}"),
+                format!("-retry-join=127.0.0.1:{lan}"),
+                "-retry-interval=1s".into(),
+            ];
+            let a = Agent::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), free_port());
+            a.wait_http();
+            Some(a)
+        })
+        .collect();
+    let leader_of = |a: &Agent| -> Option<usize> {
+        let (code, _, body) = http("GET", &a.url("/v1/status/leader"), None);
+        let s: String = serde_json::from_slice(&body).ok()?;
+        let ip = s.split(':').next()?.to_string();
+        (code == 200).then(|| (0..5).find(|i| ip == format!("127.0.0.{}", i + 1)))?
+    };
+    let agreed = |agents: &[Option<Agent>]| -> usize {
+        wait_for(Duration::from_secs(40), "five servers to agree on a leader", || {
+            let leaders: Vec<usize> = agents.iter().flatten().map(leader_of).collect::<Option<_>>()?;
+            leaders.iter().all(|l| *l == leaders[0]).then(|| leaders[0])
+        })
+    };
+    let leader = agreed(&agents);
+    let (_, _, body) = http("GET", &agents[leader].as_ref().unwrap().url("/v1/status/peers"), None);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap().as_array().unwrap().len(), 5);
+    // Two go (the leader among them): the other three elect one and take writes.
+    let other = (0..5).find(|i| *i != leader).unwrap();
+    agents[leader].take().unwrap().kill9();
+    agents[other].take().unwrap().kill9();
+    let alive: Vec<usize> = (0..5).filter(|i| agents[*i].is_some()).collect();
+    let url = agents[alive[0]].as_ref().unwrap().url("/v1/kv/five/a");
+    wait_for(Duration::from_secs(30), "three of five to take writes", || {
+        let (code, _, body) = http("PUT", &url, Some(b"1"));
+        (code == 200 && body == b"true").then_some(())
+    });
+    assert_eq!(get(agents[alive[2]].as_ref().unwrap(), "five/a", "&consistent").2.as_deref(), Some("1"));
+    // A third goes: two of five are no quorum; writes are refused with Consul's error.
+    agents[alive[1]].take().unwrap().kill9();
+    let (code, _, body) = http("PUT", &url.replace("five/a", "five/b"), Some(b"2"));
+    // Consul's two answers, depending on whether the leader had noticed yet.
+    let msg = String::from_utf8_lossy(&body).trim().to_string();
+    assert_eq!(code, 500, "{msg}");
+    assert!(msg == "No cluster leader" || msg == "leadership lost while committing log", "{msg}");
+}

@@ -347,7 +347,9 @@ impl Server {
         }
         // A leader that loses its quorum mid-write never commits it: give up after the hold time.
         let Ok(r) = tokio::time::timeout(self.cfg.rpc_hold_timeout, self.raft.client_write(cmd)).await else {
-            return Err(Error::Fatal("timed out waiting for the write to commit (leadership lost?)".into()));
+            // Consul's words for a write its leader could not commit before losing the quorum (it
+            // may still commit later, if the quorum returns before another leader overwrites it).
+            return Err(Error::Fatal("leadership lost while committing log".into()));
         };
         match r {
             Ok(resp) => Ok(Applied { index: resp.log_id.index, result: resp.data }),
