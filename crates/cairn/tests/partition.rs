@@ -198,8 +198,13 @@ fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
         (c > c1).then_some(c)
     });
     assert!(c2 > c1 && c1 > 0, "LastContact {c1} then {c2}");
-    // A default-mode read there fails too: it cannot reach a leader's read point.
+    // A default-mode read there fails too: it cannot reach a leader's read point; and so does a
+    // stale read with a `max_stale` its last contact has passed.
     assert_eq!(old.get("p/before", "").0, 500);
+    assert_eq!(old.get("p/before", "&max_stale=1s").0, 500);
+    assert_eq!(old.get("p/before", "&max_stale=1h").0, 200);
+    assert_eq!(f.get("p/before", "&max_stale=10s").2, "1");
+    assert_eq!(f.get("p/before", "&max_stale=soon").0, 400);
 
     net.isolate(leader, false);
     // Healed: one leader for all three, one history. The majority's write is everywhere and the

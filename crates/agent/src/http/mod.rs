@@ -327,6 +327,9 @@ pub struct QueryOpts {
     pub index: u64,
     pub wait: Duration,
     pub consistency: Consistency,
+    /// `?max_stale=`: a stale read from a server that heard from the leader longer ago than this
+    /// is re-read at the leader's read point (Consul retries it on the leader).
+    pub max_stale: Option<Duration>,
     pub filter: Option<Filter>,
     pub pretty: bool,
 }
@@ -341,7 +344,15 @@ impl QueryOpts {
             None | Some("") => DEFAULT_WAIT,
             Some(v) => cairn_types::duration::parse(v).map_err(|_| HttpError::bad("Invalid wait time"))?,
         };
-        let stale = p.has("stale");
+        // `?max_stale` implies `?stale`, as in Consul.
+        let max_stale = match p.get("max_stale") {
+            None => None,
+            Some(v) => Some(
+                cairn_types::duration::parse(v)
+                    .map_err(|_| HttpError::bad(format!("Invalid max_stale value {v:?}")))?,
+            ),
+        };
+        let stale = p.has("stale") || max_stale.is_some();
         let consistent = p.has("consistent");
         if stale && consistent {
             return Err(HttpError::bad("Cannot specify ?stale with ?consistent, conflicting semantics."));
@@ -360,7 +371,7 @@ impl QueryOpts {
                     .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))?,
             ),
         };
-        Ok(QueryOpts { index, wait: wait.min(MAX_WAIT), consistency, filter, pretty: p.has("pretty") })
+        Ok(QueryOpts { index, wait: wait.min(MAX_WAIT), consistency, max_stale, filter, pretty: p.has("pretty") })
     }
 
     /// The wait with Consul's jitter: up to wait/16 more, so that many waiters do not return together.
@@ -442,7 +453,15 @@ pub async fn blocking<T>(
 
 async fn check_dc_consistency(agent: &Agent, q: &QueryOpts) -> Result<(), HttpError> {
     match q.consistency {
-        Consistency::Stale => Ok(()),
+        Consistency::Stale => {
+            let server = agent.server()?;
+            match q.max_stale {
+                Some(max) if !max.is_zero() && Duration::from_millis(server.last_contact_ms()) > max => {
+                    Ok(server.default_barrier().await?)
+                }
+                _ => Ok(()),
+            }
+        }
         Consistency::Consistent => Ok(agent.server()?.consistent_barrier().await?),
         // Default mode: the leader answers under its lease, without a quorum round trip; a
         // follower first catches up to the leader's read point.
