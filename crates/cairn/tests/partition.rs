@@ -91,7 +91,8 @@ impl Server {
         // Autopilot's dead-server cleanup would take the cut-off server out of the configuration
         // (Consul's does too); this test is about the partition itself, so it stays in.
         let extra = dir.path().join("extra.hcl");
-        std::fs::write(&extra, "autopilot { cleanup_dead_servers = false }\n").unwrap();
+        // Discovery reads may be an hour stale (Consul's `discovery_max_stale`).
+        std::fs::write(&extra, "autopilot { cleanup_dead_servers = false }\ndiscovery_max_stale = \"1h\"\n").unwrap();
         // `ip netns exec` enters the namespace and execs the agent: the child is the agent.
         let child = Command::new("ip")
             .args(["netns", "exec", &ns, BIN, "agent", "-server", "-bootstrap-expect=3"])
@@ -205,6 +206,10 @@ fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
     assert_eq!(old.get("p/before", "&max_stale=1h").0, 200);
     assert_eq!(f.get("p/before", "&max_stale=10s").2, "1");
     assert_eq!(f.get("p/before", "&max_stale=soon").0, 400);
+    // Service discovery keeps answering there under `discovery_max_stale`, unless asked not to.
+    assert_eq!(old.http("GET", "/v1/catalog/nodes", None).0, 200);
+    assert_eq!(old.http("GET", "/v1/health/service/consul", None).0, 200);
+    assert_eq!(old.http("GET", "/v1/catalog/nodes?consistent", None).0, 500);
 
     net.isolate(leader, false);
     // Healed: one leader for all three, one history. The majority's write is everywhere and the

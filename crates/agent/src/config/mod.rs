@@ -105,6 +105,8 @@ pub struct Config {
     pub check_update_interval: Duration,
     /// Consul's `session_ttl_min`: the shortest session TTL accepted (default 10s).
     pub session_ttl_min: Duration,
+    /// `discovery_max_stale`: service discovery reads are stale up to this (zero: off).
+    pub discovery_max_stale: Duration,
     pub leave_on_terminate: bool,
     pub skip_leave_on_interrupt: bool,
     pub gossip: GossipConfig,
@@ -203,6 +205,7 @@ const IMPLEMENTED: &[&str] = &[
     "limits.txn_max_ops",
     "limits.http_max_conns_per_client",
     "limits.rpc_max_conns_per_client",
+    "discovery_max_stale",
     "autopilot.cleanup_dead_servers",
     "autopilot.last_contact_threshold",
     "autopilot.max_trailing_logs",
@@ -376,6 +379,10 @@ impl Config {
             Some(v) => duration(v).map_err(|e| ConfigError(format!("session_ttl_min: {e}")))?,
             None => Duration::from_secs(10),
         };
+        let discovery_max_stale = match at(&["discovery_max_stale"]) {
+            Some(v) => duration(v).map_err(|e| ConfigError(format!("discovery_max_stale: {e}")))?,
+            None => Duration::ZERO,
+        };
         let gossip = gossip_config(&m, dev, advertise_addr)?;
         // Consul's check; it sets no minimum for any of the reconnect timeouts (the ">= 8h" its
         // docs still state was enforced only before its 1.0 config rewrite).
@@ -386,6 +393,7 @@ impl Config {
         let leave_on_terminate = m.get("leave_on_terminate").map(as_bool).unwrap_or(!server);
         let skip_leave_on_interrupt = m.get("skip_leave_on_interrupt").map(as_bool).unwrap_or(server);
         Ok(Config {
+            discovery_max_stale,
             gossip,
             skip_leave_on_interrupt,
             session_ttl_min,

@@ -129,7 +129,7 @@ pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery)
 pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<cairn_types::structs::Node>()?;
     let want = node_meta_filter(&p)?;
     let (meta, rows) = blocking(&agent, &q, vec![topics::NODES], local_only(&p, |st| st.nodes())).await?;
@@ -141,7 +141,7 @@ pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Ht
 pub async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<ServiceNode>()?;
     let want = node_meta_filter(&p)?;
     let filtered = q.filter.is_some() || !want.is_empty();
@@ -184,7 +184,7 @@ pub async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) ->
 pub async fn service(State(agent): State<AgentRef>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<ServiceNode>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let want = node_meta_filter(&p)?;
@@ -198,7 +198,7 @@ pub async fn service(State(agent): State<AgentRef>, Path(name): Path<String>, Ra
 pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<NodeService>()?;
     let read = local_only(&p, |st| st.node_services(&node));
     let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], read).await?;
@@ -226,7 +226,7 @@ pub async fn node_services(
 ) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<NodeService>()?;
     let read = local_only(&p, |st| st.node_services(&node));
     let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], read).await?;

@@ -16,7 +16,7 @@ fn rows(v: &[std::sync::Arc<HealthCheck>]) -> Vec<&HealthCheck> {
 pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<HealthCheck>()?;
     let (meta, checks) =
         blocking(&agent, &q, vec![topics::node(&node)], local_only(&p, |st| st.node_checks(&node))).await?;
@@ -26,7 +26,7 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
 pub async fn checks(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<HealthCheck>()?;
     let (meta, checks) =
         blocking(&agent, &q, vec![topics::service(&svc)], local_only(&p, |st| st.service_checks(&svc))).await?;
@@ -38,7 +38,7 @@ pub async fn checks(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQ
 pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<cairn_types::structs::ServiceEntry>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
     let passing = p.flag("passing");
@@ -54,7 +54,7 @@ pub async fn state(State(agent): State<AgentRef>, Path(state): Path<String>, Raw
     if !matches!(state.as_str(), "any" | "passing" | "warning" | "critical") {
         return Err(HttpError::bad(format!("Invalid state {state:?}: must be one of any, passing, warning, critical")));
     }
-    let q = QueryOpts::parse(&p)?;
+    let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<HealthCheck>()?;
     let (meta, checks) = blocking(&agent, &q, vec![topics::CHECKS], |st| st.checks_in_state(&state)).await?;
     let mut rows = rows(&checks);

@@ -335,6 +335,19 @@ pub struct QueryOpts {
 }
 
 impl QueryOpts {
+    /// [`QueryOpts::parse`] for the service-discovery endpoints (catalog, health, prepared query
+    /// execution): with the agent's `discovery_max_stale` set and no `?consistent`/`?stale`, the
+    /// read is stale up to that bound, as Consul makes it.
+    pub fn parse_discovery(p: &Params, agent: &Agent) -> Result<Self, HttpError> {
+        let mut q = QueryOpts::parse(p)?;
+        let d = agent.config().discovery_max_stale;
+        if !d.is_zero() && q.consistency == Consistency::Default {
+            q.consistency = Consistency::Stale;
+            q.max_stale = Some(d);
+        }
+        Ok(q)
+    }
+
     pub fn parse(p: &Params) -> Result<Self, HttpError> {
         let index = match p.get("index") {
             None | Some("") => 0,

@@ -161,7 +161,7 @@ pub async fn execute(
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let limit = p.u64("limit")?.unwrap_or(0) as usize;
-    let q = QueryOpts { index: 0, ..QueryOpts::parse(&p)? };
+    let q = QueryOpts { index: 0, ..QueryOpts::parse_discovery(&p, &agent)? };
     let st = agent.server()?.store().snapshot();
     let pq = resolve(&st, &id)?;
     let (meta, mut nodes) =
