@@ -312,7 +312,7 @@ impl Server {
         loop {
             let r = match self.apply_local(cmd.clone()).await {
                 Err(Error::NotLeader { leader: Some(addr) }) => {
-                    match self.rpc.call(&addr, Request::Apply(Box::new(cmd.clone())), self.cfg.rpc_hold_timeout).await {
+                    match self.rpc.call(&addr, Request::Apply(Box::new(cmd.clone())), self.forward_timeout()).await {
                         Ok(Response::Applied { index, result }) => {
                             self.wait_applied(index, deadline).await?;
                             Ok(Applied { index, result })
@@ -335,6 +335,12 @@ impl Server {
                 other => return other,
             }
         }
+    }
+
+    /// How long a forwarded request waits for the leader: longer than the leader's own hold, so
+    /// that its answer (or its own timeout's error) is what the caller gets.
+    fn forward_timeout(&self) -> Duration {
+        self.cfg.rpc_hold_timeout + Duration::from_secs(5)
     }
 
     async fn apply_local(&self, cmd: Command) -> Result<Applied, Error> {
@@ -412,7 +418,7 @@ impl Server {
             let r = match self.local_read_index(consistent).await {
                 Ok(index) => return self.wait_applied(index, deadline).await,
                 Err(Error::NotLeader { leader: Some(addr) }) => {
-                    match self.rpc.call(&addr, Request::ReadIndex { consistent }, self.cfg.rpc_hold_timeout).await {
+                    match self.rpc.call(&addr, Request::ReadIndex { consistent }, self.forward_timeout()).await {
                         Ok(Response::ReadIndex(index)) => return self.wait_applied(index, deadline).await,
                         Ok(_) => return Err(Error::Fatal("unexpected answer to a read-index request".into())),
                         Err(CallError::Remote(e)) => Err(e),
@@ -494,7 +500,7 @@ impl Server {
         }
         let Some(addr) = self.leader_addr() else { return Err(Error::NoLeader) };
         let req = Request::SessionRenew { id: id.to_string(), ttl_ms: ttl.as_millis() as u64 };
-        match self.rpc.call(&addr, req, self.cfg.rpc_hold_timeout).await {
+        match self.rpc.call(&addr, req, self.forward_timeout()).await {
             Ok(_) => Ok(()),
             Err(CallError::Remote(e)) => Err(e),
             Err(_) => Err(Error::NoLeader),
@@ -855,7 +861,7 @@ impl Server {
 
     async fn forward_operator(&self, req: Request) -> Result<Response, Error> {
         let Some(addr) = self.leader_addr() else { return Err(Error::NoLeader) };
-        match self.rpc.call(&addr, req, self.cfg.rpc_hold_timeout).await {
+        match self.rpc.call(&addr, req, self.forward_timeout()).await {
             Ok(r) => Ok(r),
             Err(CallError::Remote(e)) => Err(e),
             Err(CallError::Unsent(_)) => Err(Error::NoLeader),
