@@ -244,8 +244,8 @@ impl Server {
             lock_delays,
             session_timers: Default::default(),
             rpc: RpcClient::new(),
-            contact: Default::default(),
-            started: Instant::now(),
+            contact: Arc::new(ContactTracker::new(cfg.clock.clone())),
+            started: cfg.clock.now(),
             formed: AtomicBool::new(initialized || cfg.bootstrap),
             healthy_since: Default::default(),
             stop,
@@ -652,12 +652,14 @@ impl Server {
             if learners.contains(&s.raft_id) {
                 let caught_up =
                     matched.get(&s.raft_id).is_some_and(|m| last.saturating_sub(*m) <= ap.max_trailing_logs);
+                let now = self.clock().now();
                 let stable = {
                     let mut hs = self.healthy_since.lock().expect("healthy since");
                     if !caught_up {
                         hs.remove(&s.raft_id);
                         false
-                    } else if hs.entry(s.raft_id).or_insert_with(Instant::now).elapsed() < ap.server_stabilization_time
+                    } else if now.saturating_duration_since(*hs.entry(s.raft_id).or_insert(now))
+                        < ap.server_stabilization_time
                     {
                         false
                     } else {
@@ -931,7 +933,8 @@ impl Server {
         let cut_off = (m.current_leader == Some(self.cfg.node_id))
             .then(|| m.last_quorum_acked.as_ref().map(|t| t.elapsed()))
             .flatten();
-        cut_off.or_else(|| self.contact.since()).unwrap_or_else(|| self.started.elapsed()).as_millis() as u64
+        let since_start = self.clock().now().saturating_duration_since(self.started);
+        cut_off.or_else(|| self.contact.since()).unwrap_or(since_start).as_millis() as u64
     }
 
     /// Raft figures for `/v1/agent/self` `Stats.raft`.

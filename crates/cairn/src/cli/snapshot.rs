@@ -37,6 +37,12 @@ fn one_file(files: &[String]) -> Option<&str> {
     }
 }
 
+/// The one file argument's bytes, or the error said.
+fn read_file(files: &[String]) -> Option<Vec<u8>> {
+    let file = one_file(files)?;
+    std::fs::read(file).map_err(|e| eprintln!("Error opening snapshot file: {e}")).ok()
+}
+
 pub async fn run(cmd: SnapshotCmd) -> Result<i32> {
     match cmd {
         SnapshotCmd::Save(a) => {
@@ -67,14 +73,7 @@ pub async fn run(cmd: SnapshotCmd) -> Result<i32> {
             Ok(0)
         }
         SnapshotCmd::Restore(a) => {
-            let Some(file) = one_file(&a.file) else { return Ok(1) };
-            let archive = match std::fs::read(file) {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("Error opening snapshot file: {e}");
-                    return Ok(1);
-                }
-            };
+            let Some(archive) = read_file(&a.file) else { return Ok(1) };
             if let Err(e) = a.http.client()?.snapshot_restore(archive).await {
                 eprintln!("Error restoring snapshot: {e}");
                 return Ok(1);
@@ -83,14 +82,7 @@ pub async fn run(cmd: SnapshotCmd) -> Result<i32> {
             Ok(0)
         }
         SnapshotCmd::Inspect(a) => {
-            let Some(file) = one_file(&a.file) else { return Ok(1) };
-            let archive = match std::fs::read(file) {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("Error opening snapshot file: {e}");
-                    return Ok(1);
-                }
-            };
+            let Some(archive) = read_file(&a.file) else { return Ok(1) };
             match cairn_cluster::snapshot::open(&archive) {
                 Ok((m, _)) => {
                     println!(" ID           {}", m.id);

@@ -58,20 +58,25 @@ enum RaftReply {
     Err(String),
 }
 
-/// When a leader last reached this server.
-#[derive(Default)]
+/// When a leader last reached this server, on the server's [`Clock`](crate::clock::Clock).
 pub struct ContactTracker {
+    clock: Arc<dyn crate::clock::Clock>,
     last: Mutex<Option<Instant>>,
 }
 
 impl ContactTracker {
+    pub fn new(clock: Arc<dyn crate::clock::Clock>) -> Self {
+        ContactTracker { clock, last: Mutex::new(None) }
+    }
+
     fn touch(&self) {
-        *self.last.lock().expect("contact") = Some(Instant::now());
+        *self.last.lock().expect("contact") = Some(self.clock.now());
     }
 
     /// Time since a leader's append or heartbeat last arrived (`None`: never).
     pub fn since(&self) -> Option<Duration> {
-        self.last.lock().expect("contact").map(|t| t.elapsed())
+        let now = self.clock.now();
+        self.last.lock().expect("contact").map(|t| now.saturating_duration_since(t))
     }
 }
 
