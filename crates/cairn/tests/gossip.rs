@@ -206,8 +206,14 @@ fn five_agents_gossip_fail_restart_rotate_keys_and_leave() {
     // coordinate's 1.5), and `cairn rtt` estimates from them.
     wait_for(Duration::from_secs(40), "measured coordinates in the catalog", || {
         let v = get_json(&c.agents[0], "/v1/coordinate/nodes")?;
-        let measured = v.as_array()?.iter().filter(|e| e["Coord"]["Error"].as_f64().is_some_and(|x| x < 1.5)).count();
-        (measured >= 3).then_some(())
+        let measured: Vec<&str> = v
+            .as_array()?
+            .iter()
+            .filter(|e| e["Coord"]["Error"].as_f64().is_some_and(|x| x < 1.5))
+            .filter_map(|e| e["Node"].as_str())
+            .collect();
+        // Coordinates arrive in the leader's batches, one node at a time: wait for both ends.
+        (measured.len() >= 3 && measured.contains(&"n1") && measured.contains(&"n2")).then_some(())
     });
     let o = c.agents[0].cli(&["rtt", "n1", "n2"]);
     assert!(stdout(&o).contains("Estimated n1 <-> n2 rtt:"), "{} {}", stdout(&o), stderr(&o));
