@@ -66,6 +66,8 @@ pub struct Agent {
     /// The Raft server, in server mode. Client agents have none until the RPC layer lets them
     /// reach the servers: what needs one answers Consul's `No known Consul servers`.
     server: Option<Arc<Server>>,
+    /// How handlers reach the servers (in process on a server).
+    rpc: Option<Arc<dyn cairn_cluster::rpc::Rpc>>,
     pub local: Arc<LocalState>,
     pub checks: CheckRunner,
     metrics: PrometheusHandle,
@@ -123,6 +125,7 @@ impl Agent {
         let agent = Arc::new(Agent {
             config: RwLock::new(Arc::new(cfg)),
             flags,
+            rpc: server.clone().map(|s| Arc::new(cairn_cluster::rpc::LocalRpc(s)) as Arc<dyn cairn_cluster::rpc::Rpc>),
             server,
             local: Arc::new(LocalState::new()),
             checks: CheckRunner::default(),
@@ -172,6 +175,7 @@ impl Agent {
             listen: (cfg.ports.server >= 0).then(|| SocketAddr::new(cfg.bind_addr, rpc_port)),
             max_conns_per_client: cfg.rpc_max_conns_per_client,
             autopilot: cfg.autopilot.clone(),
+            datacenter: cfg.datacenter.clone(),
             ..ServerConfig::default()
         })
         .await?;
@@ -185,6 +189,11 @@ impl Agent {
     }
 
     /// The Raft server, or Consul's error for an agent that knows none.
+    /// The servers, through the RPC seam: HTTP and DNS handlers use only this.
+    pub fn rpc(&self) -> Result<&dyn cairn_cluster::rpc::Rpc, NoServers> {
+        self.rpc.as_deref().ok_or(NoServers)
+    }
+
     pub fn server(&self) -> Result<&Arc<Server>, NoServers> {
         self.server.as_ref().ok_or(NoServers)
     }

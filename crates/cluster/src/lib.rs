@@ -6,9 +6,11 @@
 //!
 //! Map: [`clock`] is the time decisions read;
 //! [`raft`] wires openraft; [`server::Server`] is what the agent talks to; [`error::Error`] is what
-//! the caller must decide on; [`gossip`] holds what travels over the gossip pools (user events).
+//! the caller must decide on; [`endpoints`] is the server side of each typed request and
+//! [`rpc::Rpc`] the seam the agent reaches it through; [`gossip`] holds what travels over the gossip pools (user events).
 
 pub mod clock;
+pub mod endpoints;
 pub mod error;
 pub mod gossip;
 pub mod leader;

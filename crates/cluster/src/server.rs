@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub autopilot: cairn_types::structs::AutopilotConfig,
     /// Where time-based decisions read the time.
     pub clock: Arc<dyn Clock>,
+    /// The datacenter this server belongs to (named in prepared-query answers).
+    pub datacenter: String,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +72,7 @@ impl Default for ServerConfig {
             rpc_hold_timeout: Duration::from_secs(7),
             autopilot: Default::default(),
             clock: Arc::new(SystemClock),
+            datacenter: "dc1".into(),
         }
     }
 }
@@ -308,16 +311,44 @@ impl Server {
     /// applied here too, so a read on this server right after sees it. Waits out an election for
     /// up to `rpc_hold_timeout`, then answers Consul's `No cluster leader`.
     pub async fn apply(&self, cmd: Command) -> Result<Applied, Error> {
+        self.on_leader(
+            || self.apply_local(cmd.clone()),
+            || Request::Apply(Box::new(cmd.clone())),
+            |r| match r {
+                Response::Applied { index, result } => Some(Applied { index, result }),
+                _ => None,
+            },
+            |a| a.index,
+        )
+        .await
+    }
+
+    /// Runs something only the leader may do: `local()` here (it answers `NotLeader` when this
+    /// server does not lead), or `remote()` sent to the leader, whose answer `answer` reads. A
+    /// forwarded answer at log index `index_of(..)` is returned once this server has applied
+    /// that index. Waits out an election for up to `rpc_hold_timeout`.
+    pub(crate) async fn on_leader<T, Fut>(
+        &self,
+        local: impl Fn() -> Fut,
+        remote: impl Fn() -> Request,
+        answer: impl Fn(Response) -> Option<T>,
+        index_of: impl Fn(&T) -> u64,
+    ) -> Result<T, Error>
+    where
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let deadline = tokio::time::Instant::now() + self.cfg.rpc_hold_timeout;
         loop {
-            let r = match self.apply_local(cmd.clone()).await {
+            let r = match local().await {
                 Err(Error::NotLeader { leader: Some(addr) }) => {
-                    match self.rpc.call(&addr, Request::Apply(Box::new(cmd.clone())), self.forward_timeout()).await {
-                        Ok(Response::Applied { index, result }) => {
-                            self.wait_applied(index, deadline).await?;
-                            Ok(Applied { index, result })
-                        }
-                        Ok(_) => Err(Error::Fatal("unexpected answer to a forwarded write".into())),
+                    match self.rpc.call(&addr, remote(), self.forward_timeout()).await {
+                        Ok(resp) => match answer(resp) {
+                            Some(t) => {
+                                self.wait_applied(index_of(&t), deadline).await?;
+                                Ok(t)
+                            }
+                            None => Err(Error::Fatal("unexpected answer to a forwarded request".into())),
+                        },
                         Err(CallError::Remote(e)) => Err(e),
                         // Never sent: as good as no leader; try again once one is known.
                         Err(CallError::Unsent(_)) => Err(Error::NoLeader),
@@ -337,13 +368,36 @@ impl Server {
         }
     }
 
+    /// `Ok` on a leader within its lease; otherwise who to forward to.
+    pub(crate) fn check_leads(&self) -> Result<(), Error> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        Err(Error::NotLeader { leader: self.leader_addr() })
+    }
+
+    /// The metadata of an answer at `index`: whether a leader is known, and since when this
+    /// server last heard from it.
+    pub fn query_meta(&self, index: u64) -> cairn_types::rpc::QueryMeta {
+        cairn_types::rpc::QueryMeta {
+            index,
+            known_leader: self.leader_addr().is_some(),
+            last_contact_ms: self.last_contact_ms(),
+        }
+    }
+
+    /// Set when the server shuts down (blocking queries return then).
+    pub(crate) fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
     /// How long a forwarded request waits for the leader: longer than the leader's own hold, so
     /// that its answer (or its own timeout's error) is what the caller gets.
     fn forward_timeout(&self) -> Duration {
         self.cfg.rpc_hold_timeout + Duration::from_secs(5)
     }
 
-    async fn apply_local(&self, cmd: Command) -> Result<Applied, Error> {
+    pub(crate) async fn apply_local(&self, cmd: Command) -> Result<Applied, Error> {
         {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -529,6 +583,12 @@ impl Server {
                 Ok(Response::RaftConfiguration { servers, index })
             }
             Request::TransferLeader { id } => self.transfer_leader(id).await.map(Response::Transferred),
+            Request::Write(req) => crate::endpoints::write::on_leader(self, *req).await.map(Response::Written),
+            Request::Read(r) => {
+                let (req, q) = *r;
+                let (meta, res) = crate::endpoints::read(self, &req, &q).await?;
+                Ok(Response::Read(meta, Box::new(res)))
+            }
             Request::RaftState => {
                 let initialized = self.raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
                 Ok(Response::RaftState { initialized, voters: self.peers() })

@@ -10,6 +10,7 @@
 //! - [`filter`]: the `?filter=` expression language.
 //! - [`query`]: prepared queries and their templates.
 //! - [`txn`]: `/v1/txn` operations and results.
+//! - [`rpc`]: the typed requests agents send servers (one per Consul RPC) and their answers.
 //! - [`schema`]: strict type checks for bodies read as JSON values (Go's decode errors).
 //! - [`error`]: why a request or command was refused, by what the caller decides.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod filter;
 pub mod normalize;
 pub mod query;
+pub mod rpc;
 pub mod schema;
 pub mod structs;
 pub mod txn;

@@ -43,7 +43,7 @@ use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use cairn_store::State as StoreState;
+use cairn_types::rpc::{Consistency, QueryOptions, QuerySource, ReadRequest, ReadResponse};
 use cairn_types::structs::{ServiceEntry, HEALTH_CRITICAL, HEALTH_PASSING};
 
 mod listen;
@@ -259,15 +259,23 @@ fn arpa_ip(name: &str) -> Option<IpAddr> {
 }
 
 /// A reverse lookup: the node with this address, else a service instance with it.
-fn ptr(names: &Names, st: &StoreState, qname: &Name, qtype: RecordType, ip: IpAddr) -> Answer {
-    let target =
-        st.nodes.values().find(|n| parse_ip(&n.address) == Some(ip)).and_then(|n| names.node_fqdn(&n.node)).or_else(
-            || {
-                let s = st.services.values().find(|s| parse_ip(&s.address) == Some(ip))?;
-                Name::from_ascii(format!("{}.service.{}.{}", s.service, names.datacenter, names.domain)).ok()
-            },
-        );
-    let Some(target) = target else { return names.not_found() };
+async fn ptr(r: &Reader<'_>, names: &Names, qname: &Name, qtype: RecordType, ip: IpAddr) -> Result<Answer, Failed> {
+    let nodes = expect(r.read(ReadRequest::CatalogListNodes).await?, |a| match a {
+        ReadResponse::Nodes(n) => Some(n),
+        _ => None,
+    })?;
+    let mut target = nodes.iter().find(|n| parse_ip(&n.address) == Some(ip)).and_then(|n| names.node_fqdn(&n.node));
+    if target.is_none() {
+        let at = ReadRequest::CatalogServiceAddress { address: ip.to_string() };
+        let rows = expect(r.read(at).await?, |a| match a {
+            ReadResponse::ServiceNodes(rows) => Some(rows),
+            _ => None,
+        })?;
+        target = rows.first().and_then(|s| {
+            Name::from_ascii(format!("{}.service.{}.{}", s.service_name, names.datacenter, names.domain)).ok()
+        });
+    }
+    let Some(target) = target else { return Ok(names.not_found()) };
     let mut out = Answer::default();
     if matches!(qtype, RecordType::PTR | RecordType::ANY) {
         // Consul answers reverse lookups with a TTL of 0.
@@ -275,7 +283,7 @@ fn ptr(names: &Names, st: &StoreState, qname: &Name, qtype: RecordType, ip: IpAd
     } else {
         out.soa.push(names.soa());
     }
-    out
+    Ok(out)
 }
 
 /// A/AAAA (deduplicated; a CNAME for a hostname address) or SRV records (plus their targets'
@@ -331,68 +339,97 @@ fn instance_records(
     }
 }
 
-/// The catalog's spelling of a service name asked for in any case.
-fn service_name(st: &StoreState, name: &str) -> Option<String> {
-    if st.services_by_name.range((name.to_string(), String::new(), String::new())..).next().is_some_and(|k| k.0 == name)
-    {
-        return Some(name.to_string());
+/// A lookup that could not be answered (no server, no leader): SERVFAIL, as Consul's.
+#[derive(Debug)]
+pub struct Failed;
+
+/// How DNS reads the catalog: through the agent's RPC seam. Stale reads are fine while the server
+/// heard from the leader within `dns_config.max_stale`; otherwise (or with `allow_stale = false`)
+/// the server first catches up to the leader's read point, as Consul retries consistently.
+struct Reader<'a> {
+    agent: &'a Agent,
+    opts: QueryOptions,
+}
+
+impl Reader<'_> {
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, Failed> {
+        let rpc = self.agent.rpc().map_err(|_| Failed)?;
+        rpc.read(req, self.opts.clone()).await.map(|(_, r)| r).map_err(|_| Failed)
     }
-    st.services_by_name.iter().find(|k| k.0.eq_ignore_ascii_case(name)).map(|k| k.0.clone())
+
+    /// [`Self::read`], where "not found" is an answer (`None`) rather than a failure.
+    async fn read_found(&self, req: ReadRequest) -> Result<Option<ReadResponse>, Failed> {
+        let rpc = self.agent.rpc().map_err(|_| Failed)?;
+        match rpc.read(req, self.opts.clone()).await {
+            Ok((_, r)) => Ok(Some(r)),
+            Err(cairn_cluster::Error::Rejected(cairn_types::Error::NotFound(_))) => Ok(None),
+            Err(_) => Err(Failed),
+        }
+    }
 }
 
-/// Answers one question from the agent's current state. `src` is the asker's address (for a
-/// prepared query whose `Near` is `_ip`).
-/// Stale reads are fine while this server heard from the leader within `max_stale`; otherwise (or
-/// with `allow_stale = false`) the server first catches up to the leader's read point, as Consul
-/// retries consistently. False when that fails (no leader).
-async fn read_point(agent: &Agent) -> bool {
-    let Ok(server) = agent.server() else { return true };
-    let cfg = agent.config();
-    let stale_ok = cfg.dns.allow_stale && Duration::from_millis(server.last_contact_ms()) <= cfg.dns.max_stale;
-    stale_ok || server.default_barrier().await.is_ok()
+fn expect<T>(r: ReadResponse, f: impl FnOnce(ReadResponse) -> Option<T>) -> Result<T, Failed> {
+    f(r).ok_or(Failed)
 }
 
-pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> Answer {
+fn entries(r: ReadResponse) -> Option<Vec<ServiceEntry>> {
+    match r {
+        ReadResponse::ServiceEntries(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// Answers one question. `src` is the asker's address (for a prepared query whose `Near` is `_ip`).
+pub async fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> Answer {
+    resolve_from(agent, qname, qtype, src)
+        .await
+        .unwrap_or_else(|Failed| Answer { code: ResponseCode::ServFail, ..Answer::default() })
+}
+
+async fn resolve_from(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> Result<Answer, Failed> {
     let cfg = agent.config();
     let domain = cfg.domain.trim_matches('.').to_ascii_lowercase();
-    let Ok(domain_name) = Name::from_ascii(format!("{domain}.")) else {
-        return Answer { code: ResponseCode::ServFail, ..Answer::default() };
-    };
+    let Ok(domain_name) = Name::from_ascii(format!("{domain}.")) else { return Err(Failed) };
     let dns = &cfg.dns;
     let names = Names { domain: domain_name, datacenter: cfg.datacenter.clone(), soa: dns.soa };
-    // (The consistency of the read was settled by the caller, see `read_point`.)
-    // A client agent with no server to ask fails the lookup, as Consul's does.
-    let Ok(server) = agent.server() else {
-        return Answer { code: ResponseCode::ServFail, ..Answer::default() };
-    };
     let q = qname.to_ascii().to_ascii_lowercase();
     let q = q.trim_end_matches('.');
-    let st = server.store().snapshot();
-    if q.ends_with(".arpa") {
-        return match arpa_ip(q) {
-            Some(ip) => ptr(&names, &st, qname, qtype, ip),
-            None => names.not_found(),
-        };
-    }
     let front = if q == domain { Some("") } else { q.strip_suffix(&format!(".{domain}")) };
-    let Some(front) = front else {
+    if front.is_none() && !q.ends_with(".arpa") {
         // Not ours: the recursors' to answer, or no one's.
-        return match dns.recursors.is_empty() {
+        return Ok(match dns.recursors.is_empty() {
             true => Answer { code: ResponseCode::Refused, ..Answer::default() },
             false => Answer { forward: true, ..Answer::default() },
-        };
+        });
+    }
+    let r = Reader {
+        agent,
+        opts: QueryOptions {
+            consistency: if dns.allow_stale { Consistency::Stale } else { Consistency::Default },
+            max_stale: Some(dns.max_stale),
+            source: QuerySource { node: cfg.node_name.clone(), ip: Some(src.to_string()) },
+            ..QueryOptions::default()
+        },
     };
+    if q.ends_with(".arpa") {
+        return match arpa_ip(q) {
+            Some(ip) => ptr(&r, &names, qname, qtype, ip).await,
+            None => Ok(names.not_found()),
+        };
+    }
+    let front = front.unwrap_or_default();
     let node_ttl = secs(dns.node_ttl);
     let mut out = Answer::default();
     // SOA and NS are answered for any name in the domain.
     match qtype {
         RecordType::SOA => {
             out.answers.push(names.soa());
-            return out;
+            return Ok(out);
         }
         RecordType::NS => {
             // The servers: the `consul` service's nodes, up to three.
-            let (_, servers) = st.check_service_nodes("consul", &[], false);
+            let req = ReadRequest::HealthServiceNodes { service: "consul".into(), tags: vec![], passing: false };
+            let servers = expect(r.read(req).await?, entries)?;
             for e in healthy(servers, false).iter().take(3) {
                 let Some(ns) = names.node_fqdn(&e.node.node) else { continue };
                 out.answers.push(Record::from_rdata(names.domain.clone(), 0, RData::NS(NS(ns.clone()))));
@@ -400,28 +437,38 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
                     out.additionals.push(addr_record(&ns, ip, 0));
                 }
             }
-            return out;
+            return Ok(out);
         }
         _ => {}
     }
     let labels: Vec<String> = if front.is_empty() { vec![] } else { front.split('.').map(str::to_string).collect() };
     let lookup = match parse(&labels, &cfg.datacenter) {
         Ok(l) => l,
-        Err(code) => return Answer { code, soa: vec![names.soa()], ..Answer::default() },
+        Err(code) => return Ok(Answer { code, soa: vec![names.soa()], ..Answer::default() }),
     };
     match lookup {
         // The domain itself holds only SOA and NS.
-        Lookup::Apex => return names.not_found(),
+        Lookup::Apex => return Ok(names.not_found()),
         Lookup::Addr(ip) => {
             if wants_addr(qtype, ip) {
                 out.answers.push(addr_record(qname, ip, 0));
             }
         }
         Lookup::Node(node) => {
-            let Some(n) = st.node(&node).or_else(|| st.nodes.values().find(|n| n.node.eq_ignore_ascii_case(&node)))
-            else {
-                return names.not_found();
+            let node_of = |a: ReadResponse| match a {
+                ReadResponse::NodeServices(n) => Some(n.map(|(n, _)| n)),
+                _ => None,
             };
+            let mut found = expect(r.read(ReadRequest::CatalogNodeServices { node: node.clone() }).await?, node_of)?;
+            if found.is_none() {
+                // Node names are matched in any case.
+                let nodes = expect(r.read(ReadRequest::CatalogListNodes).await?, |a| match a {
+                    ReadResponse::Nodes(n) => Some(n),
+                    _ => None,
+                })?;
+                found = nodes.into_iter().find(|n| n.node.eq_ignore_ascii_case(&node));
+            }
+            let Some(n) = found else { return Ok(names.not_found()) };
             match parse_ip(&n.address) {
                 Some(ip) if wants_addr(qtype, ip) => out.answers.push(addr_record(qname, ip, node_ttl)),
                 Some(_) => {}
@@ -440,13 +487,26 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
             }
         }
         Lookup::Service { name, tag } => {
-            let Some(name) = service_name(&st, &name) else { return names.not_found() };
             let tags: Vec<String> = tag.into_iter().collect();
-            let (_, entries) = st.check_service_nodes(&name, &tags, false);
-            let mut entries = healthy(entries, dns.only_passing);
+            let health =
+                |service: String| ReadRequest::HealthServiceNodes { service, tags: tags.clone(), passing: false };
+            let mut found = expect(r.read(health(name.clone())).await?, entries)?;
+            let mut name = name;
+            if found.is_empty() {
+                // Service names are matched in any case: find the catalog's spelling.
+                let services = expect(r.read(ReadRequest::CatalogListServices).await?, |a| match a {
+                    ReadResponse::Services(s) => Some(s),
+                    _ => None,
+                })?;
+                if let Some(spelt) = services.into_keys().find(|k| k.eq_ignore_ascii_case(&name) && *k != name) {
+                    found = expect(r.read(health(spelt.clone())).await?, entries)?;
+                    name = spelt;
+                }
+            }
+            let mut entries = healthy(found, dns.only_passing);
             // No healthy instance: the name does not resolve, as Consul answers it.
             if entries.is_empty() {
-                return names.not_found();
+                return Ok(names.not_found());
             }
             for i in (1..entries.len()).rev() {
                 entries.swap(i, rand::random::<u64>() as usize % (i + 1));
@@ -455,26 +515,37 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
             instance_records(&names, qname, qtype, &entries, ttl, dns.enable_additional_node_meta_txt, &mut out);
         }
         Lookup::Query(q) => {
-            let found = crate::http::query::resolve(&st, &q).ok().or_else(|| {
-                let by_name = st.queries.values().find(|x| !x.name.is_empty() && x.name.eq_ignore_ascii_case(&q))?;
-                crate::http::query::resolve(&st, &by_name.name).ok()
-            });
-            let Some(pq) = found else { return names.not_found() };
-            let (_, mut entries) = st.check_service_nodes(&pq.service.service, &[], false);
-            let near = match pq.service.near.as_str() {
-                "_ip" => st.nodes.values().find(|n| parse_ip(&n.address) == Some(src)).map(|n| n.node.clone()),
-                n => Some(n.to_string()),
+            let exec = |id_or_name: String| ReadRequest::PreparedQueryExecute { id_or_name, limit: 0 };
+            let executed = |a: ReadResponse| match a {
+                ReadResponse::Executed(x) => Some(x),
+                _ => None,
             };
-            crate::http::query::rank(agent, &pq, &mut entries, near.as_deref());
-            if entries.is_empty() {
-                return names.not_found();
+            let mut found = match r.read_found(exec(q.clone())).await? {
+                Some(a) => Some(expect(a, executed)?),
+                None => None,
+            };
+            if found.is_none() {
+                // Query names are matched in any case.
+                let all = expect(r.read(ReadRequest::PreparedQueryList).await?, |a| match a {
+                    ReadResponse::Queries(q) => Some(q),
+                    _ => None,
+                })?;
+                if let Some(by_name) = all.iter().find(|x| !x.name.is_empty() && x.name.eq_ignore_ascii_case(&q)) {
+                    if let Some(a) = r.read_found(exec(by_name.name.clone())).await? {
+                        found = Some(expect(a, executed)?);
+                    }
+                }
+            }
+            let Some(ex) = found else { return Ok(names.not_found()) };
+            if ex.nodes.is_empty() {
+                return Ok(names.not_found());
             }
             // The query's own TTL, else the service's.
-            let ttl = cairn_types::duration::parse(&pq.dns.ttl)
+            let ttl = cairn_types::duration::parse(&ex.dns_ttl)
                 .ok()
-                .filter(|_| !pq.dns.ttl.is_empty())
-                .unwrap_or_else(|| dns.service_ttl(&pq.service.service));
-            instance_records(&names, qname, qtype, &entries, secs(ttl), dns.enable_additional_node_meta_txt, &mut out);
+                .filter(|_| !ex.dns_ttl.is_empty())
+                .unwrap_or_else(|| dns.service_ttl(&ex.service));
+            instance_records(&names, qname, qtype, &ex.nodes, secs(ttl), dns.enable_additional_node_meta_txt, &mut out);
         }
     }
     // `a_record_limit`: at most that many address answers, over any transport.
@@ -484,7 +555,7 @@ pub fn resolve(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAddr) -> A
     if out.answers.is_empty() {
         out.soa.push(names.soa());
     }
-    out
+    Ok(out)
 }
 
 /// Trims a UDP answer for a client that gave no room for more (no EDNS, or 512 bytes): at most
@@ -594,11 +665,11 @@ impl RequestHandler for Handler {
             meta.response_code = ResponseCode::FormErr;
             return send(&mut response, request, meta, None, &Answer::default()).await;
         };
-        if !read_point(&agent).await {
+        let mut answer = resolve(&agent, q.name(), q.query_type(), request.src().ip()).await;
+        if answer.code == ResponseCode::ServFail {
             meta.response_code = ResponseCode::ServFail;
             return send(&mut response, request, meta, None, &Answer::default()).await;
         }
-        let mut answer = resolve(&agent, q.name(), q.query_type(), request.src().ip());
         meta.recursion_available = !dns.recursors.is_empty();
         if answer.forward {
             return match recurse(dns, request.as_slice(), !udp).await {

@@ -1,38 +1,20 @@
 //! `/v1/catalog/*`.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 
-use cairn_store::state::topics;
+use cairn_types::rpc::{ReadRequest, ReadResponse, WriteRequest};
 use cairn_types::structs::{
     DeregisterRequest, NodeService, NodeServiceList, NodeServices, RegisterRequest, ServiceNode, HEALTH_CRITICAL,
 };
-use cairn_types::{Command, CommandResult};
 
 use super::{
-    blocking, check_dc, decode_body, json_response, local_only, sort_near, AgentRef, HttpError, HttpResult, Params,
-    QueryOpts,
+    check_dc, decode_body, expect_answer, json_response, read, write, write_result, AgentRef, HttpError, HttpResult,
+    Params, QueryOpts,
 };
 
-/// `?node-meta=k:v` (repeatable): every pair must match.
-fn node_meta_filter(p: &Params) -> Result<Vec<(String, String)>, HttpError> {
-    p.all("node-meta")
-        .iter()
-        .map(|kv| match kv.split_once(':') {
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => Ok((kv.clone(), String::new())),
-        })
-        .collect()
-}
-
-fn meta_matches(meta: &BTreeMap<String, String>, want: &[(String, String)]) -> bool {
-    want.iter().all(|(k, v)| meta.get(k) == Some(v))
-}
-
-fn applied_ok(r: CommandResult) -> HttpResult {
-    super::applied(r)?;
+fn written_ok(w: cairn_types::rpc::WriteResponse) -> HttpResult {
+    write_result(w)?;
     Ok(json_response(None, false, &true))
 }
 
@@ -76,8 +58,7 @@ pub async fn register(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, bo
             return Err(HttpError::bad("Must provide check ID or name"));
         }
     }
-    let applied = agent.server()?.apply(Command::Register(req)).await?;
-    applied_ok(applied.result)
+    written_ok(write(&agent, &p, WriteRequest::CatalogRegister(req)).await?)
 }
 
 /// Checks Consul applies to a service definition regardless of where it came from.
@@ -110,8 +91,7 @@ pub async fn deregister(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, 
     if req.node.is_empty() {
         return Err(HttpError::bad("Must provide node"));
     }
-    let applied = agent.server()?.apply(Command::Deregister(req)).await?;
-    applied_ok(applied.result)
+    written_ok(write(&agent, &p, WriteRequest::CatalogDeregister(req)).await?)
 }
 
 pub async fn datacenters(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -131,11 +111,8 @@ pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Ht
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<cairn_types::structs::Node>()?;
-    let want = node_meta_filter(&p)?;
-    let (meta, rows) = blocking(&agent, &q, vec![topics::NODES], local_only(&p, |st| st.nodes())).await?;
-    let mut rows: Vec<_> = rows.iter().filter(|n| meta_matches(&n.meta, &want)).map(|n| &**n).collect();
-    sort_near(&agent, p.get("near"), &mut rows, |n| &n.node);
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::CatalogListNodes).await?;
+    Ok(json_response(Some(meta), q.pretty, &expect_answer!(res, ReadResponse::Nodes)))
 }
 
 pub async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -143,42 +120,8 @@ pub async fn services(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) ->
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<ServiceNode>()?;
-    let want = node_meta_filter(&p)?;
-    let filtered = q.filter.is_some() || !want.is_empty();
-    let (meta, out) = blocking(
-        &agent,
-        &q,
-        vec![topics::SERVICES],
-        local_only(&p, |st| {
-            if !filtered {
-                return st.services();
-            }
-            // With a filter or node-meta, go through instances (Consul filters ServiceNode rows).
-            let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for ((node, _), svc) in st.services.iter() {
-                let Some(n) = st.node(node) else { continue };
-                if !meta_matches(&n.meta, &want) {
-                    continue;
-                }
-                let row = serde_json::to_value(ServiceNode::new(n, svc)).unwrap_or_default();
-                if let Some(f) = &q.filter {
-                    if !f.matches(&row) {
-                        continue;
-                    }
-                }
-                let tags = out.entry(svc.service.clone()).or_default();
-                for t in &svc.tags {
-                    if !tags.contains(t) {
-                        tags.push(t.clone());
-                    }
-                }
-            }
-            out.values_mut().for_each(|t| t.sort());
-            (st.index("services"), out)
-        }),
-    )
-    .await?;
-    Ok(json_response(Some(meta), q.pretty, &out))
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::CatalogListServices).await?;
+    Ok(json_response(Some(meta), q.pretty, &expect_answer!(res, ReadResponse::Services)))
 }
 
 pub async fn service(State(agent): State<AgentRef>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -187,12 +130,8 @@ pub async fn service(State(agent): State<AgentRef>, Path(name): Path<String>, Ra
     let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<ServiceNode>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
-    let want = node_meta_filter(&p)?;
-    let read = local_only(&p, |st| st.service_nodes(&name, &tags));
-    let (meta, rows) = blocking(&agent, &q, vec![topics::service(&name)], read).await?;
-    let mut rows: Vec<_> = rows.into_iter().filter(|r| meta_matches(&r.node_meta, &want)).collect();
-    sort_near(&agent, p.get("near"), &mut rows, |r| &r.node);
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::CatalogServiceNodes { service: name, tags }).await?;
+    Ok(json_response(Some(meta), q.pretty, &expect_answer!(res, ReadResponse::ServiceNodes)))
 }
 
 pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -200,22 +139,12 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<NodeService>()?;
-    let read = local_only(&p, |st| st.node_services(&node));
-    let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], read).await?;
-    let out = found.map(|(n, svcs)| NodeServices {
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::CatalogNodeServices { node }).await?;
+    // The filter (applied by the server) keeps some of the node's services.
+    let out = expect_answer!(res, ReadResponse::NodeServices).map(|(n, svcs)| NodeServices {
         node: (*n).clone(),
         services: svcs.iter().map(|s| (s.id.clone(), (**s).clone())).collect(),
     });
-    if let (Some(f), Some(o)) = (&q.filter, &out) {
-        // The filter applies to the services of the node.
-        let kept: BTreeMap<String, NodeService> = o
-            .services
-            .iter()
-            .filter(|(_, s)| f.matches(&serde_json::to_value(s).unwrap_or_default()))
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect();
-        return Ok(json_response(Some(meta), q.pretty, &NodeServices { node: o.node.clone(), services: kept }));
-    }
     Ok(json_response(Some(meta), q.pretty, &out))
 }
 
@@ -228,15 +157,10 @@ pub async fn node_services(
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<NodeService>()?;
-    let read = local_only(&p, |st| st.node_services(&node));
-    let (meta, found) = blocking(&agent, &q, vec![topics::node(&node)], read).await?;
-    let Some((n, svcs)) = found else {
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::CatalogNodeServices { node: node.clone() }).await?;
+    let Some((n, svcs)) = expect_answer!(res, ReadResponse::NodeServices) else {
         return Err(HttpError::not_found(format!("Node {node:?} not found")));
     };
-    let svcs: Vec<NodeService> = svcs.iter().map(|s| (**s).clone()).collect();
-    let kept: Vec<NodeService> = match &q.filter {
-        Some(f) => svcs.into_iter().filter(|s| f.matches(&serde_json::to_value(s).unwrap_or_default())).collect(),
-        None => svcs,
-    };
-    Ok(json_response(Some(meta), q.pretty, &NodeServiceList { node: (*n).clone(), services: kept }))
+    let services: Vec<NodeService> = svcs.iter().map(|s| (**s).clone()).collect();
+    Ok(json_response(Some(meta), q.pretty, &NodeServiceList { node: (*n).clone(), services }))
 }

@@ -4,15 +4,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{json, Value};
 
-use cairn_store::state::topics;
 use cairn_types::coordinate::CoordinateEntry;
-use cairn_types::Command;
+use cairn_types::rpc::{ReadRequest, ReadResponse, WriteRequest};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use super::{
-    blocking, check_dc, decode_body, json_response, set_meta, AgentRef, HttpError, HttpResult, Params, QueryOpts,
+    check_dc, decode_body, expect_answer, json_response, read, set_meta, write, write_result, AgentRef, HttpError,
+    HttpResult, Params, QueryOpts,
 };
 
 /// `GET /v1/coordinate/datacenters`: the servers' WAN coordinates by datacenter. With no WAN pool
@@ -61,12 +61,9 @@ pub async fn nodes(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> Ht
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
     q.check_filter::<cairn_types::coordinate::CoordinateEntry>()?;
-    let segment = p.get("segment");
-    let (meta, mut rows) = blocking(&agent, &q, vec![topics::COORDINATES], |st| st.coordinates()).await?;
-    if let Some(s) = segment {
-        rows.retain(|e| e.segment == s);
-    }
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    let segment = p.get("segment").map(str::to_string);
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::CoordinateListNodes { segment }).await?;
+    Ok(json_response(Some(meta), q.pretty, &expect_answer!(res, ReadResponse::Coordinates)))
 }
 
 /// `GET /v1/coordinate/node/:node`: one node's coordinates (one per segment); 404 when it has none.
@@ -74,11 +71,9 @@ pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQu
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     let q = QueryOpts::parse(&p)?;
-    let segment = p.get("segment");
-    let (meta, mut rows) = blocking(&agent, &q, vec![topics::COORDINATES], |st| st.node_coordinates(&node)).await?;
-    if let Some(s) = segment {
-        rows.retain(|e| e.segment == s);
-    }
+    let segment = p.get("segment").map(str::to_string);
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::CoordinateNode { node, segment }).await?;
+    let rows = expect_answer!(res, ReadResponse::Coordinates);
     if rows.is_empty() {
         let mut r = StatusCode::NOT_FOUND.into_response();
         set_meta(r.headers_mut(), meta);
@@ -96,6 +91,6 @@ pub async fn update(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
     check_dc(&agent, &p)?;
     let e: CoordinateEntry = decode_body(&body)?;
     e.coord.validate().map_err(HttpError::internal)?;
-    agent.server()?.apply(Command::CoordinateBatchUpdate(vec![e])).await?;
+    write_result(write(&agent, &p, WriteRequest::CoordinateUpdate(vec![e])).await?)?;
     Ok(StatusCode::OK.into_response())
 }

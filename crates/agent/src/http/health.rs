@@ -2,37 +2,28 @@
 
 use axum::extract::{Path, RawQuery, State};
 
-use cairn_store::state::topics;
+use cairn_types::rpc::{ReadRequest, ReadResponse};
 use cairn_types::structs::HealthCheck;
 
-use super::{
-    blocking, check_dc, json_response, local_only, sort_near, AgentRef, HttpError, HttpResult, Params, QueryOpts,
-};
+use super::{check_dc, expect_answer, json_response, read, AgentRef, HttpError, HttpResult, Params, QueryOpts};
 
-fn rows(v: &[std::sync::Arc<HealthCheck>]) -> Vec<&HealthCheck> {
-    v.iter().map(|c| &**c).collect()
+async fn checks_of(agent: &AgentRef, p: &Params, req: ReadRequest) -> HttpResult {
+    let q = QueryOpts::parse_discovery(p, agent)?;
+    q.check_filter::<HealthCheck>()?;
+    let (meta, res) = read(agent, &q, p, req).await?;
+    Ok(json_response(Some(meta), q.pretty, &expect_answer!(res, ReadResponse::Checks)))
 }
 
 pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse_discovery(&p, &agent)?;
-    q.check_filter::<HealthCheck>()?;
-    let (meta, checks) =
-        blocking(&agent, &q, vec![topics::node(&node)], local_only(&p, |st| st.node_checks(&node))).await?;
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows(&checks))?))
+    checks_of(&agent, &p, ReadRequest::HealthNodeChecks { node }).await
 }
 
 pub async fn checks(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse_discovery(&p, &agent)?;
-    q.check_filter::<HealthCheck>()?;
-    let (meta, checks) =
-        blocking(&agent, &q, vec![topics::service(&svc)], local_only(&p, |st| st.service_checks(&svc))).await?;
-    let mut rows = rows(&checks);
-    sort_near(&agent, p.get("near"), &mut rows, |c| &c.node);
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    checks_of(&agent, &p, ReadRequest::HealthServiceChecks { service: svc }).await
 }
 
 pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -41,11 +32,9 @@ pub async fn service(State(agent): State<AgentRef>, Path(svc): Path<String>, Raw
     let q = QueryOpts::parse_discovery(&p, &agent)?;
     q.check_filter::<cairn_types::structs::ServiceEntry>()?;
     let tags: Vec<String> = p.all("tag").to_vec();
-    let passing = p.flag("passing");
-    let read = local_only(&p, |st| st.check_service_nodes(&svc, &tags, passing));
-    let (meta, mut entries) = blocking(&agent, &q, vec![topics::service(&svc)], read).await?;
-    sort_near(&agent, p.get("near"), &mut entries, |e| &e.node.node);
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(entries)?))
+    let req = ReadRequest::HealthServiceNodes { service: svc, tags, passing: p.flag("passing") };
+    let (meta, res) = read(&agent, &q, &p, req).await?;
+    Ok(json_response(Some(meta), q.pretty, &expect_answer!(res, ReadResponse::ServiceEntries)))
 }
 
 pub async fn state(State(agent): State<AgentRef>, Path(state): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
@@ -54,10 +43,5 @@ pub async fn state(State(agent): State<AgentRef>, Path(state): Path<String>, Raw
     if !matches!(state.as_str(), "any" | "passing" | "warning" | "critical") {
         return Err(HttpError::bad(format!("Invalid state {state:?}: must be one of any, passing, warning, critical")));
     }
-    let q = QueryOpts::parse_discovery(&p, &agent)?;
-    q.check_filter::<HealthCheck>()?;
-    let (meta, checks) = blocking(&agent, &q, vec![topics::CHECKS], |st| st.checks_in_state(&state)).await?;
-    let mut rows = rows(&checks);
-    sort_near(&agent, p.get("near"), &mut rows, |c| &c.node);
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    checks_of(&agent, &p, ReadRequest::HealthChecksInState { state }).await
 }

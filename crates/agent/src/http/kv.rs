@@ -6,12 +6,15 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use cairn_store::state::topics;
-use cairn_types::command::{KvOp, KvRequest};
+use cairn_types::command::KvOp;
+use cairn_types::rpc::{ReadRequest, ReadResponse, WriteRequest};
 use cairn_types::structs::DirEntry;
-use cairn_types::{Command, CommandResult};
+use cairn_types::CommandResult;
 
-use super::{blocking, check_dc, json_response, set_meta, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use super::{
+    check_dc, expect_answer, json_response, read, set_meta, write, write_result, AgentRef, HttpError, HttpResult,
+    Params, QueryOpts,
+};
 
 pub async fn get_root(agent: State<AgentRef>, q: RawQuery) -> HttpResult {
     get(agent, Path(String::new()), q).await
@@ -32,7 +35,9 @@ pub async fn get(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuer
     q.check_filter::<DirEntry>()?;
     if p.has("keys") {
         let sep = p.get("separator").unwrap_or("").to_string();
-        let (meta, keys) = blocking(&agent, &q, vec![topics::kv_prefix(&key)], |st| st.kv_keys(&key, &sep)).await?;
+        let (meta, res) =
+            read(&agent, &q, &p, ReadRequest::KvsListKeys { prefix: key.clone(), separator: sep }).await?;
+        let keys = expect_answer!(res, ReadResponse::Keys);
         // Not found only for a non-root prefix; the root lists as [].
         if keys.is_empty() && !key.is_empty() {
             return Ok(not_found(meta));
@@ -40,18 +45,18 @@ pub async fn get(State(agent): State<AgentRef>, Path(key): Path<String>, RawQuer
         return Ok(json_response(Some(meta), q.pretty, &keys));
     }
     if p.has("recurse") {
-        let (meta, rows) = blocking(&agent, &q, vec![topics::kv_prefix(&key)], |st| st.kv_list(&key)).await?;
+        let (meta, res) = read(&agent, &q, &p, ReadRequest::KvsList { prefix: key.clone() }).await?;
+        let rows = expect_answer!(res, ReadResponse::Entries);
         if rows.is_empty() {
             return Ok(not_found(meta));
         }
-        let rows: Vec<&DirEntry> = rows.iter().map(|r| &**r).collect();
-        let rows = q.filter_rows(rows)?;
         return Ok(json_response(Some(meta), q.pretty, &rows));
     }
     if key.is_empty() {
         return Err(HttpError::bad("Missing key name"));
     }
-    let (meta, ent) = blocking(&agent, &q, vec![topics::kv(&key)], |st| st.kv_get(&key)).await?;
+    let (meta, res) = read(&agent, &q, &p, ReadRequest::KvsGet { key }).await?;
+    let ent = expect_answer!(res, ReadResponse::Entry);
     let Some(ent) = ent else { return Ok(not_found(meta)) };
     if p.has("raw") {
         // Never let a browser sniff a stored value as HTML (CVE-2020-25864).
@@ -91,12 +96,8 @@ pub async fn put(
     // At most one of these: a CAS ignored in favour of an acquire would overwrite a newer value.
     p.conflicting(&["cas", "acquire", "release"])?;
     let flags = p.u64("flags").map_err(|_| HttpError::bad("Invalid flags"))?.unwrap_or(0);
+    // (An acquire inside a lock-delay is the leader's to refuse: see cluster::endpoints::write.)
     let (op, cas, session) = if let Some(sess) = p.get("acquire") {
-        // Lock-delay is a wall-clock decision, taken here on the leader before proposing: an acquire
-        // within the delay after the previous holder's session was invalidated just fails.
-        if agent.server()?.lock_delayed(&key) {
-            return Ok(json_response(None, false, &false));
-        }
         (KvOp::Lock, 0, sess.to_string())
     } else if let Some(sess) = p.get("release") {
         (KvOp::Unlock, 0, sess.to_string())
@@ -114,15 +115,13 @@ pub async fn put(
         create_index: 0,
         modify_index: cas,
     };
-    let applied = agent.server()?.apply(Command::Kv(KvRequest { op, entry })).await?;
-    kv_answer(applied.result)
+    kv_answer(write_result(write(&agent, &p, WriteRequest::KvsApply { op, entry }).await?)?)
 }
 
 fn kv_answer(r: CommandResult) -> HttpResult {
     match r {
         CommandResult::Bool(b) => Ok(json_response(None, false, &b)),
-        CommandResult::Error(e) => Err(e.into()),
-        other => Err(HttpError::internal(format!("unexpected result {other}"))),
+        other => Err(super::unexpected(&other)),
     }
 }
 
@@ -151,6 +150,5 @@ pub async fn delete(State(agent): State<AgentRef>, Path(key): Path<String>, RawQ
         create_index: 0,
         modify_index: cas,
     };
-    let applied = agent.server()?.apply(Command::Kv(KvRequest { op, entry })).await?;
-    kv_answer(applied.result)
+    kv_answer(write_result(write(&agent, &p, WriteRequest::KvsApply { op, entry }).await?)?)
 }

@@ -1,5 +1,5 @@
 //! The Consul-compatible `/v1` HTTP API: one route table ([`router`]) and one file per endpoint group.
-//! Shared here: query-string parsing, the blocking-query loop, response headers, and the one
+//! Shared here: query-string parsing, the call through the agent's RPC seam, response headers, and the one
 //! exhaustive mapping from errors to status codes.
 
 mod agent;
@@ -28,16 +28,17 @@ use axum::routing::{get, put};
 use axum::Router;
 use serde::Serialize;
 
-use cairn_store::{State, Topic, WatchSet};
 use cairn_types::filter::Filter;
+use cairn_types::rpc::{
+    QueryMeta, QueryOptions, QuerySource, ReadRequest, ReadResponse, WriteOptions, WriteRequest, WriteResponse,
+    WriteResult,
+};
 
 use crate::Agent;
 
 pub type AgentRef = Arc<Agent>;
 
-/// Consul's limits on blocking queries.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
-pub const MAX_WAIT: Duration = Duration::from_secs(600);
+pub use cairn_cluster::endpoints::read::{DEFAULT_WAIT, MAX_WAIT};
 /// Bodies other than KV values and transactions are capped here.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -315,14 +316,10 @@ pub fn go_uint(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    Default,
-    Stale,
-    Consistent,
-}
+pub use cairn_types::rpc::Consistency;
 
-/// Options common to reads.
+/// Options common to reads, parsed from the query string (and checked here, so a bad one is a
+/// 400 before anything blocks); [`QueryOpts::options`] is what travels to the server.
 pub struct QueryOpts {
     pub index: u64,
     pub wait: Duration,
@@ -331,6 +328,7 @@ pub struct QueryOpts {
     /// is re-read at the leader's read point (Consul retries it on the leader).
     pub max_stale: Option<Duration>,
     pub filter: Option<Filter>,
+    filter_src: Option<String>,
     pub pretty: bool,
 }
 
@@ -377,21 +375,23 @@ impl QueryOpts {
         } else {
             Consistency::Default
         };
-        let filter = match p.get("filter") {
-            None | Some("") => None,
+        let filter_src = p.get("filter").filter(|f| !f.is_empty()).map(str::to_string);
+        let filter = match &filter_src {
+            None => None,
             Some(f) => Some(
                 Filter::parse(f)
                     .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))?,
             ),
         };
-        Ok(QueryOpts { index, wait: wait.min(MAX_WAIT), consistency, max_stale, filter, pretty: p.has("pretty") })
-    }
-
-    /// The wait with Consul's jitter: up to wait/16 more, so that many waiters do not return together.
-    fn jittered_wait(&self) -> Duration {
-        let w = if self.wait.is_zero() { DEFAULT_WAIT } else { self.wait };
-        let j = w.as_millis() as u64 / 16;
-        w + Duration::from_millis(if j == 0 { 0 } else { rand::random::<u64>() % j })
+        Ok(QueryOpts {
+            index,
+            wait: wait.min(MAX_WAIT),
+            consistency,
+            max_stale,
+            filter,
+            filter_src,
+            pretty: p.has("pretty"),
+        })
     }
 
     /// Refuses a `?filter=` whose selectors name no field of `T`, the endpoint's row type (400, as
@@ -407,13 +407,29 @@ impl QueryOpts {
             .map_err(|e| HttpError::bad(format!("Failed to create boolean expression evaluator: {e}")))
     }
 
-    /// Applies `?filter=` to rows serialised as JSON; the caller states which top-level fields exist.
-    pub fn filter_rows<T: Serialize>(&self, rows: Vec<T>) -> Result<Vec<serde_json::Value>, HttpError> {
-        let vals: Vec<serde_json::Value> =
-            rows.into_iter().map(|r| serde_json::to_value(r).unwrap_or(serde_json::Value::Null)).collect();
-        match &self.filter {
-            None => Ok(vals),
-            Some(f) => Ok(vals.into_iter().filter(|v| f.matches(v)).collect()),
+    /// What the server needs of this request: these options, plus `?near=`, `?node-meta=`,
+    /// `?peer=` and who is asking.
+    pub fn options(&self, agent: &Agent, p: &Params) -> QueryOptions {
+        let node_meta = p
+            .all("node-meta")
+            .iter()
+            .map(|kv| match kv.split_once(':') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect();
+        QueryOptions {
+            datacenter: p.get("dc").unwrap_or("").to_string(),
+            token: String::new(),
+            min_query_index: self.index,
+            max_query_time: self.wait,
+            consistency: self.consistency,
+            max_stale: self.max_stale,
+            filter: self.filter_src.clone(),
+            near: p.get("near").filter(|n| !n.is_empty()).map(str::to_string),
+            node_meta,
+            peer: p.get("peer").filter(|n| !n.is_empty()).map(str::to_string),
+            source: QuerySource { node: agent.config().node_name.clone(), ip: None },
         }
     }
 }
@@ -426,78 +442,71 @@ pub struct Meta {
     pub last_contact_ms: u64,
 }
 
-/// Runs a read as a blocking query: re-runs `f` each time one of `topics` fires, until the index
-/// passes `q.index` or the (jittered, clamped) wait ends. `f` returns (index, result).
-pub async fn blocking<T>(
-    agent: &Agent,
-    q: &QueryOpts,
-    topics: Vec<Topic>,
-    f: impl Fn(&State) -> (u64, T),
-) -> Result<(Meta, T), HttpError> {
-    check_dc_consistency(agent, q).await?;
-    let store = agent.server()?.store();
-    if q.index == 0 {
-        // Not blocking: read the current snapshot without registering any watch.
-        let (idx, res) = f(&store.snapshot());
-        return Ok((agent.meta(idx.max(1)), res));
-    }
-    let deadline = tokio::time::Instant::now() + q.jittered_wait();
-    let ws = WatchSet::new();
-    // A snapshot restore abandons every blocking query, as Consul's does: the restored state's
-    // indexes may be below the one the client waits past, so it must hear now.
-    let restored = |st: &State| st.indexes.get(cairn_store::RESTORE_INDEX).copied();
-    let restored_at_start = restored(&store.snapshot());
-    loop {
-        let st = store.watch(&ws, topics.iter().cloned());
-        let (idx, res) = f(&st);
-        // X-Consul-Index is never 0: a client that sent 0 would not block on its next call.
-        let idx = idx.max(1);
-        let done = idx > q.index || tokio::time::Instant::now() >= deadline || restored(&st) != restored_at_start;
-        if done {
-            return Ok((agent.meta(idx), res));
-        }
-        tokio::select! {
-            _ = ws.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = agent.shutting_down() => {}
-        }
+impl From<QueryMeta> for Meta {
+    fn from(m: QueryMeta) -> Self {
+        Meta { index: m.index, known_leader: m.known_leader, last_contact_ms: m.last_contact_ms }
     }
 }
 
-async fn check_dc_consistency(agent: &Agent, q: &QueryOpts) -> Result<(), HttpError> {
-    match q.consistency {
-        Consistency::Stale => {
-            let server = agent.server()?;
-            match q.max_stale {
-                Some(max) if !max.is_zero() && Duration::from_millis(server.last_contact_ms()) > max => {
-                    Ok(server.default_barrier().await?)
-                }
-                _ => Ok(()),
-            }
-        }
-        Consistency::Consistent => Ok(agent.server()?.consistent_barrier().await?),
-        // Default mode: the leader answers under its lease, without a quorum round trip; a
-        // follower first catches up to the leader's read point.
-        Consistency::Default => Ok(agent.server()?.default_barrier().await?),
+/// Runs a read on a server (a blocking query when `q.index` > 0) and returns its answer.
+pub async fn read(
+    agent: &Agent,
+    q: &QueryOpts,
+    p: &Params,
+    req: ReadRequest,
+) -> Result<(Meta, ReadResponse), HttpError> {
+    read_with(agent, req, q.options(agent, p)).await
+}
+
+/// [`read`] with options already built.
+pub async fn read_with(agent: &Agent, req: ReadRequest, opts: QueryOptions) -> Result<(Meta, ReadResponse), HttpError> {
+    let rpc = agent.rpc()?;
+    // An agent shutting down answers a blocking query at once, with what there is now, so the
+    // API can drain.
+    let now = QueryOptions { min_query_index: 0, ..opts.clone() };
+    let r = tokio::select! {
+        r = rpc.read(req.clone(), opts) => r,
+        _ = agent.shutting_down() => rpc.read(req, now).await,
+    };
+    let (meta, res) = r?;
+    Ok((meta.into(), res))
+}
+
+/// A write through the servers.
+pub async fn write(agent: &Agent, p: &Params, req: WriteRequest) -> Result<WriteResponse, HttpError> {
+    let opts = WriteOptions { datacenter: p.get("dc").unwrap_or("").to_string(), token: String::new() };
+    Ok(agent.rpc()?.write(req, opts).await?)
+}
+
+/// The state machine's answer to a write, or the error it carried; anything else is a server
+/// answering out of turn.
+pub fn write_result(w: WriteResponse) -> Result<cairn_types::CommandResult, HttpError> {
+    match w.result {
+        WriteResult::Result(cairn_types::CommandResult::Error(e)) => Err(e.into()),
+        WriteResult::Result(r) => Ok(r),
+        other => Err(unexpected(&other)),
     }
 }
+
+/// A server answered with a shape the request does not have (a bug, not bad input).
+pub fn unexpected(what: &impl std::fmt::Debug) -> HttpError {
+    HttpError::internal(format!("unexpected answer from the server: {what:?}"))
+}
+
+/// Takes the expected variant out of a [`ReadResponse`], or answers 500.
+macro_rules! expect_answer {
+    ($res:expr, $variant:path) => {
+        match $res {
+            $variant(x) => x,
+            other => return Err($crate::http::unexpected(&other)),
+        }
+    };
+}
+pub(crate) use expect_answer;
 
 /// Rejects `?dc=` naming another datacenter (no WAN federation yet) with Consul's message.
 pub fn check_dc(agent: &Agent, p: &Params) -> Result<(), HttpError> {
     check_dc_name(agent, p.get("dc").unwrap_or(""))
-}
-
-/// `?peer=NAME`: the query is about a cluster peer's imported services. Cairn has no peerings, so
-/// the answer is empty (as Consul's for a peer it does not know), and never this cluster's data.
-pub fn for_peer(p: &Params) -> bool {
-    p.get("peer").is_some_and(|x| !x.is_empty())
-}
-
-/// A blocking query's read for this cluster's data, or, for a `?peer=` query, nothing at index 1
-/// (which still blocks for the whole wait, as Consul's does).
-pub fn local_only<T: Default>(p: &Params, read: impl Fn(&State) -> (u64, T)) -> impl Fn(&State) -> (u64, T) {
-    let peer = for_peer(p);
-    move |st| if peer { (1, T::default()) } else { read(st) }
 }
 
 /// The same for a datacenter named in a request body (`"Datacenter": "dc2"`), which Consul routes
@@ -516,28 +525,6 @@ pub fn check_body_dc(agent: &Agent, v: &serde_json::Value) -> Result<(), HttpErr
         Some(serde_json::Value::String(dc)) => check_dc_name(agent, dc),
         Some(_) => Err(HttpError::bad("Request decode failed: Datacenter must be a string")),
     }
-}
-
-/// Sorts `rows` by estimated round-trip time from the node `near` (`_agent`: this agent's node),
-/// as Consul's `?near=` does: nearest first, rows whose node has no coordinate last, ties in their
-/// previous order. Without a coordinate for `near` itself the order is left alone.
-pub fn sort_near<T>(agent: &Agent, near: Option<&str>, rows: &mut [T], node_of: impl Fn(&T) -> &str) {
-    let Some(near) = near.filter(|n| !n.is_empty()) else { return };
-    let near = if near == "_agent" { agent.config().node_name.clone() } else { near.to_string() };
-    let Ok(server) = agent.server() else { return };
-    let st = server.store().snapshot();
-    let Some(origin) = st.coordinate(&near).cloned() else { return };
-    rows.sort_by_cached_key(|r| {
-        let d = st.coordinate(node_of(r)).and_then(|c| origin.distance_to(c)).unwrap_or(f64::INFINITY);
-        // An order-preserving map of the float to an integer (a negative height can make a
-        // distance negative).
-        let b = d.to_bits();
-        if d.is_sign_negative() {
-            !b
-        } else {
-            b | (1 << 63)
-        }
-    });
 }
 
 /// A JSON response with Consul's headers.

@@ -7,13 +7,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{json, Value};
 
-use cairn_store::state::topics;
+use cairn_types::rpc::{ReadRequest, ReadResponse, WriteRequest, WriteResult};
 use cairn_types::structs::{
     ServiceCheckRef, Session, SERF_CHECK_ID, SESSION_BEHAVIOR_DELETE, SESSION_BEHAVIOR_RELEASE,
 };
-use cairn_types::{Command, CommandResult};
+use cairn_types::CommandResult;
 
-use super::{blocking, check_dc, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
+use super::{
+    check_dc, expect_answer, json_response, read, write, write_result, AgentRef, HttpError, HttpResult, Params,
+    QueryOpts,
+};
 
 /// Consul's fixed maximum session TTL (the minimum is `session_ttl_min`, default 10s).
 const SESSION_TTL_MAX: Duration = Duration::from_secs(86_400);
@@ -107,9 +110,10 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
             .map_err(|e| HttpError::bad(format!("Invalid ServiceChecks: {e}")))?,
     };
     let mut sess = Session {
-        id: uuid::Uuid::new_v4().to_string(),
+        // The leader picks the ID.
+        id: String::new(),
         name: s("Name"),
-        node: node.clone(),
+        node,
         lock_delay_ns: delay.as_nanos() as u64,
         behavior,
         ttl: if ttl.is_zero() { String::new() } else { cairn_types::duration::format(ttl) },
@@ -119,39 +123,34 @@ pub async fn create(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, body
         modify_index: 0,
     };
     // Consul: with neither NodeChecks nor the deprecated Checks given, a session is bound to the
-    // node's serfHealth. Deprecated Checks entries are node or service checks, by what they name.
-    match (node_checks, legacy) {
-        (None, None) => sess.node_checks = vec![SERF_CHECK_ID.to_string()],
+    // node's serfHealth. Deprecated Checks entries are sorted into node and service checks by the
+    // leader, which knows the node's checks.
+    let legacy_checks = match (node_checks, legacy) {
+        (None, None) => {
+            sess.node_checks = vec![SERF_CHECK_ID.to_string()];
+            Vec::new()
+        }
         (nc, legacy) => {
             sess.node_checks = nc.unwrap_or_default();
-            let st = agent.server()?.store().snapshot();
-            for id in legacy.unwrap_or_default() {
-                match st.checks.get(&(node.clone(), id.clone())) {
-                    Some(c) if !c.service_id.is_empty() => {
-                        sess.service_checks.push(ServiceCheckRef { id, namespace: String::new() })
-                    }
-                    _ => sess.node_checks.push(id),
-                }
-            }
+            legacy.unwrap_or_default()
         }
+    };
+    let w = write(&agent, &p, WriteRequest::SessionCreate { session: sess, legacy_checks }).await?;
+    match w.result {
+        WriteResult::Id(id) => Ok(json_response(None, p.has("pretty"), &json!({ "ID": id }))),
+        WriteResult::Result(CommandResult::Error(e)) => {
+            let mut err = HttpError::from(e);
+            err.msg = format!("Failed to create session: {}", err.msg);
+            Err(err)
+        }
+        other => Err(super::unexpected(&other)),
     }
-    let id = sess.id.clone();
-    let applied = agent.server()?.apply(Command::SessionCreate(sess)).await?;
-    if let CommandResult::Error(e) = applied.result {
-        let mut err = HttpError::from(e);
-        err.msg = format!("Failed to create session: {}", err.msg);
-        return Err(err);
-    }
-    if !ttl.is_zero() {
-        cairn_cluster::leader::reset_session_timer(agent.server()?, &id, ttl);
-    }
-    Ok(json_response(None, p.has("pretty"), &json!({ "ID": id })))
 }
 
 pub async fn destroy(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    agent.server()?.apply(Command::SessionDestroy(id)).await?;
+    write_result(write(&agent, &p, WriteRequest::SessionDestroy { id }).await?)?;
     Ok(json_response(None, false, &true))
 }
 
@@ -159,45 +158,33 @@ pub async fn renew(State(agent): State<AgentRef>, Path(id): Path<String>, RawQue
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
     // Renewals are answered by the leader, which keeps the TTL timers (Consul forwards them).
-    agent.server()?.default_barrier().await?;
-    let (idx, sess) = agent.server()?.store().snapshot().session_get(&id);
-    let Some(sess) = sess else {
-        return Err(HttpError::not_found(format!("Session id '{id}' not found")));
-    };
-    if let Ok(ttl) = cairn_types::duration::parse(&sess.ttl) {
-        if !ttl.is_zero() {
-            agent.server()?.renew_session(&id, ttl).await?;
-        }
-    }
-    Ok(json_response(Some(agent.meta(idx.max(1))), p.has("pretty"), &[&*sess]))
+    let w = write(&agent, &p, WriteRequest::SessionRenew { id }).await?;
+    let WriteResult::Session(sess) = w.result else { return Err(super::unexpected(&w.result)) };
+    let meta = super::Meta { index: w.index.max(1), known_leader: true, last_contact_ms: 0 };
+    Ok(json_response(Some(meta), p.has("pretty"), &[&*sess]))
+}
+
+async fn sessions(agent: &AgentRef, p: &Params, req: ReadRequest) -> HttpResult {
+    let q = QueryOpts::parse(p)?;
+    q.check_filter::<Session>()?;
+    let (meta, res) = read(agent, &q, p, req).await?;
+    Ok(json_response(Some(meta), q.pretty, &expect_answer!(res, ReadResponse::Sessions)))
 }
 
 pub async fn info(State(agent): State<AgentRef>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
-    q.check_filter::<Session>()?;
-    let (meta, sess) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.session_get(&id)).await?;
-    let rows: Vec<&Session> = sess.iter().map(|s| &**s).collect();
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    sessions(&agent, &p, ReadRequest::SessionGet { id }).await
 }
 
 pub async fn node(State(agent): State<AgentRef>, Path(node): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
-    q.check_filter::<Session>()?;
-    let (meta, rows) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.node_sessions(&node)).await?;
-    let rows: Vec<&Session> = rows.iter().map(|s| &**s).collect();
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    sessions(&agent, &p, ReadRequest::SessionNodeSessions { node }).await
 }
 
 pub async fn list(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let q = QueryOpts::parse(&p)?;
-    q.check_filter::<Session>()?;
-    let (meta, rows) = blocking(&agent, &q, vec![topics::SESSIONS], |st| st.session_list()).await?;
-    let rows: Vec<&Session> = rows.iter().map(|s| &**s).collect();
-    Ok(json_response(Some(meta), q.pretty, &q.filter_rows(rows)?))
+    sessions(&agent, &p, ReadRequest::SessionList).await
 }

@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::Value;
 
+use cairn_types::rpc::{ReadRequest, ReadResponse, WriteRequest, WriteResult};
 use cairn_types::txn::{TxnError, TxnOp, TxnResponse, TxnResult};
-use cairn_types::{Command, CommandResult};
+use cairn_types::CommandResult;
 
 use super::{check_dc, json_response, AgentRef, HttpError, HttpResult, Params, QueryOpts};
 
@@ -107,28 +108,14 @@ pub async fn txn(
         return rollback(pre, p.has("pretty"));
     }
     if ops.iter().all(TxnOp::is_read) {
-        let q = QueryOpts::parse(&p)?;
-        let (meta, res) = super::blocking(&agent, &QueryOpts { index: 0, ..q }, Vec::new(), |st| {
-            (st.last_index, cairn_store::txn::read_txn(st, &ops))
-        })
-        .await?;
-        return answer(res, Some(meta), p.has("pretty"));
+        let q = QueryOpts { index: 0, ..QueryOpts::parse(&p)? };
+        let (meta, res) = super::read(&agent, &q, &p, ReadRequest::TxnRead(ops)).await?;
+        return answer(super::expect_answer!(res, ReadResponse::Txn), Some(meta), p.has("pretty"));
     }
-    // Lock-delay is the leader's wall-clock decision, taken before proposing.
-    let server = agent.server()?;
-    let delayed: Vec<TxnError> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, op)| {
-            op.kv.as_ref().filter(|k| k.verb == "lock" && server.lock_delayed(&k.key)).map(|k| (i, k))
-        })
-        .map(|(i, k)| TxnError { op_index: i, what: format!("failed to lock key {:?} due to lock delay", k.key) })
-        .collect();
-    if !delayed.is_empty() {
-        return rollback(delayed, p.has("pretty"));
-    }
-    let applied = agent.server()?.apply(Command::Txn(ops)).await?;
-    answer(applied.result, Some(agent.meta(applied.index)), p.has("pretty"))
+    // (Lock-delay is the leader's wall-clock decision: see cluster::endpoints::write.)
+    let w = super::write(&agent, &p, WriteRequest::TxnApply(ops)).await?;
+    let WriteResult::Result(r) = w.result else { return Err(super::unexpected(&w.result)) };
+    answer(r, Some(super::Meta { index: w.index, known_leader: true, last_contact_ms: 0 }), p.has("pretty"))
 }
 
 /// The largest `/v1/txn` body: Consul takes the larger of `limits.txn_max_req_len` and

@@ -14,6 +14,45 @@
 pub mod client;
 pub mod proto;
 
+pub use local::{LocalRpc, Rpc, RpcFuture};
+
+mod local {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use cairn_types::rpc::{
+        QueryMeta, QueryOptions, ReadRequest, ReadResponse, WriteOptions, WriteRequest, WriteResponse,
+    };
+
+    use crate::error::Error;
+    use crate::server::Server;
+
+    pub type RpcFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+    /// How an agent reaches the servers: the one seam between what a user touches and what a
+    /// server decides. In process on a server ([`LocalRpc`]); over the server port on a client
+    /// agent (the next implementation).
+    pub trait Rpc: Send + Sync {
+        /// A read, run as a blocking query on the server under the consistency `q` asks.
+        fn read<'a>(&'a self, req: ReadRequest, q: QueryOptions) -> RpcFuture<'a, (QueryMeta, ReadResponse)>;
+        /// A write, proposed by the leader.
+        fn write<'a>(&'a self, req: WriteRequest, w: WriteOptions) -> RpcFuture<'a, WriteResponse>;
+    }
+
+    /// A server agent's own server.
+    pub struct LocalRpc(pub Arc<Server>);
+
+    impl Rpc for LocalRpc {
+        fn read<'a>(&'a self, req: ReadRequest, q: QueryOptions) -> RpcFuture<'a, (QueryMeta, ReadResponse)> {
+            Box::pin(async move { crate::endpoints::read(&self.0, &req, &q).await })
+        }
+        fn write<'a>(&'a self, req: WriteRequest, w: WriteOptions) -> RpcFuture<'a, WriteResponse> {
+            Box::pin(async move { crate::endpoints::write(&self.0, req, &w).await })
+        }
+    }
+}
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -3,6 +3,7 @@
 //!
 //! Variants are append-only (a mixed-version cluster must keep reading them).
 
+use cairn_types::rpc::{QueryMeta, QueryOptions, ReadRequest, ReadResponse, WriteRequest, WriteResponse};
 use cairn_types::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,10 @@ pub enum Request {
     TransferLeader { id: Option<u64> },
     /// The leader's view of the Raft configuration (operator).
     RaftConfiguration,
+    /// A typed write, for the leader only (a server forwards what it does not lead).
+    Write(Box<WriteRequest>),
+    /// A typed read, answered by the server asked (after the barrier its consistency needs).
+    Read(Box<(ReadRequest, QueryOptions)>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,4 +55,6 @@ pub enum Response {
         servers: Vec<crate::RaftServer>,
         index: u64,
     },
+    Written(WriteResponse),
+    Read(QueryMeta, Box<ReadResponse>),
 }

@@ -1,0 +1,216 @@
+//! The requests an agent sends a server and what the server answers: one per Consul RPC the HTTP
+//! API and DNS use (`KVS.Get`, `Catalog.ServiceNodes`, `Health.ServiceNodes`, `Session.Apply`, …).
+//! Each read carries [`QueryOptions`] (datacenter, token, blocking index and wait, consistency,
+//! `max_stale`, `filter`, `near`, node-meta) and each write [`WriteOptions`], as Consul's
+//! `QueryOptions`/`WriteRequest` do; answers carry [`QueryMeta`].
+//!
+//! These travel between processes (a client agent and its server, a follower and the leader), so
+//! enum variants are append-only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::KvOp;
+use crate::coordinate::CoordinateEntry;
+use crate::query::PreparedQuery;
+use crate::structs::{DeregisterRequest, RegisterRequest};
+use crate::structs::{DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode, Session};
+use crate::txn::TxnOp;
+use crate::{Command, CommandResult};
+
+/// Which server may answer a read, and after what (Consul's consistency modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// The leader, under its lease (a follower first catches up to the leader's read point).
+    #[default]
+    Default,
+    /// Any server, from what it has.
+    Stale,
+    /// After the leader confirms with a quorum that it still leads.
+    Consistent,
+}
+
+/// Where a query comes from, for `near` sorting: Consul's `QuerySource`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuerySource {
+    /// The asking agent's node name (what `near=_agent` means).
+    pub node: String,
+    /// The address the request came from (what a prepared query's `near=_ip` means).
+    pub ip: Option<String>,
+}
+
+/// Options every read carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryOptions {
+    /// The datacenter asked (empty: the agent's own).
+    pub datacenter: String,
+    /// The ACL token (for the ACL issue; carried, not yet checked).
+    pub token: String,
+    /// Block until the result's index passes this (0: answer now).
+    pub min_query_index: u64,
+    /// The longest a blocking query waits (the server clamps it and adds jitter).
+    pub max_query_time: Duration,
+    pub consistency: Consistency,
+    /// A stale read from a server that heard from the leader longer ago than this is re-read at
+    /// the leader's read point.
+    pub max_stale: Option<Duration>,
+    /// A `?filter=` expression over the result's rows.
+    pub filter: Option<String>,
+    /// Sort rows by round-trip time from this node (`_agent`: `source.node`).
+    pub near: Option<String>,
+    /// `?node-meta=key:value` pairs a row's node must carry.
+    pub node_meta: BTreeMap<String, String>,
+    /// `?peer=`: rows imported from a cluster peer (Cairn has none, so always empty).
+    pub peer: Option<String>,
+    pub source: QuerySource,
+}
+
+/// Options every write carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOptions {
+    pub datacenter: String,
+    pub token: String,
+}
+
+/// What a read answer says about itself (`X-Consul-Index`, `X-Consul-KnownLeader`,
+/// `X-Consul-LastContact`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryMeta {
+    pub index: u64,
+    pub known_leader: bool,
+    pub last_contact_ms: u64,
+}
+
+/// A read, by the Consul RPC it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadRequest {
+    /// `KVS.Get`.
+    KvsGet { key: String },
+    /// `KVS.List`.
+    KvsList { prefix: String },
+    /// `KVS.ListKeys`.
+    KvsListKeys { prefix: String, separator: String },
+    /// `Catalog.ListNodes`.
+    CatalogListNodes,
+    /// `Catalog.ListServices`.
+    CatalogListServices,
+    /// `Catalog.ServiceNodes`: instances having every tag in `tags`.
+    CatalogServiceNodes { service: String, tags: Vec<String> },
+    /// `Catalog.NodeServices`.
+    CatalogNodeServices { node: String },
+    /// `Health.NodeChecks`.
+    HealthNodeChecks { node: String },
+    /// `Health.ServiceChecks`.
+    HealthServiceChecks { service: String },
+    /// `Health.ServiceNodes`.
+    HealthServiceNodes { service: String, tags: Vec<String>, passing: bool },
+    /// `Health.ChecksInState` (`any`, `passing`, `warning`, `critical`).
+    HealthChecksInState { state: String },
+    /// `Session.Get`.
+    SessionGet { id: String },
+    /// `Session.NodeSessions`.
+    SessionNodeSessions { node: String },
+    /// `Session.List`.
+    SessionList,
+    /// `PreparedQuery.List`.
+    PreparedQueryList,
+    /// `PreparedQuery.Get` (by ID only).
+    PreparedQueryGet { id: String },
+    /// `PreparedQuery.Execute`: by ID, name or template; `limit` 0 for all.
+    PreparedQueryExecute { id_or_name: String, limit: usize },
+    /// `PreparedQuery.Explain`: the query a name resolves to, its template rendered.
+    PreparedQueryExplain { id_or_name: String },
+    /// `Coordinate.ListNodes`, in one segment if given.
+    CoordinateListNodes { segment: Option<String> },
+    /// `Coordinate.Node`.
+    CoordinateNode { node: String, segment: Option<String> },
+    /// `Txn.Read`: a transaction of reads only.
+    TxnRead(Vec<TxnOp>),
+    /// `Catalog.ServiceNodes` by `ServiceAddress` alone: every instance with this address of its
+    /// own, whatever its service (what a DNS reverse lookup asks).
+    CatalogServiceAddress { address: String },
+}
+
+/// A prepared query's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryExecuted {
+    pub service: String,
+    pub nodes: Vec<ServiceEntry>,
+    pub dns_ttl: String,
+    pub datacenter: String,
+}
+
+/// What a read returns; each [`ReadRequest`] has one shape. Rows are shared with the store's
+/// snapshot in process (`Arc`) and travel as plain values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReadResponse {
+    Entry(Option<Arc<DirEntry>>),
+    Entries(Vec<Arc<DirEntry>>),
+    Keys(Vec<String>),
+    Nodes(Vec<Arc<Node>>),
+    /// Service names and the union of their tags.
+    Services(BTreeMap<String, Vec<String>>),
+    ServiceNodes(Vec<ServiceNode>),
+    NodeServices(Option<(Arc<Node>, Vec<Arc<NodeService>>)>),
+    Checks(Vec<Arc<HealthCheck>>),
+    ServiceEntries(Vec<ServiceEntry>),
+    Sessions(Vec<Arc<Session>>),
+    Queries(Vec<Arc<PreparedQuery>>),
+    Executed(Box<QueryExecuted>),
+    Explained(Box<PreparedQuery>),
+    Coordinates(Vec<CoordinateEntry>),
+    Txn(CommandResult),
+}
+
+/// A write, by the Consul RPC it stands for. The server that takes it forwards it to the leader,
+/// which validates, decides what depends on time, and proposes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteRequest {
+    /// `KVS.Apply` (answers `Bool`; an acquire inside a lock-delay is `false`).
+    KvsApply { op: KvOp, entry: DirEntry },
+    /// `Catalog.Register`.
+    CatalogRegister(RegisterRequest),
+    /// `Catalog.Deregister`.
+    CatalogDeregister(DeregisterRequest),
+    /// An agent's anti-entropy round: registrations and deregistrations of its own node, applied
+    /// together (only `Register`/`Deregister` commands are accepted).
+    CatalogSync(Vec<Command>),
+    /// `Session.Apply` create: the server picks the ID (answered as `Id`). `legacy_checks` are the
+    /// deprecated `Checks`, each a node or a service check of the session's node, by what it names.
+    SessionCreate { session: Session, legacy_checks: Vec<String> },
+    /// `Session.Apply` destroy.
+    SessionDestroy { id: String },
+    /// `Session.Renew`: resets the TTL timer the leader keeps (answered as `Session`).
+    SessionRenew { id: String },
+    /// `Txn.Apply` (answered as `Result` with the results or the rollback's errors).
+    TxnApply(Vec<TxnOp>),
+    /// `PreparedQuery.Apply` create (answered as `Id`).
+    PreparedQueryCreate(PreparedQuery),
+    /// `PreparedQuery.Apply` update of the query `query.id`.
+    PreparedQueryUpdate(PreparedQuery),
+    /// `PreparedQuery.Apply` delete.
+    PreparedQueryDelete { id: String },
+    /// `Coordinate.Update` (batched).
+    CoordinateUpdate(Vec<CoordinateEntry>),
+}
+
+/// What a write returns, and the index it committed at (0 when nothing was proposed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteResponse {
+    pub index: u64,
+    pub result: WriteResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteResult {
+    /// What the state machine answered.
+    Result(CommandResult),
+    /// The ID of what was created.
+    Id(String),
+    /// The renewed session.
+    Session(Arc<Session>),
+}
