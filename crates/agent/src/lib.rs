@@ -27,15 +27,14 @@ use tokio::sync::watch;
 
 use cairn_cluster::gossip::user_events::{self as events, Events};
 use cairn_cluster::gossip::{Pool, PoolConfig};
-use cairn_cluster::leader::{reconcile_alive, Member};
+use cairn_cluster::leader::Member;
 use cairn_cluster::{Server, ServerConfig};
 use cairn_gossip::keyring::Keyring;
-use cairn_types::coordinate::{Coordinate, CoordinateEntry};
+use cairn_types::coordinate::Coordinate;
 use cairn_types::structs::{
     HealthCheck, NodeService, ServiceAddress, UserEvent, Weights, HEALTH_CRITICAL, NODE_MAINT_CHECK_ID,
     SERVICE_MAINT_PREFIX,
 };
-use cairn_types::Command;
 
 pub use config::{Config, ConfigError, Flags};
 
@@ -141,9 +140,15 @@ impl Agent {
         });
         agent.start_gossip().await?;
         agent.load_config_definitions(&agent.config())?;
-        agent.reconcile_self().await;
+        if let Some(server) = &agent.server {
+            // The leader runner reconciles the LAN pool (and this server) into the catalog; a lone
+            // leader registers itself now, before its API answers.
+            server.attach_lan(cairn_cluster::leader::Lan { pool: agent.lan.get().cloned(), me: agent.member() });
+            if server.is_leader() {
+                cairn_cluster::leader::reconcile_lan(server, true).await;
+            }
+        }
         tokio::spawn(local::sync::run(agent.clone()));
-        tokio::spawn(reconcile_loop(agent.clone()));
         // DNS first: once HTTP answers (what callers wait for), every listener is up.
         let dns = dns::serve(&agent).await.map_err(|e| StartError::Other(format!("DNS listener: {e}")))?;
         if !dns.is_empty() {
@@ -444,65 +449,6 @@ impl Agent {
         }
     }
 
-    /// The leader's pass over the LAN pool: members into the catalog, and the coordinates this
-    /// server measured to them (until client agents can send their own over RPC).
-    async fn reconcile_members(&self) {
-        let (Some(pool), Ok(server)) = (self.lan.get(), self.server()) else { return };
-        let c = self.config();
-        let members = pool.members();
-        if let Err(e) = cairn_cluster::leader::reconcile_pool(server, &members, &c.datacenter, &c.node_name).await {
-            tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile members into the catalog");
-        }
-        let st = server.store().snapshot();
-        let mut updates: Vec<CoordinateEntry> = pool
-            .member_coordinates()
-            .into_iter()
-            .filter(|(n, _)| *n != c.node_name)
-            .filter(|(n, coord)| st.node(n).is_some() && st.coordinate(n).is_none_or(|x| **x != *coord))
-            .map(|(node, coord)| CoordinateEntry { node, segment: String::new(), coord })
-            .collect();
-        let own = self.coordinate();
-        if st.coordinate(&c.node_name).is_none_or(|x| **x != own) {
-            updates.push(CoordinateEntry { node: c.node_name.clone(), segment: String::new(), coord: own });
-        }
-        if !updates.is_empty() {
-            if let Err(e) = server.apply(Command::CoordinateBatchUpdate(updates)).await {
-                tracing::warn!(target: "agent", error = %e, "failed to update coordinates");
-            }
-        }
-    }
-
-    /// The servers of the LAN pool into Raft: bootstrap once `bootstrap_expect` of them are here,
-    /// and (on the leader) add, promote and remove servers as they come and go.
-    async fn reconcile_servers(&self) {
-        let (Some(pool), Ok(server)) = (self.lan.get(), self.server()) else { return };
-        let servers = cairn_cluster::gossip::server_infos(&pool.members(), &self.config().datacenter);
-        server.maybe_bootstrap(&servers).await;
-        if let Err(e) = server.reconcile_servers(&servers).await {
-            tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile servers into Raft");
-        }
-    }
-
-    async fn reconcile_self(&self) {
-        let Ok(server) = self.server() else { return };
-        if !server.is_leader() {
-            return;
-        }
-        if let Err(e) = reconcile_alive(server, &self.member()).await {
-            tracing::warn!(target: "agent.leader", error = %e, "failed to reconcile member into the catalog");
-        }
-        // Agents send their coordinate to the servers (Consul: every 15 s or so, batched); ours
-        // changes only with gossip, so it is sent when the catalog lacks or differs from it.
-        let coord = self.coordinate();
-        let name = self.config().node_name.clone();
-        if server.store().snapshot().coordinate(&name).is_none_or(|c| **c != coord) {
-            let e = CoordinateEntry { node: name, segment: String::new(), coord };
-            if let Err(e) = server.apply(Command::CoordinateBatchUpdate(vec![e])).await {
-                tracing::warn!(target: "agent", error = %e, "failed to update this node's coordinate");
-            }
-        }
-    }
-
     async fn serve_http(self: &Arc<Self>) -> Result<(), StartError> {
         let cfg = self.config();
         if cfg.ports.http < 0 {
@@ -716,54 +662,6 @@ impl Agent {
         *self.config.write().expect("config") = cfg.clone();
         self.load_config_definitions(&cfg).map_err(|e| e.to_string())?;
         self.start_watches().map_err(|e| e.to_string())
-    }
-}
-
-/// Leader duties on a timer: reconcile this server into the catalog, and reap KV tombstones once
-/// they are older than Consul's tombstone TTL (15 s), which blocking queries on prefixes need.
-async fn reconcile_loop(agent: Arc<Agent>) {
-    const TICK: Duration = Duration::from_secs(15);
-    let mut shutdown = agent.shutdown_rx();
-    let mut seen_last_tick = 0u64;
-    let mut n = 0u64;
-    let mut changes = agent.lan.get().map(Pool::subscribe_changes);
-    let mut next_tick = tokio::time::Instant::now() + TICK;
-    loop {
-        let changed = async {
-            match changes.as_mut() {
-                Some(c) => c.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(next_tick) => {}
-            ok = changed => {
-                if !ok {
-                    changes = None;
-                }
-                // A membership change: reconcile it now, not at the next tick.
-                agent.reconcile_servers().await;
-                if agent.is_leader() {
-                    agent.reconcile_members().await;
-                }
-                continue;
-            }
-            _ = shutdown.changed() => return,
-        }
-        next_tick = tokio::time::Instant::now() + TICK;
-        n += 1;
-        let Ok(server) = agent.server() else { continue };
-        agent.reconcile_servers().await;
-        if server.is_leader() {
-            agent.reconcile_members().await;
-            if n.is_multiple_of(2) {
-                agent.reconcile_self().await;
-            }
-            if let Err(e) = cairn_cluster::leader::reap_tombstones(server, seen_last_tick).await {
-                tracing::warn!(target: "agent.leader", error = %e, "failed to reap tombstones");
-            }
-        }
-        seen_last_tick = server.store().snapshot().last_index;
     }
 }
 

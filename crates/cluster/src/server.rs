@@ -102,6 +102,10 @@ pub struct ServerInfo {
     pub alive: bool,
     /// Left gracefully (or was reaped): it leaves the Raft configuration too.
     pub left: bool,
+    /// Its gossip status as Consul names it: `alive`, `leaving`, `left` or `failed`.
+    pub status: String,
+    /// Its version, from the `build` tag (`1.22.0:abcdef` gives `1.22.0`).
+    pub version: String,
 }
 
 /// A server in the Raft configuration.
@@ -146,7 +150,11 @@ pub struct Server {
     /// [`SERVER_STABILIZATION`]).
     healthy_since: std::sync::Mutex<BTreeMap<u64, Instant>>,
     stop: tokio::sync::watch::Sender<bool>,
-    /// Session TTL deadlines, kept by the leader (see [`crate::leader::session_reaper`]).
+    /// The agent's LAN pool, once it is open (the leader runner reconciles it).
+    lan: std::sync::OnceLock<crate::leader::Lan>,
+    /// The servers of the LAN pool as last seen (names, IDs and status for the operator views).
+    lan_servers: std::sync::Mutex<Vec<ServerInfo>>,
+    /// Session TTL deadlines, kept by the leader (see [`crate::leader::reap_sessions`]).
     pub(crate) session_timers: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
@@ -246,6 +254,8 @@ impl Server {
             store,
             lock_delays,
             session_timers: Default::default(),
+            lan: Default::default(),
+            lan_servers: Default::default(),
             rpc: RpcClient::new(),
             contact: Arc::new(ContactTracker::new(cfg.clock.clone())),
             started: cfg.clock.now(),
@@ -259,11 +269,39 @@ impl Server {
             let stop = server.stop.subscribe();
             tokio::spawn(crate::rpc::serve(l, Arc::downgrade(&server), server.raft.clone(), max, stop));
         }
-        tokio::spawn(crate::leader::session_reaper(Arc::downgrade(&server)));
+        tokio::spawn(crate::leader::run(Arc::downgrade(&server)));
         if let Some(log) = mem_log {
             tokio::spawn(compact_memory_log(server.raft.clone(), log));
         }
         Ok(server)
+    }
+
+    /// Gives the server the agent's LAN pool: the leader reconciles its members into the catalog
+    /// and its servers into Raft, and every server bootstraps from it.
+    pub fn attach_lan(&self, lan: crate::leader::Lan) {
+        let _ = self.lan.set(lan);
+    }
+
+    pub(crate) fn lan(&self) -> Option<&crate::leader::Lan> {
+        self.lan.get()
+    }
+
+    pub(crate) fn set_lan_servers(&self, servers: Vec<ServerInfo>) {
+        *self.lan_servers.lock().expect("lan servers") = servers;
+    }
+
+    /// The servers of the LAN pool as last reconciled.
+    pub fn lan_servers(&self) -> Vec<ServerInfo> {
+        self.lan_servers.lock().expect("lan servers").clone()
+    }
+
+    pub(crate) fn raft_metrics(
+        &self,
+    ) -> openraft::type_config::alias::WatchReceiverOf<
+        crate::raft::TypeConfig,
+        openraft::RaftMetrics<crate::raft::TypeConfig>,
+    > {
+        self.raft.metrics()
     }
 
     pub(crate) fn contact_tracker(&self) -> Arc<ContactTracker> {

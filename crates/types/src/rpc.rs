@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::command::KvOp;
 use crate::coordinate::CoordinateEntry;
 use crate::query::PreparedQuery;
+use crate::structs::{AutopilotConfig, DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode, Session};
 use crate::structs::{DeregisterRequest, RegisterRequest};
-use crate::structs::{DirEntry, HealthCheck, Node, NodeService, ServiceEntry, ServiceNode, Session};
 use crate::txn::TxnOp;
 use crate::{Command, CommandResult};
 
@@ -213,4 +213,90 @@ pub enum WriteResult {
     Id(String),
     /// The renewed session.
     Session(Arc<Session>),
+}
+
+/// An operator request: Consul's `Operator.*` and `Status.*` RPCs, and backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorRequest {
+    /// `Operator.RaftGetConfiguration` (with `?stale`, answered by the server asked).
+    RaftGetConfiguration,
+    /// `Operator.RaftRemovePeerByID` / `ByAddress`: exactly one of the two.
+    RaftRemovePeer { id: Option<String>, address: Option<String> },
+    /// `Operator.RaftTransferLeader`: to the server with this node ID, or the best other voter.
+    RaftTransferLeader { id: Option<String> },
+    /// `Operator.AutopilotGetConfiguration`.
+    AutopilotGetConfiguration,
+    /// `Operator.AutopilotSetConfiguration`, with `?cas=` (answered as `Bool`).
+    AutopilotSetConfiguration { config: AutopilotConfig, cas: Option<u64> },
+    /// `Operator.ServerHealth` (autopilot's state is drawn from it too).
+    AutopilotServerHealth,
+    /// `Status.Leader`.
+    StatusLeader,
+    /// `Status.Peers`.
+    StatusPeers,
+    /// A backup archive of the state (`GET /v1/snapshot`).
+    SnapshotSave,
+    /// Restore a backup archive into the cluster (`PUT /v1/snapshot`).
+    SnapshotRestore(Vec<u8>),
+}
+
+/// A server in the Raft configuration, as `/v1/operator/raft/configuration` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftServerInfo {
+    /// Its node ID (the Raft ID where gossip does not know the server).
+    pub id: String,
+    /// Its node name (`(unknown)` where gossip does not know it).
+    pub node: String,
+    pub address: String,
+    pub leader: bool,
+    pub protocol_version: String,
+    pub voter: bool,
+    pub last_index: u64,
+}
+
+/// One server's health as autopilot judges it: known to gossip as alive, heard from within
+/// `last_contact_threshold`, and no more than `max_trailing_logs` behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHealth {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    /// `alive`, `leaving`, `left`, `failed` or `none`.
+    pub serf_status: String,
+    pub version: String,
+    pub leader: bool,
+    pub voter: bool,
+    /// Since the leader last heard from it (`None`: never, or unknown).
+    pub last_contact_ms: Option<u64>,
+    pub last_term: u64,
+    pub last_index: u64,
+    pub healthy: bool,
+}
+
+/// `Operator.ServerHealth`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHealthReport {
+    pub healthy: bool,
+    /// How many more voters may fail with a quorum left.
+    pub failure_tolerance: usize,
+    pub servers: Vec<ServerHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorResponse {
+    RaftConfiguration {
+        servers: Vec<RaftServerInfo>,
+        index: u64,
+    },
+    Done,
+    Bool(bool),
+    Autopilot(AutopilotConfig),
+    Health(ServerHealthReport),
+    Leader(String),
+    Peers(Vec<String>),
+    /// A backup archive and the index of the state it holds.
+    Snapshot {
+        archive: Vec<u8>,
+        index: u64,
+    },
 }

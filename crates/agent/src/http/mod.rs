@@ -472,6 +472,21 @@ pub async fn read_with(agent: &Agent, req: ReadRequest, opts: QueryOptions) -> R
     Ok((meta.into(), res))
 }
 
+/// An operator, status or backup request through the servers (`?stale` lets the server asked
+/// answer).
+pub async fn operator_call(
+    agent: &Agent,
+    p: &Params,
+    req: cairn_types::rpc::OperatorRequest,
+) -> Result<cairn_types::rpc::OperatorResponse, HttpError> {
+    let q = QueryOptions {
+        datacenter: p.get("dc").unwrap_or("").to_string(),
+        consistency: if p.has("stale") { Consistency::Stale } else { Consistency::Default },
+        ..QueryOptions::default()
+    };
+    Ok(agent.rpc()?.operator(req, q).await?)
+}
+
 /// A write through the servers.
 pub async fn write(agent: &Agent, p: &Params, req: WriteRequest) -> Result<WriteResponse, HttpError> {
     let opts = WriteOptions { datacenter: p.get("dc").unwrap_or("").to_string(), token: String::new() };

@@ -12,7 +12,9 @@ use cairn_cluster::gossip::Pool;
 use cairn_gossip::driver::KeyResult;
 use cairn_gossip::serf::KeyOp;
 
-use super::{json_response, AgentRef, HttpError, HttpResult, Params};
+use cairn_types::rpc::{OperatorRequest, OperatorResponse, ServerHealthReport};
+
+use super::{json_response, operator_call, AgentRef, HttpError, HttpResult, Params};
 
 /// One pool's answer, or the lines of its error.
 fn pool_error(label: &str, r: &KeyResult) -> Option<String> {
@@ -130,34 +132,26 @@ pub async fn keyring(
     Ok(StatusCode::OK.into_response())
 }
 
-/// The servers of this datacenter's LAN pool, by Raft ID (names and UUIDs for the operator views).
-fn servers_by_raft_id(agent: &crate::Agent) -> std::collections::BTreeMap<u64, cairn_cluster::ServerInfo> {
-    let members = agent.lan.get().map(Pool::members).unwrap_or_default();
-    cairn_cluster::gossip::server_infos(&members, &agent.config().datacenter)
-        .into_iter()
-        .map(|s| (s.raft_id, s))
-        .collect()
-}
-
 /// `GET /v1/operator/raft/configuration`: the Raft configuration with each server's node name and
 /// ID from the LAN pool (`(unknown)` for a server gossip does not know). The leader answers
 /// (it knows how far each server has replicated); `?stale` lets this server answer.
 pub async fn raft_configuration(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     super::check_dc(&agent, &p)?;
-    let server = agent.server()?;
-    let (servers, index) = server.leader_raft_configuration(p.has("stale")).await?;
-    let known = servers_by_raft_id(&agent);
+    let OperatorResponse::RaftConfiguration { servers, index } =
+        operator_call(&agent, &p, OperatorRequest::RaftGetConfiguration).await?
+    else {
+        return Err(HttpError::internal("unexpected answer to a configuration request"));
+    };
     let list: Vec<Value> = servers
         .iter()
         .map(|s| {
-            let k = known.get(&s.raft_id);
             json!({
-                "ID": k.map_or_else(|| s.raft_id.to_string(), |k| k.node_id.clone()),
-                "Node": k.map_or("(unknown)", |k| k.name.as_str()),
+                "ID": s.id,
+                "Node": s.node,
                 "Address": s.address,
                 "Leader": s.leader,
-                "ProtocolVersion": k.map_or("unknown", |k| k.raft_vsn.as_str()),
+                "ProtocolVersion": s.protocol_version,
                 "Voter": s.voter,
                 "LastIndex": s.last_index,
             })
@@ -170,33 +164,20 @@ pub async fn raft_configuration(State(agent): State<AgentRef>, RawQuery(raw): Ra
 pub async fn raft_peer(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     super::check_dc(&agent, &p)?;
-    let (id, address) =
-        (p.has("id").then(|| p.get("id").unwrap_or("")), p.has("address").then(|| p.get("address").unwrap_or("")));
-    let server = agent.server()?;
-    let (servers, _, _) = server.raft_configuration();
-    let target = match (id, address) {
+    let (id, address) = (
+        p.has("id").then(|| p.get("id").unwrap_or("").to_string()),
+        p.has("address").then(|| p.get("address").unwrap_or("").to_string()),
+    );
+    match (&id, &address) {
         (Some(_), Some(_)) => return Err(HttpError::bad("Must specify only one of ?id or ?address")),
         (None, None) => {
             return Err(HttpError::bad(
                 "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove",
             ))
         }
-        (Some(id), None) => {
-            let raft_id = cairn_cluster::raft_id(id);
-            let found = uuid::Uuid::parse_str(id).is_ok() && servers.iter().any(|s| s.raft_id == raft_id);
-            if !found {
-                return Err(HttpError::internal(format!("id {id:?} was not found in the Raft configuration")));
-            }
-            raft_id
-        }
-        (None, Some(addr)) => match servers.iter().find(|s| s.address == addr) {
-            Some(s) => s.raft_id,
-            None => {
-                return Err(HttpError::internal(format!("address {addr:?} was not found in the Raft configuration")))
-            }
-        },
-    };
-    server.remove_peer(target).await?;
+        _ => {}
+    }
+    operator_call(&agent, &p, OperatorRequest::RaftRemovePeer { id, address }).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -204,19 +185,8 @@ pub async fn raft_peer(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -
 pub async fn raft_transfer_leader(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     super::check_dc(&agent, &p)?;
-    let server = agent.server()?;
-    let to = match p.get("id").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(id) => {
-            let raft_id = cairn_cluster::raft_id(id);
-            let (servers, _, _) = server.raft_configuration();
-            if uuid::Uuid::parse_str(id).is_err() || !servers.iter().any(|s| s.raft_id == raft_id) {
-                return Err(HttpError::internal(format!("Could not find address for server id {id}")));
-            }
-            Some(raft_id)
-        }
-    };
-    server.transfer_leader(to).await?;
+    let id = p.get("id").filter(|s| !s.is_empty()).map(str::to_string);
+    operator_call(&agent, &p, OperatorRequest::RaftTransferLeader { id }).await?;
     Ok(json_response(None, p.has("pretty"), &json!({ "Success": true })))
 }
 
@@ -272,14 +242,11 @@ pub async fn autopilot_configuration(
 ) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     super::check_dc(&agent, &p)?;
-    let server = agent.server()?;
     match method {
-        Method::GET => {
-            if !p.has("stale") {
-                server.default_barrier().await?;
-            }
-            Ok(json_response(None, p.has("pretty"), &autopilot_json(&server.autopilot_config())))
-        }
+        Method::GET => match operator_call(&agent, &p, OperatorRequest::AutopilotGetConfiguration).await? {
+            OperatorResponse::Autopilot(c) => Ok(json_response(None, p.has("pretty"), &autopilot_json(&c))),
+            other => Err(super::unexpected(&other)),
+        },
         Method::PUT => {
             let v: Value = super::decode_body(&body)?;
             let Value::Object(o) = &v else { return Err(HttpError::bad("Request decode failed: expected an object")) };
@@ -323,72 +290,22 @@ pub async fn autopilot_configuration(
                     HttpError::bad(format!("Error parsing cas value: strconv.ParseUint: parsing {c:?}: invalid syntax"))
                 })?),
             };
-            let ok = server.set_autopilot_config(config, cas).await?;
-            Ok(json_response(None, false, &ok))
+            match operator_call(&agent, &p, OperatorRequest::AutopilotSetConfiguration { config, cas }).await? {
+                OperatorResponse::Bool(ok) => Ok(json_response(None, false, &ok)),
+                other => Err(super::unexpected(&other)),
+            }
         }
         // The route takes GET and PUT only.
         _ => Err(HttpError::bad(format!("method {method} not allowed"))),
     }
 }
 
-/// One server's health as autopilot judges it: known to gossip as alive, heard from within
-/// `last_contact_threshold`, and no more than `max_trailing_logs` behind.
-struct ServerHealth {
-    id: String,
-    name: String,
-    address: String,
-    serf: &'static str,
-    version: String,
-    leader: bool,
-    voter: bool,
-    last_contact_ms: Option<u64>,
-    last_index: u64,
-    healthy: bool,
-}
-
-async fn health(agent: &crate::Agent) -> Result<(Vec<ServerHealth>, u64, bool, usize), HttpError> {
-    let server = agent.server()?;
-    let (servers, _) = server.leader_raft_configuration(false).await?;
-    let ap = server.autopilot_config();
-    let known = servers_by_raft_id(agent);
-    let members = agent.lan.get().map(Pool::members).unwrap_or_default();
-    let leader_index = servers.iter().find(|s| s.leader).map_or(0, |s| s.last_index);
-    let term = server.stats().get("term").and_then(|t| t.parse().ok()).unwrap_or(0);
-    let list: Vec<ServerHealth> = servers
-        .iter()
-        .map(|s| {
-            let k = known.get(&s.raft_id);
-            let m = k.and_then(|k| members.iter().find(|m| m.name == k.name));
-            let serf = match m.map(|m| m.status) {
-                Some(cairn_gossip::serf::MemberStatus::Alive) => "alive",
-                Some(cairn_gossip::serf::MemberStatus::Leaving) => "leaving",
-                Some(cairn_gossip::serf::MemberStatus::Left) => "left",
-                Some(cairn_gossip::serf::MemberStatus::Failed) => "failed",
-                _ => "none",
-            };
-            let contact_ok = s.last_contact_ms.is_some_and(|c| c as u128 <= ap.last_contact_threshold.as_millis());
-            let healthy =
-                serf == "alive" && contact_ok && leader_index.saturating_sub(s.last_index) <= ap.max_trailing_logs;
-            ServerHealth {
-                id: k.map_or_else(|| s.raft_id.to_string(), |k| k.node_id.clone()),
-                name: k.map_or_else(String::new, |k| k.name.clone()),
-                address: s.address.clone(),
-                serf,
-                version: m.and_then(|m| m.tags.get("build")).unwrap_or("").split(':').next().unwrap_or("").to_string(),
-                leader: s.leader,
-                voter: s.voter,
-                last_contact_ms: s.last_contact_ms,
-                last_index: s.last_index,
-                healthy,
-            }
-        })
-        .collect();
-    let voters = list.iter().filter(|s| s.voter).count();
-    let healthy_voters = list.iter().filter(|s| s.voter && s.healthy).count();
-    // How many more voters may fail with a quorum left.
-    let tolerance = healthy_voters.saturating_sub(voters / 2 + 1);
-    let healthy = list.iter().all(|s| s.healthy);
-    Ok((list, term, healthy, tolerance))
+/// Autopilot's view, always the leader's: only it knows replication and contact.
+async fn health(agent: &crate::Agent) -> Result<ServerHealthReport, HttpError> {
+    match operator_call(agent, &Params::default(), OperatorRequest::AutopilotServerHealth).await? {
+        OperatorResponse::Health(h) => Ok(h),
+        other => Err(super::unexpected(&other)),
+    }
 }
 
 fn last_contact(ms: Option<u64>) -> String {
@@ -403,13 +320,13 @@ fn last_contact(ms: Option<u64>) -> String {
 pub async fn autopilot_health(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     super::check_dc(&agent, &p)?;
-    let (list, term, healthy, tolerance) = health(&agent).await?;
+    let ServerHealthReport { healthy, failure_tolerance: tolerance, servers: list } = health(&agent).await?;
     let servers: Vec<Value> = list
         .iter()
         .map(|s| {
             json!({
-                "ID": s.id, "Name": s.name, "Address": s.address, "SerfStatus": s.serf, "Version": s.version,
-                "Leader": s.leader, "LastContact": last_contact(s.last_contact_ms), "LastTerm": term,
+                "ID": s.id, "Name": s.name, "Address": s.address, "SerfStatus": s.serf_status, "Version": s.version,
+                "Leader": s.leader, "LastContact": last_contact(s.last_contact_ms), "LastTerm": s.last_term,
                 "LastIndex": s.last_index, "Healthy": s.healthy, "Voter": s.voter,
             })
         })
@@ -426,7 +343,7 @@ pub async fn autopilot_health(State(agent): State<AgentRef>, RawQuery(raw): RawQ
 pub async fn autopilot_state(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     super::check_dc(&agent, &p)?;
-    let (list, term, healthy, tolerance) = health(&agent).await?;
+    let ServerHealthReport { healthy, failure_tolerance: tolerance, servers: list } = health(&agent).await?;
     let mut servers = serde_json::Map::new();
     for s in &list {
         let status = if s.leader {
@@ -439,8 +356,8 @@ pub async fn autopilot_state(State(agent): State<AgentRef>, RawQuery(raw): RawQu
         servers.insert(
             s.id.clone(),
             json!({
-                "ID": s.id, "Name": s.name, "Address": s.address, "NodeStatus": s.serf, "Version": s.version,
-                "LastContact": last_contact(s.last_contact_ms), "LastTerm": term, "LastIndex": s.last_index,
+                "ID": s.id, "Name": s.name, "Address": s.address, "NodeStatus": s.serf_status, "Version": s.version,
+                "LastContact": last_contact(s.last_contact_ms), "LastTerm": s.last_term, "LastIndex": s.last_index,
                 "Healthy": s.healthy, "Status": status, "ReadReplica": false, "NodeType": "voter",
             }),
         );

@@ -6,16 +6,23 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use super::{check_dc, set_meta, AgentRef, HttpError, HttpResult, Params};
+use cairn_types::rpc::{OperatorRequest, OperatorResponse};
+
+use super::{check_dc, operator_call, set_meta, AgentRef, HttpError, HttpResult, Params};
 
 /// `GET /v1/snapshot[?stale]`: the archive, with `X-Consul-Index` the index it holds.
 pub async fn save(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let (archive, index) = agent.server()?.snapshot_archive(p.has("stale")).await?;
+    let OperatorResponse::Snapshot { archive, index } =
+        operator_call(&agent, &p, OperatorRequest::SnapshotSave).await?
+    else {
+        return Err(HttpError::internal("unexpected answer to a snapshot save"));
+    };
     let mut r = Response::new(Body::from(archive));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    set_meta(r.headers_mut(), agent.meta(index.max(1)));
+    // (The archive was read after the leader's read point unless `?stale`: a leader is known.)
+    set_meta(r.headers_mut(), super::Meta { index: index.max(1), known_leader: true, last_contact_ms: 0 });
     Ok(r)
 }
 
@@ -26,6 +33,6 @@ pub async fn restore(State(agent): State<AgentRef>, RawQuery(raw): RawQuery, bod
     if body.is_empty() {
         return Err(HttpError::bad("Request decode failed: empty body"));
     }
-    agent.server()?.restore_archive(&body).await?;
+    operator_call(&agent, &p, OperatorRequest::SnapshotRestore(body.to_vec())).await?;
     Ok(().into_response())
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_types::rpc::{QueryOptions, ReadRequest, ReadResponse, WriteOptions, WriteRequest, WriteResult};
 use cairn_types::structs::{DeregisterRequest, HealthCheck, Node, NodeService, RegisterRequest, SERF_CHECK_ID};
 use cairn_types::{Command, CommandResult};
 
@@ -62,8 +63,25 @@ fn same_check(a: &HealthCheck, b: &HealthCheck) -> bool {
 pub async fn sync_once(agent: &Agent) -> Result<(), String> {
     let cfg = agent.config();
     let node = cfg.node_name.clone();
-    let server = agent.server().map_err(|e| e.to_string())?;
-    let st = server.store().snapshot();
+    let rpc = agent.rpc().map_err(|e| e.to_string())?;
+    // What the catalog holds for this node, as Consul's agent asks for it (Catalog.NodeServices
+    // and Health.NodeChecks, default consistency).
+    let q =
+        QueryOptions { source: cairn_types::rpc::QuerySource { node: node.clone(), ip: None }, ..Default::default() };
+    let (_, found) = rpc
+        .read(ReadRequest::CatalogNodeServices { node: node.clone() }, q.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let ReadResponse::NodeServices(found) = found else {
+        return Err("unexpected answer to Catalog.NodeServices".into());
+    };
+    let (_, checks) =
+        rpc.read(ReadRequest::HealthNodeChecks { node: node.clone() }, q).await.map_err(|e| e.to_string())?;
+    let ReadResponse::Checks(checks) = checks else { return Err("unexpected answer to Health.NodeChecks".into()) };
+    let (remote_node, remote_services) = match found {
+        Some((n, svcs)) => (Some(n), svcs),
+        None => (None, Vec::new()),
+    };
     let want_node = Node {
         id: cfg.node_id.clone(),
         node: node.clone(),
@@ -74,8 +92,7 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
         create_index: 0,
         modify_index: 0,
     };
-    let node_ok = st
-        .node(&node)
+    let node_ok = remote_node
         .map(|n| {
             n.id == want_node.id
                 && n.address == want_node.address
@@ -101,9 +118,9 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
     let local_services = agent.local.services();
     let local_checks = agent.local.checks();
     let remote_services: BTreeMap<String, Arc<NodeService>> =
-        st.services_on(&node).map(|s| (s.id.clone(), s)).collect();
+        remote_services.into_iter().map(|s| (s.id.clone(), s)).collect();
     let remote_checks: BTreeMap<String, Arc<HealthCheck>> =
-        st.checks_on(&node).map(|c| (c.check_id.clone(), c)).collect();
+        checks.into_iter().map(|c| (c.check_id.clone(), c)).collect();
     for id in remote_services.keys() {
         let leader_owned = id == "consul" && cfg.server;
         if !local_services.contains_key(id) && !leader_owned {
@@ -140,8 +157,9 @@ pub async fn sync_once(agent: &Agent) -> Result<(), String> {
         return Ok(());
     }
     let n = cmds.len();
-    let applied = server.apply(Command::Batch(cmds)).await.map_err(|e| e.to_string())?;
-    if let CommandResult::Error(e) = applied.result {
+    let opts = WriteOptions { datacenter: cfg.datacenter.clone(), token: String::new() };
+    let applied = rpc.write(WriteRequest::CatalogSync(cmds), opts).await.map_err(|e| e.to_string())?;
+    if let WriteResult::Result(CommandResult::Error(e)) = applied.result {
         return Err(e.to_string());
     }
     tracing::debug!(target: "agent.anti_entropy", changes = n, index = applied.index, "synced local state");

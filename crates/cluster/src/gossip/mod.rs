@@ -541,6 +541,15 @@ pub fn server_infos(members: &[Member], dc: &str) -> Vec<crate::ServerInfo> {
                 raft_vsn: m.tags.get("raft_vsn").unwrap_or("").to_string(),
                 alive: m.status == serf::MemberStatus::Alive,
                 left: m.status == serf::MemberStatus::Left,
+                status: match m.status {
+                    serf::MemberStatus::Alive => "alive",
+                    serf::MemberStatus::Leaving => "leaving",
+                    serf::MemberStatus::Left => "left",
+                    serf::MemberStatus::Failed => "failed",
+                    _ => "none",
+                }
+                .to_string(),
+                version: m.tags.get("build").unwrap_or("").split(':').next().unwrap_or("").to_string(),
             })
         })
         .collect()

@@ -22,7 +22,8 @@ mod local {
     use std::sync::Arc;
 
     use cairn_types::rpc::{
-        QueryMeta, QueryOptions, ReadRequest, ReadResponse, WriteOptions, WriteRequest, WriteResponse,
+        OperatorRequest, OperatorResponse, QueryMeta, QueryOptions, ReadRequest, ReadResponse, WriteOptions,
+        WriteRequest, WriteResponse,
     };
 
     use crate::error::Error;
@@ -38,6 +39,8 @@ mod local {
         fn read<'a>(&'a self, req: ReadRequest, q: QueryOptions) -> RpcFuture<'a, (QueryMeta, ReadResponse)>;
         /// A write, proposed by the leader.
         fn write<'a>(&'a self, req: WriteRequest, w: WriteOptions) -> RpcFuture<'a, WriteResponse>;
+        /// An operator, status or backup request (`?stale` in `q` lets the server asked answer).
+        fn operator<'a>(&'a self, req: OperatorRequest, q: QueryOptions) -> RpcFuture<'a, OperatorResponse>;
     }
 
     /// A server agent's own server.
@@ -49,6 +52,9 @@ mod local {
         }
         fn write<'a>(&'a self, req: WriteRequest, w: WriteOptions) -> RpcFuture<'a, WriteResponse> {
             Box::pin(async move { crate::endpoints::write(&self.0, req, &w).await })
+        }
+        fn operator<'a>(&'a self, req: OperatorRequest, q: QueryOptions) -> RpcFuture<'a, OperatorResponse> {
+            Box::pin(async move { crate::endpoints::operator::operator(&self.0, req, &q).await })
         }
     }
 }
