@@ -173,6 +173,7 @@ impl Agent {
             data_dir: cfg.data_dir.clone(),
             raft_multiplier: cfg.raft_multiplier,
             snapshot_threshold: cfg.raft_snapshot_threshold,
+            snapshot_interval: cfg.raft_snapshot_interval,
             trailing_logs: cfg.raft_trailing_logs,
             bootstrap,
             bootstrap_expect: if bootstrap { 0 } else { cfg.bootstrap_expect.max(0) as usize },

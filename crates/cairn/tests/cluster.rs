@@ -616,7 +616,7 @@ fn a_follower_far_behind_catches_up_by_snapshot() {
     // Snapshots every 16 entries keeping one: a follower down for 200 writes finds the leader's log
     // purged past it and must be sent a snapshot over the server port.
     let mut c = Cluster::with_config(Some(
-        "raft_snapshot_threshold = 16\nraft_trailing_logs = 1\nautopilot { cleanup_dead_servers = false }\n",
+        "raft_snapshot_threshold = 16\nraft_snapshot_interval = \"50ms\"\nraft_trailing_logs = 1\nautopilot { cleanup_dead_servers = false }\n",
     ));
     let leader = c.agreed_leader();
     let f = (0..3).find(|i| *i != leader).unwrap();

@@ -80,6 +80,8 @@ fn snapshot_and_log_replay_after_many_writes() {
         "-bind=127.0.0.1",
         "-client=127.0.0.1",
         "-hcl=raft_snapshot_threshold = 32",
+        // Checked every 50 ms (Consul's default is 30 s), so the snapshot comes soon.
+        "-hcl=raft_snapshot_interval = \"50ms\"",
         "-hcl=raft_trailing_logs = 8",
     ];
     let port = free_port();

@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub raft_multiplier: u64,
     /// Consul's `raft_snapshot_threshold`: entries between snapshots.
     pub snapshot_threshold: u64,
+    /// Consul's `raft_snapshot_interval`: how often the threshold is checked (each wait is
+    /// jittered between one and two intervals, as Raft's).
+    pub snapshot_interval: Duration,
     /// Consul's `raft_trailing_logs`: entries kept after a snapshot for slow followers.
     pub trailing_logs: u64,
     /// Form a one-server cluster if none exists (`-bootstrap`, `-dev`).
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             data_dir: None,
             raft_multiplier: 1,
             snapshot_threshold: 16384,
+            snapshot_interval: Duration::from_secs(30),
             trailing_logs: 10240,
             bootstrap: true,
             bootstrap_expect: 0,
@@ -186,6 +190,35 @@ async fn compact_memory_log(raft: Raft, log: LogStore) {
     }
 }
 
+/// Consul's snapshot schedule: every `raft_snapshot_interval` (jittered up to twice that), a
+/// snapshot if `raft_snapshot_threshold` entries were applied since the last one. Runs until the
+/// server goes.
+async fn snapshot_on_interval(server: std::sync::Weak<Server>) {
+    loop {
+        let Some(s) = server.upgrade() else { return };
+        let every = s.cfg.snapshot_interval.max(Duration::from_millis(10));
+        let mut stop = s.stop.subscribe();
+        drop(s);
+        let wait = every + Duration::from_millis(rand::random::<u64>() % (every.as_millis() as u64).max(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = crate::rpc::stopped(&mut stop) => return,
+        }
+        let Some(s) = server.upgrade() else { return };
+        let (applied, snap) = {
+            let m = s.raft.metrics();
+            let m = m.borrow_watched();
+            (m.last_applied.map_or(0, |l| l.index), m.snapshot.map_or(0, |l| l.index))
+        };
+        if applied.saturating_sub(snap) >= s.cfg.snapshot_threshold.max(16) {
+            tracing::debug!(target: "agent.server.raft", applied, last_snapshot = snap, "taking a snapshot");
+            if s.raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Consul's manual recovery: a `raft/peers.json` in the data dir names the servers of a new
 /// configuration; it is written into the log before Raft starts, and the file is renamed to
 /// `peers.info` so it is applied once.
@@ -223,7 +256,13 @@ impl Server {
             heartbeat_interval: 100 * m,
             election_timeout_min: 300 * m,
             election_timeout_max: 600 * m,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_threshold.max(16)),
+            // Snapshots are taken on the interval, when the threshold has been reached (see
+            // `snapshot_on_interval`), as Consul's Raft does, not the moment it is.
+            snapshot_policy: if cfg.data_dir.is_some() {
+                SnapshotPolicy::Never
+            } else {
+                SnapshotPolicy::LogsSinceLast(cfg.snapshot_threshold.max(16))
+            },
             // Without a data dir there is no follower to catch up from old entries and nowhere to
             // evict them to: a snapshot drops the whole log before it.
             max_in_snapshot_log_to_keep: if cfg.data_dir.is_some() { cfg.trailing_logs } else { 0 },
@@ -234,7 +273,9 @@ impl Server {
         };
         let rc = Arc::new(rc.validate().map_err(|e| Error::Fatal(e.to_string()))?);
         let mem_log = cfg.data_dir.is_none().then(|| log.clone());
-        let raft = Raft::new(cfg.node_id, rc, Network, log, sm).await.map_err(|e| Error::Fatal(e.to_string()))?;
+        let raft = crate::raft::with_seed(rand::random(), Raft::new(cfg.node_id, rc, Network, log, sm))
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
         if !initialized && cfg.bootstrap {
             let members = BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.rpc_addr))]);
@@ -270,6 +311,9 @@ impl Server {
             tokio::spawn(crate::rpc::serve(l, Arc::downgrade(&server), server.raft.clone(), max, stop));
         }
         tokio::spawn(crate::leader::run(Arc::downgrade(&server)));
+        if server.cfg.data_dir.is_some() {
+            tokio::spawn(snapshot_on_interval(Arc::downgrade(&server)));
+        }
         if let Some(log) = mem_log {
             tokio::spawn(compact_memory_log(server.raft.clone(), log));
         }

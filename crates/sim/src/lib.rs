@@ -7,6 +7,7 @@
 //! Must not: ship in the binary. Used by `gossip-sim` (the benchmark) and the tests.
 
 pub mod linearizability;
+pub mod raft_sim;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -91,6 +91,9 @@ pub struct Config {
     pub enable_local_script_checks: bool,
     pub raft_multiplier: u64,
     pub raft_snapshot_threshold: u64,
+    /// Consul's `raft_snapshot_interval` (default 30s): how often a server checks whether
+    /// `raft_snapshot_threshold` entries have gathered since its last snapshot.
+    pub raft_snapshot_interval: Duration,
     pub raft_trailing_logs: u64,
     pub node_meta: BTreeMap<String, String>,
     pub kv_max_value_size: usize,
@@ -198,6 +201,7 @@ const IMPLEMENTED: &[&str] = &[
     "enable_local_script_checks",
     "performance.raft_multiplier",
     "raft_snapshot_threshold",
+    "raft_snapshot_interval",
     "raft_trailing_logs",
     "node_meta",
     "limits.kv_max_value_size",
@@ -379,6 +383,13 @@ impl Config {
             Some(v) => duration(v).map_err(|e| ConfigError(format!("session_ttl_min: {e}")))?,
             None => Duration::from_secs(10),
         };
+        let raft_snapshot_interval = match at(&["raft_snapshot_interval"]) {
+            Some(v) => duration(v).map_err(|e| ConfigError(format!("raft_snapshot_interval: {e}")))?,
+            None => Duration::from_secs(30),
+        };
+        if raft_snapshot_interval.is_zero() {
+            return Err(ConfigError("raft_snapshot_interval: must be greater than 0".into()));
+        }
         let discovery_max_stale = match at(&["discovery_max_stale"]) {
             Some(v) => duration(v).map_err(|e| ConfigError(format!("discovery_max_stale: {e}")))?,
             None => Duration::ZERO,
@@ -419,6 +430,7 @@ impl Config {
             enable_local_script_checks: b("enable_local_script_checks") || b("enable_script_checks"),
             raft_multiplier: raft_multiplier.max(1) as u64,
             raft_snapshot_threshold: int(&["raft_snapshot_threshold"], 16384).max(16) as u64,
+            raft_snapshot_interval,
             raft_trailing_logs: int(&["raft_trailing_logs"], 10240).max(0) as u64,
             node_meta,
             kv_max_value_size: int(&["limits", "kv_max_value_size"], 512 * 1024).max(1) as usize,

@@ -233,6 +233,7 @@ fn debug_config(agent: &Agent) -> Value {
         "EnableLocalScriptChecks": c.enable_local_script_checks,
         "RaftMultiplier": c.raft_multiplier,
         "RaftSnapshotThreshold": c.raft_snapshot_threshold,
+        "RaftSnapshotInterval": cairn_types::duration::format(c.raft_snapshot_interval),
         "RaftTrailingLogs": c.raft_trailing_logs,
         "KVMaxValueSize": c.kv_max_value_size,
         "TxnMaxReqLen": c.txn_max_req_len,

@@ -8,6 +8,12 @@ pub mod wal;
 
 use cairn_types::{Command, CommandResult};
 
+/// Raft's runtime: tokio, with openraft's random draws (election timeouts, tick jitter) taken from
+/// a seeded generator carried by each Raft task. A server seeds it from entropy
+/// ([`with_seed`] around `Raft::new`); the simulation seeds it from the run's seed, so a run
+/// replays exactly.
+pub type Runtime = openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
+
 openraft::declare_raft_types!(
     /// Cairn's Raft types: commands in, command results out, u64 server IDs.
     pub TypeConfig:
@@ -15,7 +21,13 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = Runtime,
 );
+
+/// Runs `f` (which creates a Raft node) with `seed` as the seed of the Raft tasks it spawns.
+pub async fn with_seed<F: std::future::Future>(seed: u64, f: F) -> F::Output {
+    Runtime::scope(seed, f).await
+}
 
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
