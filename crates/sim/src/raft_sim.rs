@@ -275,6 +275,16 @@ impl RaftNetworkV2<TypeConfig> for SimPeer {
     }
 }
 
+/// The node that says it leads in the highest term.
+fn current_leader(nodes: &[Node]) -> Option<u64> {
+    nodes
+        .iter()
+        .filter_map(|n| n.raft.as_ref().map(|r| (n.id, metrics(r))))
+        .filter(|(_, m)| m.state == ServerState::Leader)
+        .max_by_key(|(_, m)| m.current_term)
+        .map(|(id, _)| id)
+}
+
 fn metrics(r: &Raft) -> openraft::RaftMetrics<TypeConfig> {
     use openraft::async_runtime::watch::WatchReceiver as _;
     r.metrics().borrow_watched().clone()
@@ -711,10 +721,14 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
         tokio::time::sleep(step).await;
         checker.step(start.elapsed(), &mut nodes, watch_key).await;
         let ms: Vec<_> = nodes.iter().filter_map(|n| n.raft.as_ref()).map(metrics).collect();
-        let leader = ms.iter().find(|m| m.state == ServerState::Leader);
-        if let Some(l) = leader {
+        // One leader, in the highest term, which every node has reached: a server restarted from
+        // a vote it held as leader says `Leader` in its old term until it hears of the new one.
+        let leaders: Vec<_> = ms.iter().filter(|m| m.state == ServerState::Leader).collect();
+        let top = ms.iter().map(|m| m.current_term).max().unwrap_or(0);
+        if let [l] = leaders[..] {
             let target = l.last_log_index.unwrap_or(0);
-            if ms.iter().all(|m| m.last_applied.map_or(0, |a| a.index) >= target) {
+            let settled = ms.iter().all(|m| m.current_term == top && m.last_applied.map_or(0, |a| a.index) >= target);
+            if l.current_term == top && settled {
                 break true;
             }
         }
@@ -723,13 +737,31 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
         }
     };
     let now = start.elapsed();
+    if std::env::var("RAFT_SIM_DEBUG").is_ok() {
+        for n in &nodes {
+            if let Some(r) = &n.raft {
+                let m = metrics(r);
+                eprintln!(
+                    "node {} {:?} term {} leader {:?} last_log {:?} committed {:?} applied {:?} store {} kvs {}",
+                    n.id,
+                    m.state,
+                    m.current_term,
+                    m.current_leader,
+                    m.last_log_index,
+                    m.local_committed.map(|l| l.index),
+                    m.last_applied.map(|l| l.index),
+                    n.store.snapshot().last_index,
+                    digest(&n.store.snapshot().kvs)
+                );
+            }
+        }
+    }
     if !converged {
         checker.violation(now, "the cluster did not converge within 30 s of healing".into());
     }
     // Final reads of every key, then one state everywhere.
     let mut h = std::mem::take(&mut *history.lock().expect("history"));
-    let leader =
-        nodes.iter().find(|n| n.raft.as_ref().is_some_and(|r| metrics(r).state == ServerState::Leader)).map(|n| n.id);
+    let leader = current_leader(&nodes);
     if let Some(l) = leader {
         let raft = fabric.raft(l).expect("leader up");
         if let Ok(Ok((read, _))) =
@@ -820,8 +852,7 @@ async fn nemesis(
     report: &mut RaftSimReport,
 ) -> String {
     let ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
-    let leader =
-        nodes.iter().find(|n| n.raft.as_ref().is_some_and(|r| metrics(r).state == ServerState::Leader)).map(|n| n.id);
+    let leader = current_leader(&nodes);
     let pick = rng.pick(12);
     let mut net = fabric.0.lock().expect("net");
     match pick {
