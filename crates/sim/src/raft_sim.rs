@@ -852,7 +852,7 @@ async fn nemesis(
     report: &mut RaftSimReport,
 ) -> String {
     let ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
-    let leader = current_leader(&nodes);
+    let leader = current_leader(nodes);
     let pick = rng.pick(12);
     let mut net = fabric.0.lock().expect("net");
     match pick {
