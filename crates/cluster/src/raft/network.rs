@@ -1,6 +1,8 @@
-//! The Raft transport over the server port ([`crate::rpc::RPC_RAFT`]): one connection per peer,
-//! one request at a time on it (openraft opens separate clients for replication and heartbeats, so a
-//! heartbeat never queues behind an append batch), msgpack frames, snapshots sent in chunks.
+//! The Raft transport over the server port ([`crate::rpc::RPC_RAFT`]): msgpack frames, one
+//! connection per openraft client (replication, heartbeats and snapshots each have their own, so
+//! a heartbeat never queues behind an append batch or a snapshot). Replication is pipelined
+//! ([`RaftMsg::StreamAppend`]: requests go out without waiting for replies); votes and the rest
+//! are one request at a time; snapshots travel in chunks.
 //!
 //! The receiving side ([`serve_raft`]) hands each message to the local Raft and notes when a leader
 //! last reached this server, for `X-Consul-LastContact`.
@@ -9,11 +11,13 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
@@ -45,6 +49,9 @@ enum RaftMsg {
         done: bool,
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// One request of a pipelined append stream: the connection carries only these from the first
+    /// one on, the replies come back in order, and the stream ends at the first error.
+    StreamAppend(AppendEntriesRequest<TypeConfig>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,6 +63,20 @@ enum RaftReply {
     Snapshot(Option<SnapshotResponse<TypeConfig>>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Err(String),
+    /// The result of one [`RaftMsg::StreamAppend`].
+    StreamAppend(StreamAppendResult<TypeConfig>),
+}
+
+/// Requests one append stream may have in flight (openraft's own pipeline holds 64).
+const STREAM_IN_FLIGHT: usize = 64;
+
+/// Closes an append stream's slots when its reader goes, which stops its writer.
+struct CloseOnDrop(Arc<tokio::sync::Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// When a leader last reached this server, on the server's [`Clock`](crate::clock::Clock).
@@ -140,8 +161,70 @@ pub async fn serve_raft(
                 Ok(r) => RaftReply::TransferLeader(r),
                 Err(e) => RaftReply::Err(e.to_string()),
             },
+            RaftMsg::StreamAppend(first) => {
+                // The rest of this connection is one pipelined stream.
+                let seed = rand::random();
+                return super::with_seed(seed, serve_stream(stream, raft, contact, stop, first)).await;
+            }
         };
         write_frame(&mut stream, &encode(&reply)?).await?;
+    }
+}
+
+/// The receiving end of a pipelined append stream: requests are read as they come and handed to
+/// Raft's own pipeline (so the follower's log batches their writes), replies are written in order
+/// as each completes. The connection closes after the first error, as the stream ends there.
+async fn serve_stream(
+    stream: TcpStream,
+    raft: Raft,
+    contact: Option<Arc<ContactTracker>>,
+    mut stop: watch::Receiver<bool>,
+    first: AppendEntriesRequest<TypeConfig>,
+) -> io::Result<()> {
+    tracing::debug!(target: "agent.server.raft", "append stream opened");
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, rx) = tokio::sync::mpsc::channel::<AppendEntriesRequest<TypeConfig>>(STREAM_IN_FLIGHT);
+    let _ = tx.send(first).await;
+    let reader = async move {
+        loop {
+            let frame = match tokio::time::timeout(RAFT_IDLE_TIMEOUT, read_frame(&mut rd, MAX_RAFT_FRAME)).await {
+                Ok(Ok(f)) => f,
+                _ => return,
+            };
+            let Ok(RaftMsg::StreamAppend(req)) = decode::<RaftMsg>(&frame) else {
+                tracing::warn!(target: "agent.server.raft", "a message other than an append on an append stream; closing it");
+                return;
+            };
+            if tx.send(req).await.is_err() {
+                return;
+            }
+        }
+    };
+    let input = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let mut results = std::pin::pin!(raft.stream_append(input));
+    let writer = async move {
+        while let Some(r) = results.next().await {
+            let (reply, last) = match r {
+                Ok(Ok(log_id)) => (RaftReply::StreamAppend(Ok(log_id)), false),
+                Ok(Err(e)) => (RaftReply::StreamAppend(Err(e)), true),
+                Err(fatal) => (RaftReply::Err(fatal.to_string()), true),
+            };
+            if !last {
+                if let Some(c) = &contact {
+                    c.touch();
+                }
+            }
+            write_frame(&mut wr, &encode(&reply)?).await?;
+            if last {
+                break;
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    tokio::select! {
+        r = writer => r,
+        _ = reader.then(|_| std::future::pending::<()>()) => Ok(()),
+        _ = stopped(&mut stop) => Ok(()),
     }
 }
 
@@ -158,6 +241,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        Peer { target, addr: node.addr.clone(), conn: None }
+    }
+
+    /// Heartbeats (the leader's lease and read-index probes) get a connection of their own, so
+    /// they never wait behind an append batch or a snapshot.
+    async fn new_heartbeat_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        Peer { target, addr: node.addr.clone(), conn: None }
+    }
+
+    /// Snapshots too: a long transfer must not hold up replication or heartbeats.
+    async fn new_snapshot_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         Peer { target, addr: node.addr.clone(), conn: None }
     }
 }
@@ -227,6 +321,76 @@ impl Peer {
 
 impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = Vec<u8>;
+
+    /// Pipelined replication: requests go out on a connection of their own as openraft produces
+    /// them (up to [`STREAM_IN_FLIGHT`] unanswered), without waiting for each reply; replies come
+    /// back in order. The far side feeds them to its Raft's pipeline, so its log writes batch.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> futures::future::BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let addr = self.addr.clone();
+        let target = self.target;
+        async move {
+            let ttl = option.soft_ttl();
+            let conn = dial(&addr, RPC_RAFT, ttl.min(Duration::from_secs(5)))
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            let (rd, mut wr) = conn.into_split();
+            let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
+            let writer_slots = slots.clone();
+            // The writer runs on its own until the input ends or the connection breaks; dropping
+            // the returned stream closes the read half, and the far side then closes the rest.
+            tokio::spawn(async move {
+                let mut input = input;
+                while let Some(req) = input.next().await {
+                    let Ok(permit) = writer_slots.acquire().await else { return };
+                    permit.forget();
+                    let Ok(frame) = encode(&RaftMsg::StreamAppend(req)) else { return };
+                    if write_frame(&mut wr, &frame).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            // Once the caller drops the replies, the writer stops too (it may be waiting for a slot).
+            let slots = CloseOnDrop(slots);
+            let replies = futures::stream::unfold(Some((rd, slots)), move |state| async move {
+                let (mut rd, slots) = state?;
+                let net = |e: io::Error| RPCError::Network(NetworkError::new(&e));
+                let frame =
+                    match tokio::time::timeout(ttl.max(Duration::from_secs(1)), read_frame(&mut rd, MAX_RAFT_FRAME))
+                        .await
+                    {
+                        Ok(Ok(f)) => f,
+                        Ok(Err(e)) => return Some((Err(net(e)), None)),
+                        Err(_) => {
+                            let e =
+                                io::Error::new(io::ErrorKind::TimedOut, format!("append stream to {target} timed out"));
+                            return Some((Err(net(e)), None));
+                        }
+                    };
+                slots.0.add_permits(1);
+                match decode::<RaftReply>(&frame) {
+                    Ok(RaftReply::StreamAppend(r)) => {
+                        let more = r.is_ok();
+                        Some((Ok(r), more.then_some((rd, slots))))
+                    }
+                    Ok(RaftReply::Err(e)) => Some((Err(net(io::Error::other(e))), None)),
+                    Ok(_) => Some((Err(net(io::Error::other("unexpected reply on an append stream"))), None)),
+                    Err(e) => Some((Err(net(e)), None)),
+                }
+            });
+            Ok(replies.boxed())
+        }
+        .boxed()
+    }
 
     async fn append_entries(
         &mut self,
