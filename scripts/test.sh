@@ -10,6 +10,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 # Debian's serf (Go memberlist + Serf 0.9.4) is the oracle for the gossip wire.
 command -v serf >/dev/null 2>&1 || need_apt+=(serf)
+# One-way partitions in the network-namespace tests.
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

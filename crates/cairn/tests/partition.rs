@@ -1,7 +1,8 @@
 //! Three servers, each in a network namespace of its own on one bridge (10.231.0.0/24, made and
 //! removed by the test; needs root, as CI has): isolate the leader and the majority elects another
 //! and goes on, while the cut-off server refuses writes and says it knows no leader with a growing
-//! `X-Consul-LastContact`; heal, and all three agree on one history.
+//! `X-Consul-LastContact`; heal, and all three agree on one history. One-way cuts are nftables
+//! rules in a server's namespace that drop what it receives from some peers.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -27,7 +28,9 @@ fn must(cmd: &str) {
 impl Net {
     fn new(n: usize) -> Net {
         // Interface names are at most 15 bytes: keep the tag short and unique to this run.
-        let tag = format!("cp{}", std::process::id() % 100_000);
+        static NETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let k = NETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("cp{}{}", std::process::id() % 100_000, (b'a' + (k % 26) as u8) as char);
         let net = Net { tag: tag.clone(), n };
         must(&format!("ip link add br{tag} type bridge && ip link set br{tag} up"));
         for i in 1..=n {
@@ -49,6 +52,23 @@ impl Net {
 
     fn ip(i: usize) -> String {
         format!("10.231.0.{i}")
+    }
+
+    /// Server `i` stops receiving anything from the servers `from` (an nftables rule in its
+    /// namespace; what it sends still goes out), or, with an empty `from`, receives again.
+    fn drop_inbound(&self, i: usize, from: &[usize]) {
+        let ns = self.ns(i);
+        sh(&format!("ip netns exec {ns} nft delete table inet cairn 2>/dev/null"));
+        if from.is_empty() {
+            return;
+        }
+        let ips: Vec<String> = from.iter().map(|j| Net::ip(*j)).collect();
+        must(&format!(
+            "ip netns exec {ns} nft add table inet cairn && \
+             ip netns exec {ns} nft 'add chain inet cairn input {{ type filter hook input priority 0 ; policy accept ; }}' && \
+             ip netns exec {ns} nft add rule inet cairn input ip saddr '{{ {} }}' drop",
+            ips.join(", ")
+        ));
     }
 
     /// Cuts server `i` off from the others (its end of the bridge goes down), or heals it.
@@ -221,5 +241,65 @@ fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
         });
         assert_eq!(s.get("p/minority", "&consistent").0, 404);
         assert_eq!(s.get("p/before", "&consistent").2, "1");
+    }
+}
+
+fn needs_root_and_nft() {
+    assert!(
+        sh("ip netns add cairn-probe-$$ && ip netns del cairn-probe-$$"),
+        "this test makes network namespaces and needs root (CI runs as root)"
+    );
+    assert!(sh("command -v nft >/dev/null"), "this test needs nftables (scripts/test.sh installs it)");
+}
+
+#[test]
+fn one_way_cuts_are_ridden_out_or_fail_over() {
+    needs_root_and_nft();
+    let net = Net::new(3);
+    let servers: Vec<Server> = (1..=3).map(|i| Server::start(&net, i)).collect();
+    let leader = agreed(&servers, &[1, 2, 3]);
+    let others: Vec<usize> = (1..=3).filter(|i| *i != leader).collect();
+    let (a, b) = (others[0], others[1]);
+    assert!(servers[b - 1].put("w/0", "0"), "{}", std::fs::read_to_string(&servers[b - 1].log).unwrap_or_default());
+
+    // 1. The leader hears nothing from follower `a` (what it sends still arrives). With the other
+    // follower it keeps its quorum, so writes go on; `a` falls behind but cannot unseat it (its
+    // pre-vote finds `b` still hearing from the leader).
+    net.drop_inbound(leader, &[a]);
+    for n in 1..=20 {
+        assert!(servers[b - 1].put(&format!("w/{n}"), &format!("{n}")), "write {n} during a one-way cut");
+    }
+    let (_, h1, _) = servers[a - 1].get("w/0", "&stale");
+    let c1: u64 = header(&h1, "X-Consul-LastContact").unwrap_or("0").parse().unwrap_or(0);
+    wait_for(Duration::from_secs(10), "the cut-off follower's last contact to grow", || {
+        let (_, h, _) = servers[a - 1].get("w/0", "&stale");
+        let c: u64 = header(&h, "X-Consul-LastContact")?.parse().ok()?;
+        (c > c1 && c > 500).then_some(())
+    });
+    assert_eq!(agreed(&servers, &[leader, b]), leader, "the leader kept its place");
+    net.drop_inbound(leader, &[]);
+    // Healed: `a` catches up, and the leader is still the one it was.
+    wait_for(Duration::from_secs(20), "the follower to catch up", || {
+        (servers[a - 1].get("w/20", "&stale").2 == "20").then_some(())
+    });
+    assert_eq!(agreed(&servers, &[1, 2, 3]), leader, "no election after healing a one-way cut");
+
+    // 2. The leader hears nothing from anyone (its own messages still go out): it cannot get its
+    // quorum's acknowledgements, so it steps aside and the others elect a leader between them.
+    net.drop_inbound(leader, &[a, b]);
+    wait_for(Duration::from_secs(30), "the others to take writes again", || {
+        servers[b - 1].put("w/after", "x").then_some(())
+    });
+    let new_leader = agreed(&servers, &[a, b]);
+    assert_ne!(new_leader, leader);
+    let (code, _, body) = servers[leader - 1].http("PUT", "/v1/kv/w/refused", Some("no"));
+    assert_eq!((code, body.trim()), (500, "No cluster leader"));
+    net.drop_inbound(leader, &[]);
+    assert_eq!(agreed(&servers, &[1, 2, 3]), new_leader);
+    for s in &servers {
+        wait_for(Duration::from_secs(20), "one history after healing", || {
+            (s.get("w/after", "&consistent").2 == "x").then_some(())
+        });
+        assert_eq!(s.get("w/refused", "&consistent").0, 404);
     }
 }
