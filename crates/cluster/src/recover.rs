@@ -111,7 +111,7 @@ pub async fn apply(raft_dir: &Path, me: u64, plan: &Plan) -> Result<(), String> 
     let voters: BTreeSet<u64> = plan.new.keys().copied().collect();
     let nodes: BTreeMap<u64, BasicNode> = plan.new.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
     let membership = Membership::new(vec![voters], nodes).map_err(|e| e.to_string())?;
-    let leader = openraft::alias::CommittedLeaderIdOf::<TypeConfig> { term, node_id: me };
+    let leader = openraft::alias::CommittedLeaderIdOf::<TypeConfig>::new(term);
     let entry = Entry {
         log_id: openraft::LogId::new(leader, plan.last_index + 1),
         payload: EntryPayload::Membership(membership),

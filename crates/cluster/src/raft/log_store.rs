@@ -495,7 +495,7 @@ mod tests {
     type Chan = openraft::alias::OneshotOf<TypeConfig>;
 
     fn entry(term: u64, index: u64) -> Entry {
-        let leader = openraft::alias::CommittedLeaderIdOf::<TypeConfig> { term, node_id: 1 };
+        let leader = openraft::alias::CommittedLeaderIdOf::<TypeConfig>::new(term);
         Entry { log_id: openraft::LogId::new(leader, index), payload: EntryPayload::Blank }
     }
 

@@ -21,6 +21,9 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = u64,
         Node = openraft::BasicNode,
+        // Standard Raft: one leader per term, as Consul's Raft (openraft's default, "advanced"
+        // mode, lets two candidates of one term both lead, ordered by node ID).
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
         AsyncRuntime = Runtime,
 );
 
