@@ -34,6 +34,8 @@ usage: cairn-bench [options]
   --duration-secs N     length of each measured round (default 5)
   --rounds N            rounds per workload and system; medians are reported (default 3)
   --quick               shorthand for --duration-secs 1 --rounds 1
+  --failover            instead: three Cairn servers, SIGKILL the leader under writes, report
+                        how long until writes are acknowledged again (--rounds kills)
   -h, --help            this text
 ";
 
@@ -63,6 +65,7 @@ struct Opts {
     etcd_bin: PathBuf,
     duration: Duration,
     rounds: usize,
+    failover: bool,
 }
 
 /// `Ok(None)` when help was asked for.
@@ -71,6 +74,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
     let mut etcd_bin = None;
     let mut secs: u64 = 5;
     let mut rounds: u64 = 3;
+    let mut failover = false;
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -82,6 +86,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
             "--etcd-bin" => etcd_bin = Some(PathBuf::from(take_value(&flag, inline, &mut rest)?)),
             "--duration-secs" => secs = parse_count(&flag, &take_value(&flag, inline, &mut rest)?, 3600)?,
             "--rounds" => rounds = parse_count(&flag, &take_value(&flag, inline, &mut rest)?, 100)?,
+            "--failover" if inline.is_none() => failover = true,
             "--quick" if inline.is_none() => {
                 secs = 1;
                 rounds = 1;
@@ -94,7 +99,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
         }
     }
     let etcd_bin = etcd_bin.or_else(|| find_on_path("etcd")).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
-    Ok(Some(Opts { cairn_bin, etcd_bin, duration: Duration::from_secs(secs), rounds: rounds as usize }))
+    Ok(Some(Opts { cairn_bin, etcd_bin, duration: Duration::from_secs(secs), rounds: rounds as usize, failover }))
 }
 
 fn take_value(flag: &str, inline: Option<String>, rest: &mut impl Iterator<Item = String>) -> Result<String> {
@@ -901,11 +906,145 @@ async fn main() -> ExitCode {
         }
     };
     // Servers live inside `run`, so they are killed before the process exits, error or not.
-    match run(opts).await {
+    let r = if opts.failover { failover(opts).await } else { run(opts).await };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cairn-bench: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failover
+
+/// The time from SIGKILL of a leader to writes being acknowledged again.
+const TARGET_FAILOVER_MS: f64 = 2000.0;
+
+/// Waits until every server names the same leader and that leader takes a write; returns its index.
+async fn settle(http: &reqwest::Client, http_port: u16, server_port: u16, logs: &str) -> Result<usize> {
+    let ip = |i: usize| format!("127.0.0.{}", i + 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut names = Vec::new();
+        for i in 0..3 {
+            let v = get_json(http, &format!("http://{}:{http_port}/v1/status/leader", ip(i))).await;
+            names.push(v.and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+        }
+        if !names[0].is_empty() && names.iter().all(|n| *n == names[0]) {
+            if let Some(l) = (0..3).find(|i| names[0] == format!("{}:{server_port}", ip(*i))) {
+                let put = http.put(format!("http://{}:{http_port}/v1/kv/fo/settle", ip(l))).body("x").send().await;
+                if put.is_ok_and(|r| r.status().is_success()) {
+                    return Ok(l);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not settle on a leader within 60 s (logs in {logs})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `--failover`: three Cairn servers on 127.0.0.1-3 (`-bootstrap-expect=3`, data dirs,
+/// `raft_multiplier = 1`); a client writes to a follower without pause; the leader is SIGKILLed,
+/// and the figure is the time from the kill to the first acknowledged write *sent* after it. The
+/// killed server is restarted (same data dir) and the cluster settles before the next round.
+async fn failover(o: Opts) -> Result<()> {
+    if !o.cairn_bin.is_file() {
+        bail!("Cairn binary {} not found (cargo build --release -p cairn, or pass --cairn-bin)", o.cairn_bin.display());
+    }
+    let dir = tempfile::Builder::new().prefix("cairn-bench-failover-").tempdir().context("creating a temp dir")?;
+    let ports = free_ports(3)?;
+    let (http_port, server_port, serf_port) = (ports[0], ports[1], ports[2]);
+    let ip = |i: usize| format!("127.0.0.{}", i + 1);
+    let start = |i: usize| -> Result<ChildGuard> {
+        let data = dir.path().join(format!("s{i}"));
+        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        let mut cmd = Command::new(&o.cairn_bin);
+        cmd.args(["agent", "-server", "-bootstrap-expect=3"])
+            .arg(format!("-node=fo{i}"))
+            .arg(format!("-bind={}", ip(i)))
+            .arg(format!("-client={}", ip(i)))
+            .arg(format!("-data-dir={}", data.display()))
+            .arg(format!("-http-port={http_port}"))
+            .arg(format!("-server-port={server_port}"))
+            .arg(format!("-serf-lan-port={serf_port}"))
+            .arg(format!("-retry-join={}:{serf_port}", ip(0)))
+            .args(["-serf-wan-port=-1", "-dns-port=-1", "-grpc-port=-1", "-log-level=warn"])
+            .arg("-hcl=performance { raft_multiplier = 1 }");
+        spawn(cmd, &dir.path().join(format!("s{i}.log")))
+    };
+    println!("cairn-bench: failover of a 3-server Cairn cluster (127.0.0.1-3, data dirs, raft_multiplier 1)");
+    println!("  a client writes to a follower without pause; the leader is SIGKILLed; figure: kill to the");
+    println!(
+        "  first acknowledged write sent after it. ({} rounds; no etcd run: this is a goal, not a ratio)",
+        o.rounds
+    );
+    let http = http_client(Duration::from_secs(15))?;
+    let mut servers: Vec<Option<ChildGuard>> = Vec::new();
+    for i in 0..3 {
+        servers.push(Some(start(i)?));
+    }
+    let url = |i: usize, path: &str| format!("http://{}:{http_port}{path}", ip(i));
+    let logs = dir.path().display().to_string();
+    let mut figures = Vec::new();
+    for round in 0..o.rounds {
+        let leader = settle(&http, http_port, server_port, &logs).await?;
+        let follower = (0..3).find(|i| *i != leader).expect("a follower");
+        // Writes, each with the time it was sent, until told to stop.
+        // (sent, acknowledged) of every acknowledged write.
+        let acked: Arc<std::sync::Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (http, acked, stop, target) = (http.clone(), acked.clone(), stop.clone(), url(follower, "/v1/kv/fo/w"));
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let sent = Instant::now();
+                    let r = http.put(&target).body(n.to_string()).send().await;
+                    if let Ok(r) = r {
+                        if r.status().is_success() && r.bytes().await.is_ok_and(|b| b.as_ref() == b"true") {
+                            acked.lock().expect("acked").push((sent, Instant::now()));
+                        }
+                    }
+                }
+            })
+        };
+        // Let writes flow, then kill the leader.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let killed_at = Instant::now();
+        drop(servers[leader].take());
+        let deadline = killed_at + Duration::from_secs(30);
+        let resumed = loop {
+            if let Some((_, at)) = acked.lock().expect("acked").iter().find(|(sent, _)| *sent >= killed_at) {
+                break Some(*at);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = writer.await;
+        let Some(resumed) = resumed else {
+            bail!("round {}: no write was acknowledged within 30 s of the kill", round + 1);
+        };
+        // When the first write sent after the kill was acknowledged.
+        let ms = (resumed - killed_at).as_secs_f64() * 1000.0;
+        figures.push(ms);
+        servers[leader] = Some(start(leader)?);
+        println!("  round {}: leader fo{leader} killed; writes acknowledged again after {:.0} ms", round + 1, ms);
+    }
+    figures.sort_by(|a, b| a.total_cmp(b));
+    let med = median(figures.clone());
+    let max = figures.last().copied().unwrap_or(0.0);
+    println!();
+    println!(
+        "  writes resume after a leader kill: median {med:.0} ms, max {max:.0} ms   target <= {TARGET_FAILOVER_MS:.0} ms: {}",
+        verdict(max <= TARGET_FAILOVER_MS)
+    );
+    Ok(())
 }
