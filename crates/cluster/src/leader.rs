@@ -49,6 +49,8 @@ pub async fn run(server: Weak<Server>) {
             None => return,
         };
         let mut pool_changed = true;
+        // Bootstrap is also retried now and then (a peer may not have answered the last probe).
+        let mut last_try = tokio::time::Instant::now();
         loop {
             let Some(s) = server.upgrade() else { return };
             if s.is_leader() {
@@ -59,7 +61,11 @@ pub async fn run(server: Weak<Server>) {
                     changes = Some(pool.subscribe_changes());
                     pool_changed = true;
                 }
+                if last_try.elapsed() >= RECONCILE_TICK {
+                    pool_changed = true;
+                }
                 if pool_changed {
+                    last_try = tokio::time::Instant::now();
                     let servers = crate::gossip::server_infos(&pool.members(), &s.config().datacenter);
                     s.set_lan_servers(servers.clone());
                     s.maybe_bootstrap(&servers).await;
@@ -107,8 +113,10 @@ async fn lead(server: &Weak<Server>, stop: &mut tokio::sync::watch::Receiver<boo
     let mut ticks = 0u64;
     // The index seen one reconcile tick ago: tombstones at or below it are older than the tick.
     let mut seen_last_tick = 0u64;
-    // Establish: this server and the pool into the catalog at once.
+    // Establish: no session timer from an earlier term survives (each session gets a full TTL
+    // afresh), and this server and the pool go into the catalog at once.
     if let Some(s) = server.upgrade() {
+        s.session_timers.lock().expect("session timers").clear();
         reconcile_lan(&s, true).await;
     }
     loop {
@@ -198,7 +206,7 @@ pub async fn reconcile_lan(server: &Server, with_self: bool) {
         updates.push(CoordinateEntry { node: lan.me.node.clone(), segment: String::new(), coord: own });
     }
     if !updates.is_empty() {
-        if let Err(e) = server.apply(Command::CoordinateBatchUpdate(updates)).await {
+        if let Err(e) = server.apply_local(Command::CoordinateBatchUpdate(updates)).await {
             tracing::warn!(target: "cluster.leader", error = %e, "failed to update coordinates");
         }
     }
@@ -254,7 +262,7 @@ pub async fn reconcile_alive(server: &Server, m: &Member) -> Result<(), Error> {
         check: Some(check),
         ..Default::default()
     };
-    match server.apply(Command::Register(req)).await?.result {
+    match server.apply_local(Command::Register(req)).await?.result {
         CommandResult::Error(e) => Err(Error::Rejected(e)),
         _ => Ok(()),
     }
@@ -267,7 +275,7 @@ pub async fn reap_tombstones(server: &Server, up_to: u64) -> Result<(), Error> {
     if !st.tombstones.values().any(|i| *i <= up_to) {
         return Ok(());
     }
-    server.apply(Command::ReapTombstones(up_to)).await.map(|_| ())
+    server.apply_local(Command::ReapTombstones(up_to)).await.map(|_| ())
 }
 
 /// Consul lets a session live up to twice its TTL before the leader reaps it.
@@ -303,7 +311,7 @@ pub async fn reap_sessions(server: &Server) {
     }
     for id in expired {
         tracing::debug!(target: "cluster.leader", session = %id, "session TTL expired; invalidating");
-        match server.apply(Command::SessionDestroy(id.clone())).await {
+        match server.apply_local(Command::SessionDestroy(id.clone())).await {
             Ok(_) => {
                 server.session_timers.lock().expect("session timers").remove(&id);
             }
@@ -345,7 +353,7 @@ pub async fn reconcile_failed(server: &Server, node: &str, address: &str, datace
         check: Some(check),
         ..Default::default()
     };
-    match server.apply(Command::Register(req)).await?.result {
+    match server.apply_local(Command::Register(req)).await?.result {
         CommandResult::Error(e) => Err(Error::Rejected(e)),
         _ => Ok(()),
     }
@@ -361,7 +369,7 @@ pub async fn deregister_member(server: &Server, node: &str, datacenter: &str) ->
         node: node.to_string(),
         ..Default::default()
     };
-    match server.apply(Command::Deregister(req)).await?.result {
+    match server.apply_local(Command::Deregister(req)).await?.result {
         CommandResult::Error(e) => Err(Error::Rejected(e)),
         _ => Ok(()),
     }

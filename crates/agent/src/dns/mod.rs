@@ -405,7 +405,12 @@ async fn resolve_from(agent: &Agent, qname: &Name, qtype: RecordType, src: IpAdd
     let r = Reader {
         agent,
         opts: QueryOptions {
-            consistency: if dns.allow_stale { Consistency::Stale } else { Consistency::Default },
+            // A `max_stale` of 0 allows no staleness at all: the leader's read point.
+            consistency: if dns.allow_stale && !dns.max_stale.is_zero() {
+                Consistency::Stale
+            } else {
+                Consistency::Default
+            },
             max_stale: Some(dns.max_stale),
             source: QuerySource { node: cfg.node_name.clone(), ip: Some(src.to_string()) },
             ..QueryOptions::default()

@@ -335,8 +335,10 @@ fn run(
         R::TxnRead(ops) => (st.last_index, A::Txn(cairn_store::txn::read_txn(st, ops))),
         R::CatalogServiceAddress { address } => {
             // Addresses compare as IPs where they are IPs (one IPv6 address has many spellings).
-            let ip = address.parse::<std::net::IpAddr>().ok();
-            let same = |a: &str| match (ip, a.parse::<std::net::IpAddr>().ok()) {
+            // (IPv4-mapped IPv6 addresses are their IPv4 address.)
+            let parse = |a: &str| a.parse::<std::net::IpAddr>().ok().map(|i| i.to_canonical());
+            let ip = parse(address);
+            let same = |a: &str| match (ip, parse(a)) {
                 (Some(x), Some(y)) => x == y,
                 _ => a == address,
             };

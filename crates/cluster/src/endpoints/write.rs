@@ -97,8 +97,10 @@ pub(crate) async fn on_leader(server: &Server, req: WriteRequest) -> Result<Writ
             Ok(answered(a.index, a.result))
         }
         WriteRequest::SessionRenew { id } => {
-            // Renewals are the leader's: it keeps the TTL timers (Consul forwards them too).
+            // Renewals are the leader's: it keeps the TTL timers (Consul forwards them too). It
+            // reads at its read point, so a session created just before is found.
             server.check_leads()?;
+            server.default_barrier().await?;
             let (index, sess) = server.store().snapshot().session_get(&id);
             let sess = sess.ok_or_else(|| {
                 Error::Rejected(cairn_types::Error::not_found(format!("Session id '{id}' not found")))

@@ -70,12 +70,24 @@ enum RaftReply {
 /// Requests one append stream may have in flight (openraft's own pipeline holds 64).
 const STREAM_IN_FLIGHT: usize = 64;
 
+/// What an append stream's writer and reader share.
+struct StreamState {
+    /// Requests that may still be sent before a reply comes back.
+    slots: tokio::sync::Semaphore,
+    /// Requests written so far.
+    sent: std::sync::atomic::AtomicU64,
+    /// The input has ended: once every request has its reply, so does the stream.
+    input_done: std::sync::atomic::AtomicBool,
+    /// Signalled on every write and at the end of the input.
+    progress: tokio::sync::Notify,
+}
+
 /// Closes an append stream's slots when its reader goes, which stops its writer.
-struct CloseOnDrop(Arc<tokio::sync::Semaphore>);
+struct CloseOnDrop(Arc<StreamState>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.slots.close();
     }
 }
 
@@ -204,12 +216,16 @@ async fn serve_stream(
     let mut results = std::pin::pin!(raft.stream_append(input));
     let writer = async move {
         while let Some(r) = results.next().await {
-            let (reply, last) = match r {
-                Ok(Ok(log_id)) => (RaftReply::StreamAppend(Ok(log_id)), false),
-                Ok(Err(e)) => (RaftReply::StreamAppend(Err(e)), true),
-                Err(fatal) => (RaftReply::Err(fatal.to_string()), true),
+            // A conflict is still word from the leader; a higher vote is not.
+            let (reply, last, from_leader) = match r {
+                Ok(Ok(log_id)) => (RaftReply::StreamAppend(Ok(log_id)), false, true),
+                Ok(Err(e)) => {
+                    let conflict = matches!(e, openraft::raft::StreamAppendError::Conflict(_));
+                    (RaftReply::StreamAppend(Err(e)), true, conflict)
+                }
+                Err(fatal) => (RaftReply::Err(fatal.to_string()), true, false),
             };
-            if !last {
+            if from_leader {
                 if let Some(c) = &contact {
                     c.touch();
                 }
@@ -235,24 +251,27 @@ pub struct Peer {
     target: u64,
     addr: String,
     conn: Option<TcpStream>,
+    /// Pipeline appends on a connection of their own (replication); otherwise send them one at a
+    /// time on this peer's connection (heartbeats: one request per stream, every 100 ms).
+    pipelined: bool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        Peer { target, addr: node.addr.clone(), conn: None }
+        Peer { target, addr: node.addr.clone(), conn: None, pipelined: true }
     }
 
     /// Heartbeats (the leader's lease and read-index probes) get a connection of their own, so
     /// they never wait behind an append batch or a snapshot.
     async fn new_heartbeat_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        Peer { target, addr: node.addr.clone(), conn: None }
+        Peer { target, addr: node.addr.clone(), conn: None, pipelined: false }
     }
 
     /// Snapshots too: a long transfer must not hold up replication or heartbeats.
     async fn new_snapshot_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        Peer { target, addr: node.addr.clone(), conn: None }
+        Peer { target, addr: node.addr.clone(), conn: None, pipelined: false }
     }
 }
 
@@ -336,6 +355,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
+        if !self.pipelined {
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
         let addr = self.addr.clone();
         let target = self.target;
         async move {
@@ -344,26 +366,46 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                 .await
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
             let (rd, mut wr) = conn.into_split();
-            let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
-            let writer_slots = slots.clone();
+            let shared = Arc::new(StreamState {
+                slots: tokio::sync::Semaphore::new(STREAM_IN_FLIGHT),
+                sent: std::sync::atomic::AtomicU64::new(0),
+                input_done: std::sync::atomic::AtomicBool::new(false),
+                progress: tokio::sync::Notify::new(),
+            });
+            let w = shared.clone();
             // The writer runs on its own until the input ends or the connection breaks; dropping
-            // the returned stream closes the read half, and the far side then closes the rest.
+            // the returned stream closes the slots, which stops a writer waiting for one.
             tokio::spawn(async move {
                 let mut input = input;
                 while let Some(req) = input.next().await {
-                    let Ok(permit) = writer_slots.acquire().await else { return };
+                    let Ok(permit) = w.slots.acquire().await else { break };
                     permit.forget();
-                    let Ok(frame) = encode(&RaftMsg::StreamAppend(req)) else { return };
+                    let Ok(frame) = encode(&RaftMsg::StreamAppend(req)) else { break };
                     if write_frame(&mut wr, &frame).await.is_err() {
-                        return;
+                        break;
                     }
+                    w.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    w.progress.notify_one();
                 }
+                w.input_done.store(true, std::sync::atomic::Ordering::SeqCst);
+                w.progress.notify_one();
             });
-            // Once the caller drops the replies, the writer stops too (it may be waiting for a slot).
-            let slots = CloseOnDrop(slots);
-            let replies = futures::stream::unfold(Some((rd, slots)), move |state| async move {
-                let (mut rd, slots) = state?;
+            let state = (rd, CloseOnDrop(shared), 0u64);
+            let replies = futures::stream::unfold(Some(state), move |state| async move {
+                let (mut rd, shared, received) = state?;
                 let net = |e: io::Error| RPCError::Network(NetworkError::new(&e));
+                // Wait until a reply is owed; the stream ends once the input has ended and every
+                // request has its reply. An idle stream (nothing sent) never times out.
+                loop {
+                    let notified = shared.0.progress.notified();
+                    if shared.0.sent.load(std::sync::atomic::Ordering::SeqCst) > received {
+                        break;
+                    }
+                    if shared.0.input_done.load(std::sync::atomic::Ordering::SeqCst) {
+                        return None;
+                    }
+                    notified.await;
+                }
                 let frame =
                     match tokio::time::timeout(ttl.max(Duration::from_secs(1)), read_frame(&mut rd, MAX_RAFT_FRAME))
                         .await
@@ -376,11 +418,11 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                             return Some((Err(net(e)), None));
                         }
                     };
-                slots.0.add_permits(1);
+                shared.0.slots.add_permits(1);
                 match decode::<RaftReply>(&frame) {
                     Ok(RaftReply::StreamAppend(r)) => {
                         let more = r.is_ok();
-                        Some((Ok(r), more.then_some((rd, slots))))
+                        Some((Ok(r), more.then_some((rd, shared, received + 1))))
                     }
                     Ok(RaftReply::Err(e)) => Some((Err(net(io::Error::other(e))), None)),
                     Ok(_) => Some((Err(net(io::Error::other("unexpected reply on an append stream"))), None)),
