@@ -32,14 +32,10 @@ pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Resul
     };
     barrier(server, q).await?;
     let store = server.store();
-    // Prepared-query execution and transactions do not block, as in Consul.
-    let blocks = q.min_query_index > 0
-        && !matches!(
-            req,
-            ReadRequest::PreparedQueryExecute { .. }
-                | ReadRequest::TxnRead(_)
-                | ReadRequest::PreparedQueryExplain { .. }
-        );
+    // What watches nothing does not block (prepared-query execution, explain and transactions,
+    // as in Consul).
+    let watched = topics_of(req);
+    let blocks = q.min_query_index > 0 && !watched.is_empty();
     if !blocks {
         let (idx, res) = run(server, &store.snapshot(), req, q, filter.as_ref())?;
         return Ok((server.query_meta(idx.max(1)), res));
@@ -50,7 +46,6 @@ pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Resul
     // indexes may be below the one the client waits past, so it must hear now.
     let restored = |st: &State| st.indexes.get(cairn_store::RESTORE_INDEX).copied();
     let restored_at_start = restored(&store.snapshot());
-    let watched = topics_of(req);
     let mut stop = server.stop_signal();
     loop {
         let st = store.watch(&ws, watched.iter().cloned());
