@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Cairn KV vs single-node etcd. Installs etcd (Debian's etcd-server) if missing, builds Cairn and
-# the benchmark in release mode, and runs it. Extra arguments go to cairn-bench, e.g.:
+# Cairn KV vs etcd (driven through its native gRPC API). Installs etcd (Debian's etcd-server) if
+# missing, builds Cairn and the benchmark in release mode, and runs it. Extra arguments go to
+# cairn-bench, e.g.:
 #   bench/run.sh --quick
+#   bench/run.sh --cluster          # 3 Cairn servers vs a 3-member etcd, with watcher fan-out
+#   bench/run.sh --failover --rounds 5
 #   bench/run.sh --duration-secs 10 --rounds 5 --etcd-bin /opt/etcd/etcd
 set -euo pipefail
 

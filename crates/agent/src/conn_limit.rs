@@ -43,6 +43,22 @@ const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/p
 
 type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
+/// Binds the HTTP listener with Go's accept backlog (the kernel's `somaxconn`, where Consul's
+/// `net.Listen` takes it from) rather than tokio's 1,024: thousands of clients that connect at
+/// once (watchers re-connecting after a restart) would otherwise have their SYNs dropped and
+/// retried seconds later. The address is reusable at once after a crash, as with `bind`.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let backlog = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(4096)
+        .clamp(128, 65_535);
+    socket.listen(backlog)
+}
+
 /// A request's peer address, for handlers that need it (`ConnectInfo<PeerAddr>`).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);

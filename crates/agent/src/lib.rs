@@ -460,9 +460,7 @@ impl Agent {
         let mut bound = Vec::new();
         for ip in addrs {
             let addr = SocketAddr::new(ip, cfg.ports.http as u16);
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|err| StartError::Bind { addr: addr.to_string(), err })?;
+            let l = conn_limit::bind(addr).map_err(|err| StartError::Bind { addr: addr.to_string(), err })?;
             let local = l.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
             bound.push(local);
             let app = app.clone();

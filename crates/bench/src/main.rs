@@ -1,15 +1,19 @@
-//! `cairn-bench`: Cairn's KV HTTP API against a single-node etcd, both started by this program in
-//! the same run, on the same machine, driven by the same HTTP client (reqwest, HTTP/1.1
-//! keep-alive, one connection per simulated client).
+//! `cairn-bench`: Cairn's KV HTTP API against etcd, both started by this program in the same
+//! run, on the same machine, one connection per simulated client: Cairn through its Consul HTTP
+//! API (reqwest, HTTP/1.1 keep-alive), etcd through its native gRPC API (tonic, HTTP/2), the
+//! client etcd's users use. Single-server mode by default; `--cluster` runs 3 Cairn servers
+//! against a 3-member etcd, and `--failover` measures a leader kill.
 //!
-//! Fairness: Cairn runs as a `-server -bootstrap` agent with a data dir, so every write is fsynced
-//! through its Raft log; etcd fsyncs every write by default. Reads are leader reads on both sides
-//! (Cairn's default consistency, etcd's default linearizable range). etcd is driven through its
-//! v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`), i.e. over HTTP/JSON like Cairn, not gRPC.
+//! Fairness: Cairn runs as a server with a data dir, so every write is fsynced through its Raft
+//! log; etcd fsyncs every write by default. Reads are leader reads on both sides (Cairn's default
+//! consistency, etcd's default linearizable range) unless a workload says otherwise.
 //!
 //! Targets (informational; the exit code only reflects failures): put with 64 clients >= 1.5x
 //! etcd's throughput, get >= 2x, 1-client put p50 no slower than etcd's, `agent -dev` ready in
 //! < 150 ms and idle RSS < 30 MB.
+
+mod cluster;
+mod etcd;
 
 use std::fmt;
 use std::fs::File;
@@ -34,6 +38,11 @@ usage: cairn-bench [options]
   --duration-secs N     length of each measured round (default 5)
   --rounds N            rounds per workload and system; medians are reported (default 3)
   --quick               shorthand for --duration-secs 1 --rounds 1
+  --cluster             instead: three Cairn servers against a three-member etcd (put, get in
+                        each consistency mode, CAS, and blocking-query fan-out to 1,000 and
+                        10,000 watchers against etcd watches)
+  --only LABELS         run only these workloads, comma-separated as the output labels them
+                        (e.g. put@64,get-stale@64,fanout@10000)
   --failover            instead: three Cairn servers, SIGKILL the leader under writes, report
                         how long until writes are acknowledged again (--rounds kills)
   -h, --help            this text
@@ -66,6 +75,16 @@ struct Opts {
     duration: Duration,
     rounds: usize,
     failover: bool,
+    cluster: bool,
+    /// Workload labels to run (all when empty).
+    only: Vec<String>,
+}
+
+impl Opts {
+    /// Whether `--only` lets the workload labelled `label` run.
+    fn wants(&self, label: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|l| l == label)
+    }
 }
 
 /// `Ok(None)` when help was asked for.
@@ -75,6 +94,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
     let mut secs: u64 = 5;
     let mut rounds: u64 = 3;
     let mut failover = false;
+    let mut cluster = false;
+    let mut only = Vec::new();
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -87,6 +108,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
             "--duration-secs" => secs = parse_count(&flag, &take_value(&flag, inline, &mut rest)?, 3600)?,
             "--rounds" => rounds = parse_count(&flag, &take_value(&flag, inline, &mut rest)?, 100)?,
             "--failover" if inline.is_none() => failover = true,
+            "--cluster" if inline.is_none() => cluster = true,
+            "--only" => {
+                only = take_value(&flag, inline, &mut rest)?.split(',').map(|l| l.trim().to_string()).collect();
+                if only.iter().any(String::is_empty) {
+                    bail!("--only: empty workload label\n\n{USAGE}");
+                }
+            }
             "--quick" if inline.is_none() => {
                 secs = 1;
                 rounds = 1;
@@ -98,8 +126,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
             _ => bail!("unknown argument {arg:?}\n\n{USAGE}"),
         }
     }
+    if failover && cluster {
+        bail!("--failover and --cluster are separate runs; give one\n\n{USAGE}");
+    }
     let etcd_bin = etcd_bin.or_else(|| find_on_path("etcd")).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
-    Ok(Some(Opts { cairn_bin, etcd_bin, duration: Duration::from_secs(secs), rounds: rounds as usize, failover }))
+    Ok(Some(Opts {
+        cairn_bin,
+        etcd_bin,
+        duration: Duration::from_secs(secs),
+        rounds: rounds as usize,
+        failover,
+        cluster,
+        only,
+    }))
 }
 
 fn take_value(flag: &str, inline: Option<String>, rest: &mut impl Iterator<Item = String>) -> Result<String> {
@@ -377,12 +416,28 @@ fn etcd_version(bin: &Path) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Operations
 
+/// How a read is served. etcd has two modes: Cairn's `default` and `consistent` are compared
+/// with etcd's linearizable range (its default), `stale` with its serializable one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    /// Consul's default: the leader answers under its lease.
+    Default,
+    /// `?consistent`: the leader confirms it still leads first.
+    Consistent,
+    /// `?stale`: any server answers from its own state.
+    Stale,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Put,
-    Get,
-    /// One transaction of `TXN_OPS` puts (Cairn `/v1/txn`, etcd `/v3/kv/txn`).
+    Get(Read),
+    /// One transaction of `TXN_OPS` puts (Cairn `/v1/txn`, etcd `KV.Txn`).
     Txn,
+    /// Compare-and-set of the client's own key at the index it last wrote (Cairn: a `/v1/txn`
+    /// with one `cas` verb, which answers the new index; etcd: a `KV.Txn` comparing the key's
+    /// mod revision). Every one must succeed.
+    Cas,
 }
 
 /// Operations per transaction in the txn workload.
@@ -392,81 +447,129 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Op::Put => "put",
-            Op::Get => "get",
+            Op::Get(Read::Default) => "get",
+            Op::Get(Read::Consistent) => "get-consistent",
+            Op::Get(Read::Stale) => "get-stale",
             Op::Txn => "txn64",
+            Op::Cas => "cas",
         })
     }
 }
 
-/// What a client needs to talk to one system; shared by all its clients.
+/// What a client needs to talk to one system; shared by all its clients. Client `i` talks to
+/// `endpoints[i % len]`, so a cluster's clients spread over its members.
 struct Target {
     kind: Kind,
-    base: String,
+    endpoints: Vec<String>,
     value: Vec<u8>,
-    /// etcd's gateway takes bytes as base64 in JSON; encoded once, not per op.
     value_b64: String,
+}
+
+/// One simulated client's connection: its own HTTP/1.1 keep-alive connection to Cairn, or its
+/// own HTTP/2 connection to etcd.
+enum Conn {
+    Cairn { http: reqwest::Client, base: String },
+    Etcd(etcd::Client),
+}
+
+async fn connect(t: &Target, id: usize) -> Result<Conn> {
+    let url = &t.endpoints[id % t.endpoints.len()];
+    Ok(match t.kind {
+        Kind::Cairn => Conn::Cairn { http: http_client(REQUEST_TIMEOUT)?, base: url.clone() },
+        Kind::Etcd => Conn::Etcd(etcd::Client::connect(url, REQUEST_TIMEOUT).await?),
+    })
 }
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// One KV operation, checked. Base64 output needs no JSON escaping, so etcd bodies are formatted
-/// directly rather than through serde_json (keeping client-side cost minimal and alike for both).
-async fn do_op(http: &reqwest::Client, t: &Target, op: Op, key: &str) -> Result<()> {
-    const JSON: &str = "application/json";
-    let req = match (t.kind, op) {
-        (Kind::Cairn, Op::Txn) => {
-            let ops: Vec<String> = (0..TXN_OPS)
-                .map(|i| format!(r#"{{"KV":{{"Verb":"set","Key":"{key}/{i}","Value":"{}"}}}}"#, t.value_b64))
-                .collect();
-            http.put(format!("{}/v1/txn", t.base)).body(format!("[{}]", ops.join(",")))
-        }
-        (Kind::Etcd, Op::Txn) => {
-            let ops: Vec<String> = (0..TXN_OPS)
-                .map(|i| {
-                    format!(
-                        r#"{{"request_put":{{"key":"{}","value":"{}"}}}}"#,
-                        b64(format!("{key}/{i}").as_bytes()),
-                        t.value_b64
-                    )
-                })
-                .collect();
-            http.post(format!("{}/v3/kv/txn", t.base))
-                .header(reqwest::header::CONTENT_TYPE, JSON)
-                .body(format!(r#"{{"success":[{}]}}"#, ops.join(",")))
-        }
-        (Kind::Cairn, Op::Put) => http.put(format!("{}/v1/kv/{key}", t.base)).body(t.value.clone()),
-        (Kind::Cairn, Op::Get) => http.get(format!("{}/v1/kv/{key}", t.base)),
-        (Kind::Etcd, Op::Put) => http
-            .post(format!("{}/v3/kv/put", t.base))
-            .header(reqwest::header::CONTENT_TYPE, JSON)
-            .body(format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key.as_bytes()), t.value_b64)),
-        (Kind::Etcd, Op::Get) => http
-            .post(format!("{}/v3/kv/range", t.base))
-            .header(reqwest::header::CONTENT_TYPE, JSON)
-            .body(format!(r#"{{"key":"{}"}}"#, b64(key.as_bytes()))),
-    };
+/// One KV operation, checked. `index` is the client's CAS state: the index (revision) its key
+/// was last written at, 0 before it exists. Base64 output needs no JSON escaping, so Cairn's txn
+/// bodies are formatted directly rather than through serde_json.
+async fn do_op(conn: &mut Conn, t: &Target, op: Op, key: &str, index: &mut u64) -> Result<()> {
     let what = || format!("{} {op} {key}", t.kind.name());
-    let resp = req.send().await.with_context(what)?;
-    let status = resp.status();
-    let body = resp.bytes().await.with_context(|| format!("{}: reading the answer", what()))?;
-    let ok = status.is_success()
-        && match (t.kind, op) {
-            (Kind::Cairn, Op::Put) => body.trim_ascii() == b"true",
-            (Kind::Cairn, Op::Get) => body.starts_with(b"["),
-            (Kind::Cairn, Op::Txn) => contains(&body, b"\"Errors\":null"),
-            (Kind::Etcd, Op::Txn) => contains(&body, b"\"succeeded\":true"),
-            // Errors come back as non-2xx with {"error": ...}.
-            (Kind::Etcd, Op::Put) => true,
-            // A missing key is a 200 without "kvs".
-            (Kind::Etcd, Op::Get) => body.windows(5).any(|w| w == b"\"kvs\""),
-        };
-    if !ok {
-        let snippet = String::from_utf8_lossy(&body[..body.len().min(300)]);
-        bail!("{}: unexpected answer {status}: {snippet}", what());
+    match conn {
+        Conn::Cairn { http, base } => {
+            let req = match op {
+                Op::Txn => {
+                    let ops: Vec<String> = (0..TXN_OPS)
+                        .map(|i| format!(r#"{{"KV":{{"Verb":"set","Key":"{key}/{i}","Value":"{}"}}}}"#, t.value_b64))
+                        .collect();
+                    http.put(format!("{base}/v1/txn")).body(format!("[{}]", ops.join(",")))
+                }
+                Op::Cas => http.put(format!("{base}/v1/txn")).body(format!(
+                    r#"[{{"KV":{{"Verb":"cas","Key":"{key}","Value":"{}","Index":{index}}}}}]"#,
+                    t.value_b64
+                )),
+                Op::Put => http.put(format!("{base}/v1/kv/{key}")).body(t.value.clone()),
+                Op::Get(Read::Default) => http.get(format!("{base}/v1/kv/{key}")),
+                Op::Get(Read::Consistent) => http.get(format!("{base}/v1/kv/{key}?consistent")),
+                Op::Get(Read::Stale) => http.get(format!("{base}/v1/kv/{key}?stale")),
+            };
+            let resp = req.send().await.with_context(what)?;
+            let status = resp.status();
+            let body = resp.bytes().await.with_context(|| format!("{}: reading the answer", what()))?;
+            let ok = status.is_success()
+                && match op {
+                    Op::Put => body.trim_ascii() == b"true",
+                    Op::Get(_) => body.starts_with(b"["),
+                    Op::Txn => contains(&body, b"\"Errors\":null"),
+                    Op::Cas => match modify_index(&body) {
+                        Some(i) if contains(&body, b"\"Errors\":null") => {
+                            *index = i;
+                            true
+                        }
+                        _ => false,
+                    },
+                };
+            if !ok {
+                let snippet = String::from_utf8_lossy(&body[..body.len().min(300)]);
+                bail!("{}: unexpected answer {status}: {snippet}", what());
+            }
+        }
+        Conn::Etcd(c) => match op {
+            Op::Put => {
+                c.put(key.as_bytes(), &t.value).await.with_context(what)?;
+            }
+            Op::Get(read) => {
+                let r = c.get(key.as_bytes(), read == Read::Stale).await.with_context(what)?;
+                if r.kvs.is_empty() {
+                    bail!("{}: key not found", what());
+                }
+            }
+            Op::Txn => {
+                let success = (0..TXN_OPS).map(|i| etcd::put_op(format!("{key}/{i}").as_bytes(), &t.value)).collect();
+                let r = c.txn(etcd::TxnRequest { success, ..Default::default() }).await.with_context(what)?;
+                if !r.succeeded {
+                    bail!("{}: transaction did not succeed", what());
+                }
+            }
+            Op::Cas => {
+                let compare = vec![etcd::Compare {
+                    result: etcd::COMPARE_EQUAL,
+                    target: etcd::COMPARE_MOD,
+                    key: key.as_bytes().to_vec(),
+                    mod_revision: Some(*index as i64),
+                }];
+                let success = vec![etcd::put_op(key.as_bytes(), &t.value)];
+                let r = c.txn(etcd::TxnRequest { compare, success, failure: vec![] }).await.with_context(what)?;
+                match (r.succeeded, r.header) {
+                    (true, Some(h)) => *index = h.revision as u64,
+                    _ => bail!("{}: compare-and-set at revision {index} failed", what()),
+                }
+            }
+        },
     }
     Ok(())
+}
+
+/// The `ModifyIndex` of the first result of a Cairn transaction answer.
+fn modify_index(body: &[u8]) -> Option<u64> {
+    const FIELD: &[u8] = b"\"ModifyIndex\":";
+    let at = body.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let digits: Vec<u8> = body[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -503,9 +606,9 @@ async fn preload(t: Arc<Target>) -> Result<()> {
     for c in 0..CONCURRENCY {
         let t = t.clone();
         set.spawn(async move {
-            let http = http_client(REQUEST_TIMEOUT)?;
+            let mut conn = connect(&t, c).await?;
             for n in 0..PRELOAD_PER_CLIENT {
-                do_op(&http, &t, Op::Put, &format!("bench/{c}/{n}")).await?;
+                do_op(&mut conn, &t, Op::Put, &format!("bench/{c}/{n}"), &mut 0).await?;
             }
             anyhow::Ok(())
         });
@@ -535,8 +638,8 @@ impl Workload {
 const WORKLOADS: [Workload; 6] = [
     Workload { op: Op::Put, clients: 1 },
     Workload { op: Op::Put, clients: CONCURRENCY },
-    Workload { op: Op::Get, clients: 1 },
-    Workload { op: Op::Get, clients: CONCURRENCY },
+    Workload { op: Op::Get(Read::Default), clients: 1 },
+    Workload { op: Op::Get(Read::Default), clients: CONCURRENCY },
     Workload { op: Op::Txn, clients: 1 },
     Workload { op: Op::Txn, clients: 8 },
 ];
@@ -560,44 +663,47 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// One simulated client: its own reqwest::Client (so its own keep-alive connection), one request
-/// in flight at a time, per-op latency in microseconds.
+/// Tells rounds apart, so each CAS round starts from keys that do not exist yet.
+static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One simulated client: its own connection, one request in flight at a time, per-op latency in
+/// microseconds.
 async fn client_loop(
     id: usize,
     t: Arc<Target>,
     op: Op,
+    round: u64,
     start: Arc<Barrier>,
     dur: Duration,
     max_ops: u64,
 ) -> Result<Vec<u32>> {
     let mut rng = XorShift::new(id as u64);
+    let mut index = 0u64;
+    let mut key = |n: u64| match op {
+        Op::Put => format!("bench/{id}/{n}"),
+        Op::Get(_) => rng.key(),
+        Op::Txn => format!("txn/{id}/{n}"),
+        Op::Cas => format!("cas/{round}/{id}"),
+    };
     let setup = async {
-        let http = http_client(REQUEST_TIMEOUT)?;
-        // Untimed warm-up op: opens the connection before the clock starts.
-        let key = match op {
-            Op::Put => format!("bench/{id}/0"),
-            Op::Get => rng.key(),
-            Op::Txn => format!("txn/{id}/0"),
-        };
-        do_op(&http, &t, op, &key).await?;
-        anyhow::Ok(http)
+        let mut conn = connect(&t, id).await?;
+        // Untimed warm-up op: opens the connection before the clock starts (and creates the
+        // CAS key).
+        do_op(&mut conn, &t, op, &key(0), &mut index).await?;
+        anyhow::Ok(conn)
     }
     .await;
     // Reached even when setup failed, or the coordinator would wait for this client forever.
     start.wait().await;
-    let http = setup?;
+    let mut conn = setup?;
     let deadline = Instant::now() + dur;
     let mut lat = Vec::with_capacity(4096);
     let mut n = 0u64;
     while n < max_ops && Instant::now() < deadline {
         n += 1;
-        let key = match op {
-            Op::Put => format!("bench/{id}/{n}"),
-            Op::Get => rng.key(),
-            Op::Txn => format!("txn/{id}/{n}"),
-        };
+        let key = key(n);
         let began = Instant::now();
-        do_op(&http, &t, op, &key).await?;
+        do_op(&mut conn, &t, op, &key, &mut index).await?;
         lat.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
     }
     Ok(lat)
@@ -606,10 +712,11 @@ async fn client_loop(
 async fn run_workload(t: &Arc<Target>, w: Workload, dur: Duration) -> Result<RoundResult> {
     let start = Arc::new(Barrier::new(w.clients + 1));
     let max_ops = (MAX_OPS_PER_RUN / w.clients as u64).max(1);
+    let round = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // A JoinSet aborts the remaining clients if we bail out early.
     let mut set = JoinSet::new();
     for id in 0..w.clients {
-        set.spawn(client_loop(id, t.clone(), w.op, start.clone(), dur, max_ops));
+        set.spawn(client_loop(id, t.clone(), w.op, round, start.clone(), dur, max_ops));
     }
     tokio::time::timeout(START_TIMEOUT, start.wait()).await.context("clients failed to connect in time")?;
     let t0 = Instant::now();
@@ -678,8 +785,8 @@ fn targets(w: Workload) -> (Option<f64>, Option<f64>) {
     match (w.op, w.clients) {
         (Op::Put, 1) => (None, Some(1.0)),
         (Op::Put, _) => (Some(1.5), None),
-        (Op::Get, _) => (Some(2.0), None),
-        (Op::Txn, _) => (Some(1.0), None),
+        (Op::Get(_), _) => (Some(2.0), None),
+        (Op::Txn, _) | (Op::Cas, _) => (Some(1.0), None),
     }
 }
 
@@ -764,65 +871,18 @@ async fn lock_handover(base: &str, dur: Duration) -> Result<(usize, u32, u32)> {
 
 // ---------------------------------------------------------------------------------------------
 
-async fn run(o: Opts) -> Result<()> {
-    if !o.cairn_bin.is_file() {
-        bail!("Cairn binary {} not found (cargo build --release -p cairn, or pass --cairn-bin)", o.cairn_bin.display());
-    }
-    let etcd_ver = etcd_version(&o.etcd_bin)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("cairn-bench: Cairn KV vs single-node etcd, HTTP/1.1 keep-alive, 1 connection per client");
-    println!("  cairn: {}", o.cairn_bin.display());
-    println!("  etcd:  {} ({etcd_ver}), via the v3 JSON gateway", o.etcd_bin.display());
-    println!(
-        "  {} s per round, {} round(s) per workload and system; {cores} CPU(s), shared by servers and clients",
-        o.duration.as_secs(),
-        o.rounds
-    );
-    println!("  both fsync every write (Cairn with a data dir, etcd by default); reads are leader reads on both");
-
-    let probe = http_client(Duration::from_millis(500))?;
-    let mut summary: Vec<(bool, String)> = Vec::new();
-
-    // On an idle machine, before the benchmark servers exist.
-    let (dev_ready, dev_rss) = measure_dev_agent(&o.cairn_bin, &probe).await.context("measuring `cairn agent -dev`")?;
-    let ready_ms = dev_ready.as_secs_f64() * 1000.0;
-    let rss_mib = mib(dev_rss);
-    println!();
-    println!("== cairn agent -dev ==");
-    println!("  ready (spawn to leader)  {ready_ms:>8.1} ms   target < {TARGET_READY_MS:.0} ms");
-    println!("  idle RSS (after ~1 s)    {rss_mib:>8.1} MiB  target < {TARGET_IDLE_RSS_MIB:.0} MB");
-    summary.push((
-        ready_ms < TARGET_READY_MS,
-        format!("agent -dev ready {ready_ms:.1} ms (target < {TARGET_READY_MS:.0} ms)"),
-    ));
-    summary.push((
-        rss_mib < TARGET_IDLE_RSS_MIB,
-        format!("agent -dev idle RSS {rss_mib:.1} MiB (target < {TARGET_IDLE_RSS_MIB:.0} MB)"),
-    ));
-
-    let cairn = start_cairn(&o.cairn_bin, &probe).await.context("starting Cairn")?;
-    let etcd = start_etcd(&o.etcd_bin, &probe).await.context("starting etcd")?;
-    println!();
-    for s in [&cairn, &etcd] {
-        println!("{} ready in {:.1} ms at {}", s.kind.name(), s.ready.as_secs_f64() * 1000.0, s.base);
-    }
-
-    let value: Vec<u8> = (0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect();
-    let value_b64 = b64(&value);
-    let systems: Vec<Arc<Target>> = [&cairn, &etcd]
-        .into_iter()
-        .map(|s| {
-            Arc::new(Target { kind: s.kind, base: s.base.clone(), value: value.clone(), value_b64: value_b64.clone() })
-        })
-        .collect();
-    for t in &systems {
-        preload(t.clone()).await.with_context(|| format!("preloading {}", t.kind.name()))?;
-    }
-    println!("preloaded {} keys of {VALUE_LEN} bytes into each", CONCURRENCY as u64 * PRELOAD_PER_CLIENT);
-
-    for w in WORKLOADS {
+/// The workloads against each system in alternating rounds; prints rounds, medians and ratios
+/// against the issue's targets, and adds the verdicts to `summary`.
+async fn compare(
+    systems: &[Arc<Target>],
+    workloads: &[Workload],
+    o: &Opts,
+    targets: fn(Workload) -> (Option<f64>, Option<f64>),
+    summary: &mut Vec<(bool, String)>,
+) -> Result<()> {
+    for &w in workloads.iter().filter(|w| o.wants(&w.label())) {
         println!();
-        println!("== {}: {} clients ==", w.label(), w.clients);
+        println!("== {}: {} clients{} ==", w.label(), w.clients, read_note(w.op));
         let mut rounds: Vec<Vec<RoundResult>> = systems.iter().map(|_| Vec::new()).collect();
         for r in 0..o.rounds {
             // Alternating systems round by round, so drift (thermal, page cache) hits both alike.
@@ -867,6 +927,82 @@ async fn run(o: Opts) -> Result<()> {
         }
     }
 
+    Ok(())
+}
+
+/// What a read workload compares.
+fn read_note(op: Op) -> &'static str {
+    match op {
+        Op::Get(Read::Default) => " (cairn default vs etcd linearizable)",
+        Op::Get(Read::Consistent) => " (cairn ?consistent vs etcd linearizable)",
+        Op::Get(Read::Stale) => " (cairn ?stale vs etcd serializable)",
+        _ => "",
+    }
+}
+
+async fn run(o: Opts) -> Result<()> {
+    if !o.cairn_bin.is_file() {
+        bail!("Cairn binary {} not found (cargo build --release -p cairn, or pass --cairn-bin)", o.cairn_bin.display());
+    }
+    let etcd_ver = etcd_version(&o.etcd_bin)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("cairn-bench: Cairn KV vs single-node etcd, 1 connection per client");
+    println!("  cairn: {} (its HTTP API: HTTP/1.1 keep-alive, reqwest)", o.cairn_bin.display());
+    println!("  etcd:  {} ({etcd_ver}), through its native gRPC API (HTTP/2, tonic)", o.etcd_bin.display());
+    println!(
+        "  {} s per round, {} round(s) per workload and system; {cores} CPU(s), shared by servers and clients",
+        o.duration.as_secs(),
+        o.rounds
+    );
+    println!("  both fsync every write (Cairn with a data dir, etcd by default); reads are leader reads on both");
+
+    let probe = http_client(Duration::from_millis(500))?;
+    let mut summary: Vec<(bool, String)> = Vec::new();
+
+    // On an idle machine, before the benchmark servers exist.
+    let (dev_ready, dev_rss) = measure_dev_agent(&o.cairn_bin, &probe).await.context("measuring `cairn agent -dev`")?;
+    let ready_ms = dev_ready.as_secs_f64() * 1000.0;
+    let rss_mib = mib(dev_rss);
+    println!();
+    println!("== cairn agent -dev ==");
+    println!("  ready (spawn to leader)  {ready_ms:>8.1} ms   target < {TARGET_READY_MS:.0} ms");
+    println!("  idle RSS (after ~1 s)    {rss_mib:>8.1} MiB  target < {TARGET_IDLE_RSS_MIB:.0} MB");
+    summary.push((
+        ready_ms < TARGET_READY_MS,
+        format!("agent -dev ready {ready_ms:.1} ms (target < {TARGET_READY_MS:.0} ms)"),
+    ));
+    summary.push((
+        rss_mib < TARGET_IDLE_RSS_MIB,
+        format!("agent -dev idle RSS {rss_mib:.1} MiB (target < {TARGET_IDLE_RSS_MIB:.0} MB)"),
+    ));
+
+    let cairn = start_cairn(&o.cairn_bin, &probe).await.context("starting Cairn")?;
+    let etcd = start_etcd(&o.etcd_bin, &probe).await.context("starting etcd")?;
+    println!();
+    for s in [&cairn, &etcd] {
+        println!("{} ready in {:.1} ms at {}", s.kind.name(), s.ready.as_secs_f64() * 1000.0, s.base);
+    }
+
+    let value: Vec<u8> = (0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect();
+    let value_b64 = b64(&value);
+    let systems: Vec<Arc<Target>> = [&cairn, &etcd]
+        .into_iter()
+        .map(|s| {
+            Arc::new(Target {
+                kind: s.kind,
+                endpoints: vec![s.base.clone()],
+                value: value.clone(),
+                value_b64: value_b64.clone(),
+            })
+        })
+        .collect();
+    for t in &systems {
+        preload(t.clone()).await.with_context(|| format!("preloading {}", t.kind.name()))?;
+    }
+    println!("preloaded {} keys of {VALUE_LEN} bytes into each", CONCURRENCY as u64 * PRELOAD_PER_CLIENT);
+
+    compare(&systems, &WORKLOADS, &o, targets, &mut summary).await?;
+
     println!();
     println!("== lock hand-over: {LOCK_CONTENDERS} contenders on one key (cairn) ==");
     let (n, p50, p99) = lock_handover(&cairn.base, o.duration).await?;
@@ -906,7 +1042,13 @@ async fn main() -> ExitCode {
         }
     };
     // Servers live inside `run`, so they are killed before the process exits, error or not.
-    let r = if opts.failover { failover(opts).await } else { run(opts).await };
+    let r = if opts.failover {
+        failover(opts).await
+    } else if opts.cluster {
+        cluster::run(opts).await
+    } else {
+        run(opts).await
+    };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -703,3 +703,51 @@ fn five_servers_tolerate_two_failures_not_three() {
     assert_eq!(code, 500, "{msg}");
     assert!(msg == "No cluster leader" || msg == "leadership lost while committing log", "{msg}");
 }
+
+/// A follower holds hundreds of its clients' blocking queries (default consistency: it answers
+/// them itself once it has caught up to the leader's read point), forwards a write meanwhile,
+/// and one change of the key answers every one of them.
+#[test]
+fn a_follower_holds_hundreds_of_blocking_queries_and_still_forwards_writes() {
+    use std::io::{Read, Write};
+    const HELD: usize = 600;
+    let c = Cluster::with_config(Some("limits { http_max_conns_per_client = 2000 }"));
+    let leader = c.agreed_leader();
+    let f = (0..3).find(|i| *i != leader).unwrap();
+    assert_eq!(put(c.agent(f), "held/key", "0"), Some(true));
+    let (_, headers, _) = get(c.agent(f), "held/key", "");
+    let index: u64 = header(&headers, "X-Consul-Index").unwrap().parse().unwrap();
+    let addr = format!("127.0.0.1:{}", c.agent(f).port);
+    let mut socks: Vec<std::net::TcpStream> = (0..HELD)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let req = format!("GET /v1/kv/held/key?index={index}&wait=120s HTTP/1.1\r\nHost: x\r\n\r\n");
+            s.write_all(req.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let blocking = |i: usize| -> Option<usize> {
+        let (_, _, body) = http("GET", &c.agent(i).url("/v1/agent/metrics?format=prometheus"), None);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("consul_rpc_queries_blocking "))?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as usize)
+    };
+    wait_for(Duration::from_secs(30), "the follower to hold every blocking query", || {
+        (blocking(f)? >= HELD).then_some(())
+    });
+    // A forwarded write goes through while they are all still held.
+    assert_eq!(put(c.agent(f), "held/other", "x"), Some(true));
+    assert!(blocking(f).unwrap() >= HELD, "the write must not have needed the blocking queries to end");
+    // A write to the watched key answers every one of them.
+    assert_eq!(put(c.agent(f), "held/key", "1"), Some(true));
+    for (n, s) in socks.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap_or_else(|e| panic!("blocking query {n} got no answer: {e}"));
+        assert_eq!(&buf, b"HTTP/1.1 200", "blocking query {n}");
+    }
+}

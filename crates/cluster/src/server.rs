@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,6 +160,8 @@ pub struct Server {
     lan_servers: std::sync::Mutex<Vec<ServerInfo>>,
     /// Session TTL deadlines, kept by the leader (see [`crate::leader::reap_sessions`]).
     pub(crate) session_timers: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Blocking queries this server is holding now (Consul's `consul.rpc.queries_blocking`).
+    pub(crate) blocking: AtomicUsize,
 }
 
 /// Bytes of log an in-memory server holds before it snapshots: the entry count policy alone would
@@ -295,6 +297,7 @@ impl Server {
             store,
             lock_delays,
             session_timers: Default::default(),
+            blocking: AtomicUsize::new(0),
             lan: Default::default(),
             lan_servers: Default::default(),
             rpc: RpcClient::new(),
@@ -466,6 +469,11 @@ impl Server {
             known_leader: self.leader_addr().is_some(),
             last_contact_ms: self.last_contact_ms(),
         }
+    }
+
+    /// Blocking queries waiting on this server now (a follower's forwarded ones wait on the leader).
+    pub fn blocking_queries(&self) -> usize {
+        self.blocking.load(Ordering::Relaxed)
     }
 
     /// Set when the server shuts down (blocking queries return then).

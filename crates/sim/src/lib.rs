@@ -75,6 +75,11 @@ pub struct Sim {
     pub bytes_sent: u64,
     pub packets_sent: u64,
     pub packets_lost: u64,
+    /// `SIM_DEBUG` is set: trace failure declarations.
+    pub debug: bool,
+    /// `SIM_WATCH=OBSERVER,SUBJECT` (node numbers): trace how the observer sees the subject, and
+    /// the subject's own incarnation, at every change.
+    watch: Option<(usize, usize, String)>,
 }
 
 /// Independent streams per (seed, node): neighbouring seeds must not share node streams.
@@ -107,6 +112,11 @@ impl Sim {
             bytes_sent: 0,
             packets_sent: 0,
             packets_lost: 0,
+            debug: std::env::var("SIM_DEBUG").is_ok(),
+            watch: std::env::var("SIM_WATCH").ok().and_then(|w| {
+                let (a, b) = w.split_once(',')?;
+                Some((a.parse().ok()?, b.parse().ok()?, String::new()))
+            }),
         };
         for i in 0..n {
             let addr: SocketAddr =
@@ -204,6 +214,9 @@ impl Sim {
         for e in self.nodes[i].drain_events() {
             match e {
                 Event::MemberFailed(m) => {
+                    if self.debug {
+                        eprintln!("{:.3}s: {} sees {} failed", now.as_secs_f64(), name(i), m.name);
+                    }
                     self.seen[i].failed.entry(m.name).or_insert(now);
                 }
                 Event::User { name, .. } => {
@@ -266,6 +279,24 @@ impl Sim {
                             }
                             None => self.nodes[to].stream_failed(token, kind, a, "connection refused"),
                         }
+                    }
+                }
+            }
+            if let Some((obs, subj, last)) = &self.watch {
+                if to == *obs || to == *subj {
+                    let view = self.nodes[*obs].memberlist().node(&name(*subj)).map(|n| (n.state, n.incarnation));
+                    let own = self.nodes[*subj].memberlist().local().map(|n| n.incarnation);
+                    let suspecting = self
+                        .nodes
+                        .iter()
+                        .filter(|x| {
+                            x.memberlist().node(&name(*subj)).is_some_and(|n| n.state == memberlist::State::Suspect)
+                        })
+                        .count();
+                    let line = format!("view {view:?} own {own:?} suspecting {suspecting}");
+                    if line != *last {
+                        eprintln!("{:.3}s: delivery to node{to}: {line}", self.now.as_secs_f64());
+                        self.watch.as_mut().expect("watch").2 = line;
                     }
                 }
             }

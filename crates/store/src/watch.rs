@@ -65,11 +65,17 @@ impl WatchSet {
     }
 }
 
+/// The sets waiting on one topic, keyed by the address of their signal: a set that registers
+/// again (a re-run query) replaces its entry in O(1), however many wait on the topic (10,000
+/// watchers of one key re-arm in linear time, not quadratic). An address reused by a new set
+/// after the old one died simply replaces the dead entry.
+type Waiters = HashMap<usize, Weak<Notify>>;
+
 #[derive(Default)]
 pub(crate) struct WatchHub {
-    topics: HashMap<Topic, Vec<Weak<Notify>>>,
+    topics: HashMap<Topic, Waiters>,
     /// Every KV prefix watched; a write to key k fires each one that is a prefix of k.
-    prefixes: HashMap<String, Vec<Weak<Notify>>>,
+    prefixes: HashMap<String, Waiters>,
 }
 
 impl WatchHub {
@@ -138,11 +144,11 @@ impl WatchHub {
 
     fn prune(&mut self) {
         self.topics.retain(|_, l| {
-            l.retain(|w| w.strong_count() > 0);
+            l.retain(|_, w| w.strong_count() > 0);
             !l.is_empty()
         });
         self.prefixes.retain(|_, l| {
-            l.retain(|w| w.strong_count() > 0);
+            l.retain(|_, w| w.strong_count() > 0);
             !l.is_empty()
         });
     }
@@ -153,19 +159,18 @@ impl WatchHub {
     }
 }
 
-fn push(list: &mut Vec<Weak<Notify>>, w: Weak<Notify>) {
-    // The same set re-registering (a re-run query) must not grow the list without bound.
-    if list.iter().any(|x| x.ptr_eq(&w)) {
-        return;
+fn push(list: &mut Waiters, w: Weak<Notify>) {
+    // Dead sets (queries that ended unfired) are swept whenever the list doubles past 64, so a
+    // topic that never fires stays bounded by its live waiters (amortised O(1) per push).
+    let n = list.len();
+    if n >= 64 && n.is_power_of_two() {
+        list.retain(|_, x| x.strong_count() > 0);
     }
-    if list.len() >= 64 {
-        list.retain(|x| x.strong_count() > 0);
-    }
-    list.push(w);
+    list.insert(w.as_ptr() as usize, w);
 }
 
-fn wake(list: Vec<Weak<Notify>>) {
-    for w in list {
+fn wake(list: Waiters) {
+    for w in list.into_values() {
         if let Some(n) = w.upgrade() {
             n.notify_one();
         }

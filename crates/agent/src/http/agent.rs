@@ -645,6 +645,7 @@ fn record_gauges(agent: &Agent) {
     metrics::gauge!("consul_catalog_service_instances").set(st.services.len() as f64);
     metrics::gauge!("consul_state_index").set(st.last_index as f64);
     metrics::gauge!("consul_server_isLeader").set(if server.is_leader() { 1.0 } else { 0.0 });
+    metrics::gauge!("consul_rpc_queries_blocking").set(server.blocking_queries() as f64);
 }
 
 /// Consul's JSON metrics shape, built from the Prometheus rendering: gauges and counters by name.

@@ -47,16 +47,31 @@ pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Resul
     let restored = |st: &State| st.indexes.get(cairn_store::RESTORE_INDEX).copied();
     let restored_at_start = restored(&store.snapshot());
     let mut stop = server.stop_signal();
+    let _held = Blocking::new(server);
+    let finished = |idx: u64, st: &State, stop: &tokio::sync::watch::Receiver<bool>| {
+        idx > q.min_query_index
+            || tokio::time::Instant::now() >= deadline
+            || restored(st) != restored_at_start
+            || *stop.borrow()
+    };
+    let mut woken = false;
     loop {
+        // After a wake-up, first see whether the change answers the query, as it mostly does:
+        // registering again (under the store's lock) would be wasted work for each of the many
+        // waiters a write wakes at once.
+        if woken {
+            let st = store.snapshot();
+            let (idx, res) = run(server, &st, req, q, filter.as_ref())?;
+            let idx = idx.max(1);
+            if finished(idx, &st, &stop) {
+                return Ok((server.query_meta(idx), res));
+            }
+        }
         let st = store.watch(&ws, watched.iter().cloned());
         let (idx, res) = run(server, &st, req, q, filter.as_ref())?;
         // X-Consul-Index is never 0: a client that sent 0 would not block on its next call.
         let idx = idx.max(1);
-        let done = idx > q.min_query_index
-            || tokio::time::Instant::now() >= deadline
-            || restored(&st) != restored_at_start
-            || *stop.borrow();
-        if done {
+        if finished(idx, &st, &stop) {
             return Ok((server.query_meta(idx), res));
         }
         tokio::select! {
@@ -64,6 +79,23 @@ pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Resul
             _ = tokio::time::sleep_until(deadline) => {}
             _ = stop.changed() => {}
         }
+        woken = true;
+    }
+}
+
+/// Counts a blocking query in [`Server::blocking_queries`] while it lives.
+struct Blocking<'a>(&'a Server);
+
+impl<'a> Blocking<'a> {
+    fn new(server: &'a Server) -> Self {
+        server.blocking.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Blocking(server)
+    }
+}
+
+impl Drop for Blocking<'_> {
+    fn drop(&mut self) {
+        self.0.blocking.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

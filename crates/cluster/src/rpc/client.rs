@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::proto::{Envelope, Request, Response};
-use super::{decode, dial, encode, read_frame, write_frame, MAX_RPC_FRAME, RPC_CAIRN};
+use super::{decode, dial, encode, frame_reader, pump_frames, read_frame, MAX_RPC_FRAME, RPC_CAIRN};
 use crate::Error;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, Error>>>>>;
@@ -62,16 +62,13 @@ impl RpcClient {
             }
         }
         let stream = dial(addr, RPC_CAIRN, DIAL_TIMEOUT).await?;
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        let mut rd = frame_reader(rd);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
         let pending: Pending = Default::default();
         let c = Arc::new(Conn { tx, pending: pending.clone() });
         let writer = tokio::spawn(async move {
-            while let Some(f) = rx.recv().await {
-                if write_frame(&mut wr, &f).await.is_err() {
-                    return;
-                }
-            }
+            let _ = pump_frames(wr, &mut rx).await;
         });
         tokio::spawn(async move {
             loop {

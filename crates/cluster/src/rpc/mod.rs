@@ -91,8 +91,15 @@ pub const MAX_RAFT_FRAME: usize = 160 << 20;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An RPC connection with nothing in flight and no frame for this long is closed.
 pub const RPC_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Requests one RPC connection may have in flight at once.
+/// Requests one RPC connection may have in flight at once (blocking queries aside).
 pub const MAX_IN_FLIGHT: usize = 512;
+/// Blocking queries one RPC connection may hold at once. They wait for minutes, so they have an
+/// allowance of their own and never hold back the requests behind them: a follower forwards all
+/// its clients' blocking queries and its writes over one connection to the leader. Past it, a
+/// blocking query is refused at once (the reader never stalls on them).
+pub const MAX_BLOCKING_IN_FLIGHT: usize = 65_536;
+/// Buffer of a connection's frame reader and writer: frames queued together leave in one write.
+const FRAME_BUF: usize = 64 * 1024;
 
 /// Resolves once `stop` is set (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -104,6 +111,25 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::R
     let len = u32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(body).await
+}
+
+/// Writes the frames `rx` yields until it ends or the connection fails; frames that queue up
+/// while one is written are sent together, in one flush.
+pub async fn pump_frames<W: AsyncWrite + Unpin>(w: W, rx: &mut mpsc::Receiver<Vec<u8>>) -> io::Result<()> {
+    let mut w = tokio::io::BufWriter::with_capacity(FRAME_BUF, w);
+    while let Some(f) = rx.recv().await {
+        write_frame(&mut w, &f).await?;
+        while let Ok(f) = rx.try_recv() {
+            write_frame(&mut w, &f).await?;
+        }
+        w.flush().await?;
+    }
+    Ok(())
+}
+
+/// A buffered reader for a connection's frames.
+pub fn frame_reader<R: AsyncRead>(r: R) -> tokio::io::BufReader<R> {
+    tokio::io::BufReader::with_capacity(FRAME_BUF, r)
 }
 
 /// Reads one frame of at most `max` bytes (checked before anything is allocated).
@@ -246,23 +272,24 @@ async fn handle_conn(
 /// One multiplexed RPC connection: frames in, each request handled in its own task, answers out
 /// in whatever order they finish (matched by id).
 async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Receiver<bool>) -> io::Result<()> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let mut rd = frame_reader(rd);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if write_frame(&mut wr, &frame).await.is_err() {
-                return;
-            }
-        }
+        let _ = pump_frames(wr, &mut rx).await;
     });
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let blocking_slots = Arc::new(Semaphore::new(MAX_BLOCKING_IN_FLIGHT));
+    let idle = |slots: &Semaphore, blocking: &Semaphore| {
+        slots.available_permits() == MAX_IN_FLIGHT && blocking.available_permits() == MAX_BLOCKING_IN_FLIGHT
+    };
     let result = loop {
         let frame = tokio::select! {
             r = tokio::time::timeout(RPC_IDLE_TIMEOUT, read_frame(&mut rd, MAX_RPC_FRAME)) => match r {
                 Ok(Ok(f)) => f,
                 Ok(Err(e)) => break Err(e),
                 // Idle: close unless something is still being answered.
-                Err(_) if slots.available_permits() == MAX_IN_FLIGHT => break Ok(()),
+                Err(_) if idle(&slots, &blocking_slots) => break Ok(()),
                 Err(_) => continue,
             },
             _ = stopped(&mut stop) => break Ok(()),
@@ -271,13 +298,26 @@ async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Rec
             Ok(r) => r,
             Err(e) => break Err(e),
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else { break Ok(()) };
+        let blocks = matches!(&req.body, Request::Read(r) if r.1.min_query_index > 0);
+        let permit = if blocks {
+            match blocking_slots.clone().try_acquire_owned() {
+                Ok(p) => Ok(p),
+                Err(_) => Err(crate::Error::Rejected(cairn_types::Error::rejected(format!(
+                    "too many blocking queries on one connection (limit {MAX_BLOCKING_IN_FLIGHT})"
+                )))),
+            }
+        } else {
+            let Ok(p) = slots.clone().acquire_owned().await else { break Ok(()) };
+            Ok(p)
+        };
         let (tx, server) = (tx.clone(), server.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let body = match server.upgrade() {
-                Some(s) => s.handle_rpc(req.body).await,
-                None => Err(crate::Error::ShuttingDown),
+            let body = match permit {
+                Err(e) => Err(e),
+                Ok(_permit) => match server.upgrade() {
+                    Some(s) => s.handle_rpc(req.body).await,
+                    None => Err(crate::Error::ShuttingDown),
+                },
             };
             if let Ok(frame) = encode(&Envelope::<Result<Response, crate::Error>> { id: req.id, body }) {
                 let _ = tx.send(frame).await;
@@ -287,4 +327,84 @@ async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Rec
     drop(tx);
     let _ = writer.await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cairn_types::command::KvOp;
+    use cairn_types::rpc::{QueryOptions, ReadRequest, WriteRequest};
+    use cairn_types::structs::DirEntry;
+
+    use super::client::RpcClient;
+    use super::proto::{Request, Response};
+    use crate::server::{Server, ServerConfig};
+
+    fn put(key: &str) -> Request {
+        let entry = DirEntry { key: key.into(), value: Some(b"v".to_vec()), ..Default::default() };
+        Request::Write(Box::new(WriteRequest::KvsApply { op: KvOp::Set, entry }))
+    }
+
+    /// More blocking queries than [`super::MAX_IN_FLIGHT`] on one connection (as a client agent
+    /// or a follower sends all its callers' over one) are all held, a write sent behind them is
+    /// answered while they wait, and one change of the key answers every one of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_queries_never_hold_back_the_requests_behind_them() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let server = Server::start(ServerConfig {
+            bootstrap: true,
+            listen: Some(addr),
+            rpc_addr: addr.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !server.is_leader() {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let client = std::sync::Arc::new(RpcClient::new());
+        let at = addr.to_string();
+        let index = match client.call(&at, put("held"), Duration::from_secs(5)).await {
+            Ok(Response::Written(w)) => w.index,
+            other => panic!("write: {other:?}"),
+        };
+        let held = super::MAX_IN_FLIGHT + 100;
+        let mut reads = tokio::task::JoinSet::new();
+        for _ in 0..held {
+            let (client, at) = (client.clone(), at.clone());
+            reads.spawn(async move {
+                let q = QueryOptions {
+                    min_query_index: index,
+                    max_query_time: Duration::from_secs(120),
+                    ..Default::default()
+                };
+                let req = Request::Read(Box::new((ReadRequest::KvsGet { key: "held".into() }, q)));
+                client.call(&at, req, Duration::from_secs(150)).await
+            });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while server.blocking_queries() < held {
+            assert!(tokio::time::Instant::now() < deadline, "only {} of {held} held", server.blocking_queries());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Behind them on the same connection, a write is answered while they all still wait.
+        assert!(matches!(client.call(&at, put("other"), Duration::from_secs(10)).await, Ok(Response::Written(_))));
+        assert_eq!(server.blocking_queries(), held);
+        assert!(reads.try_join_next().is_none(), "no blocking query may have returned yet");
+        // One change answers every one of them.
+        assert!(matches!(client.call(&at, put("held"), Duration::from_secs(10)).await, Ok(Response::Written(_))));
+        let mut answered = 0;
+        while let Some(r) = reads.join_next().await {
+            match r.unwrap() {
+                Ok(Response::Read(meta, _)) => assert!(meta.index > index),
+                other => panic!("blocking read: {other:?}"),
+            }
+            answered += 1;
+        }
+        assert_eq!(answered, held);
+    }
 }
