@@ -557,6 +557,9 @@ impl Server {
     }
 
     async fn read_barrier(&self, consistent: bool) -> Result<(), Error> {
+        if !consistent && self.lease_read_index().is_some() {
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + self.cfg.rpc_hold_timeout;
         loop {
             let r = match self.local_read_index(consistent).await {
@@ -584,8 +587,20 @@ impl Server {
         }
     }
 
+    /// Default mode on a leader that holds its lease: see [`lease_read_point`].
+    fn lease_read_index(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        lease_read_point(&m, self.cfg.node_id, self.leader_lease())
+    }
+
     /// On the leader: the index a read must see applied. Elsewhere: who to ask.
     async fn local_read_index(&self, consistent: bool) -> Result<u64, Error> {
+        if !consistent {
+            if let Some(index) = self.lease_read_index() {
+                return Ok(index);
+            }
+        }
         let policy = if consistent { ReadPolicy::ReadIndex } else { ReadPolicy::LeaseRead };
         let Ok(r) = tokio::time::timeout(self.cfg.rpc_hold_timeout, self.raft.get_read_log_id(policy)).await else {
             return Err(Error::NoLeader);
@@ -1032,18 +1047,9 @@ impl Server {
         Duration::from_millis(500 * self.cfg.raft_multiplier.clamp(1, 10))
     }
 
-    /// Whether this server leads and a quorum acknowledged it within the lease. A leader cut off
-    /// from the others keeps Raft's title until it hears of a newer term, but stops acting on it:
-    /// it refuses writes and reads, and says it knows no leader (as Consul's steps down).
+    /// Whether this server leads and a quorum acknowledged it within the lease (see [`leads`]).
     fn leads(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> bool {
-        if m.current_leader != Some(self.cfg.node_id) {
-            return false;
-        }
-        let mem = m.membership_config.membership();
-        if mem.voter_ids().all(|id| id == self.cfg.node_id) {
-            return true;
-        }
-        m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < self.leader_lease())
+        leads(m, self.cfg.node_id, self.leader_lease())
     }
 
     pub fn is_leader(&self) -> bool {
@@ -1107,4 +1113,37 @@ impl Server {
         let _ = self.stop.send(true);
         let _ = self.raft.shutdown().await;
     }
+}
+
+/// Whether server `me` leads, as `m` says, and a quorum acknowledged it within `lease`. A leader
+/// cut off from the others keeps Raft's title until it hears of a newer term, but stops acting on
+/// it: it refuses writes and reads, and says it knows no leader (as Consul's steps down).
+pub fn leads(m: &openraft::RaftMetrics<crate::raft::TypeConfig>, me: u64, lease: Duration) -> bool {
+    if m.current_leader != Some(me) {
+        return false;
+    }
+    let mem = m.membership_config.membership();
+    if mem.voter_ids().all(|id| id == me) {
+        return true;
+    }
+    m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < lease)
+}
+
+/// A default-mode read point on a leader that holds its lease, from Raft's metrics alone (no
+/// round trip into Raft's core task): the committed index, when an entry of the leader's own
+/// term is committed (its first one at least, so the index is as good a read point as Raft's lease
+/// read gives) and `m`'s server has applied up to it. `None`: take Raft's own read path. (Consul's
+/// leader answers a default read with no check at all; this keeps the lease.) The `lease` is
+/// Consul's `LeaderLeaseTimeout`, shorter than openraft's own lease (the election timeout's
+/// maximum), which followers honour before they vote for another leader.
+pub fn lease_read_point(m: &openraft::RaftMetrics<crate::raft::TypeConfig>, me: u64, lease: Duration) -> Option<u64> {
+    if !leads(m, me, lease) {
+        return None;
+    }
+    let committed = m.local_committed.as_ref()?;
+    if committed.leader_id != openraft::vote::leader_id_std::CommittedLeaderId::new(m.current_term) {
+        return None;
+    }
+    let applied = m.last_applied.as_ref()?.index;
+    (applied >= committed.index).then_some(committed.index)
 }

@@ -542,6 +542,27 @@ async fn client(c: usize, env: ClientEnv) {
                 target = servers[rng.pick(servers.len() as u64) as usize];
                 continue;
             }
+            // A third of the lease reads take Cairn's own path first: the read point from the
+            // leader's metrics (what `Server` answers default reads with), Raft's otherwise.
+            if roll >= 40 {
+                let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).clone();
+                // Cairn's lease against its election timeout's maximum (500 ms of 600 ms at
+                // `raft_multiplier` 1), on the simulation's timings.
+                let lease = Duration::from_millis(300 * 5 / 6);
+                if cairn_cluster::server::lease_read_point(&m, target, lease).is_some() {
+                    let Some(store) = stores.lock().expect("stores").get(&target).cloned() else { continue };
+                    let (_, e) = store.snapshot().kv_get(&key);
+                    let ret = micros(start);
+                    history.lock().expect("history").ops.push(Operation {
+                        key,
+                        call,
+                        ret,
+                        input: Input::Get,
+                        output: Some(Output::Value(value_of(&e))),
+                    });
+                    continue;
+                }
+            }
             let r = tokio::time::timeout(Duration::from_secs(2), raft.get_read_log_id(policy)).await;
             let read = match r {
                 Ok(Ok((read, _))) => read.index(),
