@@ -162,6 +162,8 @@ pub struct Server {
     pub(crate) session_timers: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Blocking queries this server is holding now (Consul's `consul.rpc.queries_blocking`).
     pub(crate) blocking: AtomicUsize,
+    /// When this server last began a leadership transfer (see [`Server::lease_read_index`]).
+    transfer_started: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Bytes of log an in-memory server holds before it snapshots: the entry count policy alone would
@@ -298,6 +300,7 @@ impl Server {
             lock_delays,
             session_timers: Default::default(),
             blocking: AtomicUsize::new(0),
+            transfer_started: std::sync::Mutex::new(None),
             lan: Default::default(),
             lan_servers: Default::default(),
             rpc: RpcClient::new(),
@@ -587,8 +590,18 @@ impl Server {
         }
     }
 
-    /// Default mode on a leader that holds its lease: see [`lease_read_point`].
+    /// Default mode on a leader that holds its lease: see [`lease_read_point`]. Not while a
+    /// leadership transfer this server began may be under way (Raft's own read path refuses reads
+    /// then).
     fn lease_read_index(&self) -> Option<u64> {
+        let started = *self.transfer_started.lock().expect("transfer");
+        if let Some(t) = started {
+            // Past the transfer's wait and one more lease, it has settled one way or the other.
+            let window = self.cfg.rpc_hold_timeout + 2 * self.leader_lease();
+            if t.elapsed() < window {
+                return None;
+            }
+        }
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         lease_read_point(&m, self.cfg.node_id, self.leader_lease())
@@ -1016,6 +1029,10 @@ impl Server {
                 }
             }
         };
+        // From here the target may win an election while this server's lease still looks valid
+        // (a transfer's vote overrides the followers' lease): default reads stop taking the lease
+        // from Raft's metrics until the transfer is long over.
+        *self.transfer_started.lock().expect("transfer") = Some(tokio::time::Instant::now());
         self.raft.trigger().transfer_leader(target).await.map_err(|e| Error::Fatal(e.to_string()))?;
         // Done once the target leads (or another election settled it).
         let wait = self.raft.wait(Some(self.cfg.rpc_hold_timeout));

@@ -67,8 +67,8 @@ impl WatchSet {
 
 /// The sets waiting on one topic, keyed by the address of their signal: a set that registers
 /// again (a re-run query) replaces its entry in O(1), however many wait on the topic (10,000
-/// watchers of one key re-arm in linear time, not quadratic). An address reused by a new set
-/// after the old one died simply replaces the dead entry.
+/// watchers of one key re-arm in linear time, not quadratic). A `Weak` keeps its allocation, so
+/// an address in the map is never another live set's.
 type Waiters = HashMap<usize, Weak<Notify>>;
 
 #[derive(Default)]
@@ -160,13 +160,19 @@ impl WatchHub {
 }
 
 fn push(list: &mut Waiters, w: Weak<Notify>) {
-    // Dead sets (queries that ended unfired) are swept whenever the list doubles past 64, so a
-    // topic that never fires stays bounded by its live waiters (amortised O(1) per push).
+    let key = w.as_ptr() as usize;
+    if list.contains_key(&key) {
+        // Registered already: nothing grows.
+        return;
+    }
+    // Dead sets (queries that ended unfired) are swept when a new entry would take the list past
+    // a power of two from 64 up, so a topic that never fires stays bounded by its live waiters
+    // (amortised O(1) per push).
     let n = list.len();
     if n >= 64 && n.is_power_of_two() {
         list.retain(|_, x| x.strong_count() > 0);
     }
-    list.insert(w.as_ptr() as usize, w);
+    list.insert(key, w);
 }
 
 fn wake(list: Waiters) {

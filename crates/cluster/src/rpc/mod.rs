@@ -299,25 +299,28 @@ async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Rec
             Err(e) => break Err(e),
         };
         let blocks = matches!(&req.body, Request::Read(r) if r.1.min_query_index > 0);
-        let permit = if blocks {
-            match blocking_slots.clone().try_acquire_owned() {
-                Ok(p) => Ok(p),
-                Err(_) => Err(crate::Error::Rejected(cairn_types::Error::rejected(format!(
-                    "too many blocking queries on one connection (limit {MAX_BLOCKING_IN_FLIGHT})"
-                )))),
+        // The permit lives until the answer is queued for the writer (so answers waiting on a
+        // slow reader still count); a blocking query over its allowance is answered at once, its
+        // refusal under an ordinary permit.
+        let (permit, refused) = match blocks.then(|| blocking_slots.clone().try_acquire_owned()) {
+            Some(Ok(p)) => (p, false),
+            other => {
+                let Ok(p) = slots.clone().acquire_owned().await else { break Ok(()) };
+                (p, other.is_some())
             }
-        } else {
-            let Ok(p) = slots.clone().acquire_owned().await else { break Ok(()) };
-            Ok(p)
         };
         let (tx, server) = (tx.clone(), server.clone());
         tokio::spawn(async move {
-            let body = match permit {
-                Err(e) => Err(e),
-                Ok(_permit) => match server.upgrade() {
+            let _permit = permit;
+            let body = if refused {
+                Err(crate::Error::Rejected(cairn_types::Error::rejected(format!(
+                    "too many blocking queries on one connection (limit {MAX_BLOCKING_IN_FLIGHT})"
+                ))))
+            } else {
+                match server.upgrade() {
                     Some(s) => s.handle_rpc(req.body).await,
                     None => Err(crate::Error::ShuttingDown),
-                },
+                }
             };
             if let Ok(frame) = encode(&Envelope::<Result<Response, crate::Error>> { id: req.id, body }) {
                 let _ = tx.send(frame).await;
