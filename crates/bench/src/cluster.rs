@@ -18,8 +18,9 @@ use anyhow::{bail, Context, Result};
 use tokio::task::JoinSet;
 
 use crate::{
-    b64, compare, etcd, etcd_version, free_ports, get_json, http_client, median, percentile, ratio, settle, spawn,
-    verdict, ChildGuard, Kind, Opts, Read, Target, Workload, CONCURRENCY, REQUEST_TIMEOUT, START_TIMEOUT,
+    b64, cluster_server_cmd, compare, etcd, etcd_version, free_ports, get_json, http_client, median, percentile, ratio,
+    settle, spawn, verdict, ChildGuard, Kind, Opts, Read, Target, Workload, CONCURRENCY, REQUEST_TIMEOUT,
+    START_TIMEOUT,
 };
 use crate::{Op, PRELOAD_PER_CLIENT};
 
@@ -69,19 +70,8 @@ async fn start_cairn(bin: &Path, dir: &Path) -> Result<(Vec<ChildGuard>, Vec<Str
     for i in 0..MEMBERS {
         let data = dir.join(format!("cairn{i}"));
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["agent", "-server", "-bootstrap-expect=3"])
-            .arg(format!("-node=bench{i}"))
-            .arg(format!("-bind={}", ip(i)))
-            .arg(format!("-client={}", ip(i)))
-            .arg(format!("-data-dir={}", data.display()))
-            .arg(format!("-http-port={http_port}"))
-            .arg(format!("-server-port={server_port}"))
-            .arg(format!("-serf-lan-port={serf_port}"))
-            .arg(format!("-retry-join={}:{serf_port}", ip(0)))
-            .args(["-serf-wan-port=-1", "-dns-port=-1", "-grpc-port=-1", "-log-level=warn"])
-            .arg("-hcl=performance { raft_multiplier = 1 }")
-            .arg("-hcl=limits { http_max_conns_per_client = 100000 }");
+        let mut cmd = cluster_server_cmd(bin, &format!("bench{i}"), i, &data, [http_port, server_port, serf_port]);
+        cmd.arg("-hcl=limits { http_max_conns_per_client = 100000 }");
         children.push(spawn(cmd, &dir.join(format!("cairn{i}.log")))?);
     }
     let http = http_client(Duration::from_secs(5))?;

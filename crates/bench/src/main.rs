@@ -1089,6 +1089,25 @@ async fn settle(http: &reqwest::Client, http_port: u16, server_port: u16, logs: 
     }
 }
 
+/// `cairn agent` as server `i` of a three-server cluster on 127.0.0.(i+1) with a data dir, joining
+/// through server 0, `raft_multiplier = 1`, and only HTTP, the server port and the LAN pool open.
+fn cluster_server_cmd(bin: &Path, node: &str, i: usize, data: &Path, [http, server, serf]: [u16; 3]) -> Command {
+    let ip = |i: usize| format!("127.0.0.{}", i + 1);
+    let mut cmd = Command::new(bin);
+    cmd.args(["agent", "-server", "-bootstrap-expect=3"])
+        .arg(format!("-node={node}"))
+        .arg(format!("-bind={}", ip(i)))
+        .arg(format!("-client={}", ip(i)))
+        .arg(format!("-data-dir={}", data.display()))
+        .arg(format!("-http-port={http}"))
+        .arg(format!("-server-port={server}"))
+        .arg(format!("-serf-lan-port={serf}"))
+        .arg(format!("-retry-join={}:{serf}", ip(0)))
+        .args(["-serf-wan-port=-1", "-dns-port=-1", "-grpc-port=-1", "-log-level=warn"])
+        .arg("-hcl=performance { raft_multiplier = 1 }");
+    cmd
+}
+
 /// `--failover`: three Cairn servers on 127.0.0.1-3 (`-bootstrap-expect=3`, data dirs,
 /// `raft_multiplier = 1`); a client writes to a follower without pause; the leader is SIGKILLed,
 /// and the figure is the time from the kill to the first acknowledged write *sent* after it. The
@@ -1104,18 +1123,7 @@ async fn failover(o: Opts) -> Result<()> {
     let start = |i: usize| -> Result<ChildGuard> {
         let data = dir.path().join(format!("s{i}"));
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-        let mut cmd = Command::new(&o.cairn_bin);
-        cmd.args(["agent", "-server", "-bootstrap-expect=3"])
-            .arg(format!("-node=fo{i}"))
-            .arg(format!("-bind={}", ip(i)))
-            .arg(format!("-client={}", ip(i)))
-            .arg(format!("-data-dir={}", data.display()))
-            .arg(format!("-http-port={http_port}"))
-            .arg(format!("-server-port={server_port}"))
-            .arg(format!("-serf-lan-port={serf_port}"))
-            .arg(format!("-retry-join={}:{serf_port}", ip(0)))
-            .args(["-serf-wan-port=-1", "-dns-port=-1", "-grpc-port=-1", "-log-level=warn"])
-            .arg("-hcl=performance { raft_multiplier = 1 }");
+        let cmd = cluster_server_cmd(&o.cairn_bin, &format!("fo{i}"), i, &data, [http_port, server_port, serf_port]);
         spawn(cmd, &dir.path().join(format!("s{i}.log")))
     };
     println!("cairn-bench: failover of a 3-server Cairn cluster (127.0.0.1-3, data dirs, raft_multiplier 1)");
