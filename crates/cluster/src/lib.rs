@@ -7,7 +7,7 @@
 //! Map: [`clock`] is the time decisions read;
 //! [`raft`] wires openraft; [`server::Server`] is what the agent talks to; [`error::Error`] is what
 //! the caller must decide on; [`endpoints`] is the server side of each typed request and
-//! [`rpc::Rpc`] the seam the agent reaches it through; [`gossip`] holds what travels over the gossip pools (user events).
+//! [`rpc::Rpc`] the seam the agent reaches it through; [`read_batch`] shares a follower's read-index requests; [`gossip`] holds what travels over the gossip pools (user events).
 
 pub mod clock;
 pub mod endpoints;
@@ -15,6 +15,7 @@ pub mod error;
 pub mod gossip;
 pub mod leader;
 pub mod raft;
+pub mod read_batch;
 pub mod recover;
 pub mod rpc;
 pub mod server;

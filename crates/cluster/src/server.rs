@@ -145,7 +145,10 @@ pub struct Server {
     store: Arc<Store>,
     cfg: ServerConfig,
     lock_delays: LockDelays,
-    rpc: RpcClient,
+    rpc: Arc<RpcClient>,
+    /// A follower's read-index requests to the leader, batched (by leader address and
+    /// consistency).
+    read_batches: crate::read_batch::ReadBatcher<(String, bool)>,
     contact: Arc<ContactTracker>,
     started: Instant,
     /// Set once the cluster is formed or found already formed: bootstrap is never tried again.
@@ -273,6 +276,12 @@ impl Server {
             // An append batch stays under the Raft frame limit even of values at their 512 KiB cap.
             max_payload_entries: 256,
             enable_pre_vote: Some(true),
+            // A restarted leader stands for election like any server (standard Raft, and
+            // Consul's). openraft's default lets it resume in its old term, which is unsafe when
+            // the crash took its unsynced log tail: followers may have committed those entries,
+            // and the leader would write different ones at the same term and index (the Raft
+            // simulation's torn writes found this).
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         let rc = Arc::new(rc.validate().map_err(|e| Error::Fatal(e.to_string()))?);
@@ -303,7 +312,8 @@ impl Server {
             transfer_started: std::sync::Mutex::new(None),
             lan: Default::default(),
             lan_servers: Default::default(),
-            rpc: RpcClient::new(),
+            rpc: Arc::new(RpcClient::new()),
+            read_batches: Default::default(),
             contact: Arc::new(ContactTracker::new(cfg.clock.clone())),
             started: cfg.clock.now(),
             formed: AtomicBool::new(initialized || cfg.bootstrap),
@@ -560,20 +570,35 @@ impl Server {
     }
 
     async fn read_barrier(&self, consistent: bool) -> Result<(), Error> {
-        if !consistent && self.lease_read_index().is_some() {
-            return Ok(());
-        }
         let deadline = tokio::time::Instant::now() + self.cfg.rpc_hold_timeout;
+        if !consistent {
+            if let Some((index, applied)) = self.lease_read_index() {
+                return if applied >= index { Ok(()) } else { self.wait_applied(index, deadline).await };
+            }
+        }
         loop {
             let r = match self.local_read_index(consistent).await {
                 Ok(index) => return self.wait_applied(index, deadline).await,
                 Err(Error::NotLeader { leader: Some(addr) }) => {
-                    match self.rpc.call(&addr, Request::ReadIndex { consistent }, self.forward_timeout()).await {
-                        Ok(Response::ReadIndex(index)) => return self.wait_applied(index, deadline).await,
-                        Ok(_) => return Err(Error::Fatal("unexpected answer to a read-index request".into())),
-                        Err(CallError::Remote(e)) => Err(e),
-                        // Reads may be retried whatever happened to them.
-                        Err(_) => Err(Error::NoLeader),
+                    let (rpc, to, timeout) = (self.rpc.clone(), addr.clone(), self.forward_timeout());
+                    let asked = self
+                        .read_batches
+                        .read_index((addr, consistent), move || {
+                            let (rpc, to) = (rpc.clone(), to.clone());
+                            async move {
+                                match rpc.call(&to, Request::ReadIndex { consistent }, timeout).await {
+                                    Ok(Response::ReadIndex(index)) => Ok(index),
+                                    Ok(_) => Err(Error::Fatal("unexpected answer to a read-index request".into())),
+                                    Err(CallError::Remote(e)) => Err(e),
+                                    // Reads may be retried whatever happened to them.
+                                    Err(_) => Err(Error::NoLeader),
+                                }
+                            }
+                        })
+                        .await;
+                    match asked {
+                        Ok(index) => return self.wait_applied(index, deadline).await,
+                        Err(e) => Err(e),
                     }
                 }
                 Err(e) => Err(e),
@@ -593,7 +618,8 @@ impl Server {
     /// Default mode on a leader that holds its lease: see [`lease_read_point`]. Not while a
     /// leadership transfer this server began may be under way (Raft's own read path refuses reads
     /// then).
-    fn lease_read_index(&self) -> Option<u64> {
+    /// Returns the read point and what this server has applied.
+    fn lease_read_index(&self) -> Option<(u64, u64)> {
         let started = *self.transfer_started.lock().expect("transfer");
         if let Some(t) = started {
             // Past the transfer's wait and one more lease, it has settled one way or the other.
@@ -604,18 +630,24 @@ impl Server {
         }
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        lease_read_point(&m, self.cfg.node_id, self.leader_lease())
+        let index = lease_read_point(&m, self.cfg.node_id, self.leader_lease())?;
+        Some((index, m.last_applied.as_ref().map_or(0, |a| a.index)))
     }
 
     /// On the leader: the index a read must see applied. Elsewhere: who to ask.
     async fn local_read_index(&self, consistent: bool) -> Result<u64, Error> {
         if !consistent {
-            if let Some(index) = self.lease_read_index() {
+            if let Some((index, _)) = self.lease_read_index() {
                 return Ok(index);
             }
         }
-        let policy = if consistent { ReadPolicy::ReadIndex } else { ReadPolicy::LeaseRead };
-        let Ok(r) = tokio::time::timeout(self.cfg.rpc_hold_timeout, self.raft.get_read_log_id(policy)).await else {
+        // Otherwise a quorum round (ReadIndex), for default reads too: openraft's own lease read
+        // trusts a lease exactly as long as the followers' (the election timeout's maximum), so
+        // a leader whose clock runs slower than a follower's could answer after that follower
+        // has voted for another; Cairn's lease above keeps a margin for drift.
+        let Ok(r) =
+            tokio::time::timeout(self.cfg.rpc_hold_timeout, self.raft.get_read_log_id(ReadPolicy::ReadIndex)).await
+        else {
             return Err(Error::NoLeader);
         };
         match r {
@@ -1149,10 +1181,12 @@ pub fn leads(m: &openraft::RaftMetrics<crate::raft::TypeConfig>, me: u64, lease:
 /// A default-mode read point on a leader that holds its lease, from Raft's metrics alone (no
 /// round trip into Raft's core task): the committed index, when an entry of the leader's own
 /// term is committed (its first one at least, so the index is as good a read point as Raft's lease
-/// read gives) and `m`'s server has applied up to it. `None`: take Raft's own read path. (Consul's
-/// leader answers a default read with no check at all; this keeps the lease.) The `lease` is
-/// Consul's `LeaderLeaseTimeout`, shorter than openraft's own lease (the election timeout's
-/// maximum), which followers honour before they vote for another leader.
+/// read gives); the reader waits until its server has applied up to it. `None`: take Raft's own
+/// read path. (Consul's leader answers a default read with no check at all; this keeps the
+/// lease.) The `lease` is Consul's `LeaderLeaseTimeout`, shorter than openraft's own lease (the
+/// election timeout's maximum), which followers honour before they vote for another leader: the
+/// margin (500 of 600 ms) keeps the lease safe while no follower's clock runs more than 1.2 times
+/// as fast as the leader's (the Raft simulation drifts clocks within that).
 pub fn lease_read_point(m: &openraft::RaftMetrics<crate::raft::TypeConfig>, me: u64, lease: Duration) -> Option<u64> {
     if !leads(m, me, lease) {
         return None;
@@ -1161,6 +1195,5 @@ pub fn lease_read_point(m: &openraft::RaftMetrics<crate::raft::TypeConfig>, me: 
     if committed.leader_id != openraft::vote::leader_id_std::CommittedLeaderId::new(m.current_term) {
         return None;
     }
-    let applied = m.last_applied.as_ref()?.index;
-    (applied >= committed.index).then_some(committed.index)
+    Some(committed.index)
 }

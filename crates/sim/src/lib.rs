@@ -8,6 +8,7 @@
 
 pub mod linearizability;
 pub mod raft_sim;
+pub mod sim_disk;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -1,8 +1,11 @@
 //! Deterministic simulation of a Raft cluster of Cairn servers: 3 or 5 real openraft nodes with
 //! Cairn's state machine and store, on a simulated network in virtual time (a current-thread tokio
 //! runtime with paused time), under faults chosen from a seed: symmetric and asymmetric
-//! partitions, an isolated leader, message loss, delay and reordering, crashes and restarts.
-//! Clients write and read a few keys the whole time.
+//! partitions, an isolated leader, message loss, delay and reordering, crashes and restarts (a
+//! crash loses the writes not yet synced and may tear the batch being synced: [`crate::sim_disk`]),
+//! and clocks that drift (each server's clock runs at its own rate, within `max_drift`). Clients
+//! write and read a few keys the whole time, reads in Consul's default mode (Cairn's lease) and
+//! consistent mode (ReadIndex).
 //!
 //! After every step (5 ms of virtual time) a checker asserts: at most one leader per term;
 //! committed entries never change; commit and apply indexes only grow; a blocking query's watch
@@ -31,7 +34,6 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RaftLogReader, RaftNetworkV2, ReadPolicy, ServerState, SnapshotPolicy};
 
 use cairn_cluster::clock::Clock;
-use cairn_cluster::raft::log_store::LogStore;
 use cairn_cluster::raft::state_machine::{LockDelays, StateMachine};
 use cairn_cluster::raft::{Raft, TypeConfig, Vote};
 use cairn_gossip::env::{Rng, SeededRng};
@@ -42,6 +44,8 @@ use cairn_types::structs::DirEntry;
 use cairn_types::{Command, CommandResult};
 
 use crate::linearizability::{self, Input, Operation, Output, Verdict};
+use crate::sim_disk::{SimDisk, SimLog};
+use cairn_cluster::raft::drift::{self, ClockScope};
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -55,6 +59,19 @@ pub struct RaftSimConfig {
     pub max_loss: f64,
     /// Upper bound of one-way message delay the nemesis picks.
     pub max_delay: Duration,
+    /// Each server's clock runs at a rate drawn from `1 ± max_drift` (anew at every restart).
+    /// Cairn's lease is safe while no follower's clock runs more than 1.2 times as fast as the
+    /// leader's, that is up to a drift of 1/11.
+    pub max_drift: f64,
+    /// Fixed clock rates by server (1, 2, ...), overriding `max_drift` for those listed.
+    pub rates: Vec<f64>,
+    /// Cairn's leader lease for default reads, on the simulation's timings: 250 ms against the
+    /// followers' 300 ms (as 500 of 600 ms at `raft_multiplier` 1). Longer than 300 ms is
+    /// deliberately unsafe, for testing the checker.
+    pub lease: Duration,
+    /// Deliberately unsafe, for testing the checker: a restarted leader resumes in its old term
+    /// (openraft's default), though the crash may have taken its unsynced log tail.
+    pub restore_leader: bool,
     /// A deliberately wrong client for testing the checker: reads come from whatever the server
     /// asked holds, with no read barrier (as `?stale` would), yet are recorded as linearizable.
     pub unsafe_reads: bool,
@@ -69,6 +86,10 @@ impl Default for RaftSimConfig {
             duration: Duration::from_secs(20),
             max_loss: 0.2,
             max_delay: Duration::from_millis(40),
+            max_drift: 0.08,
+            rates: Vec::new(),
+            lease: Duration::from_millis(250),
+            restore_leader: false,
             unsafe_reads: false,
         }
     }
@@ -86,6 +107,8 @@ pub struct RaftSimReport {
     pub unknown_outcomes: usize,
     pub faults: usize,
     pub crashes: usize,
+    /// Log records (entries, votes, truncations) crashes lost before they were synced.
+    pub records_lost: u64,
     pub leaders: usize,
     pub snapshots_installed: u64,
     pub linearizable: bool,
@@ -138,6 +161,8 @@ struct Net {
     /// Directed links that drop everything: (from, to).
     blocked: BTreeSet<(u64, u64)>,
     up: BTreeMap<u64, Raft>,
+    /// Each running server's clock.
+    clocks: BTreeMap<u64, Option<ClockScope>>,
     snapshots_installed: u64,
 }
 
@@ -158,6 +183,10 @@ impl Fabric {
 
     fn raft(&self, id: u64) -> Option<Raft> {
         self.0.lock().expect("net").up.get(&id).cloned()
+    }
+
+    fn clock(&self, id: u64) -> Option<ClockScope> {
+        self.0.lock().expect("net").clocks.get(&id).copied().flatten()
     }
 }
 
@@ -295,19 +324,21 @@ fn metrics(r: &Raft) -> openraft::RaftMetrics<TypeConfig> {
 /// A server's durable parts, kept across a crash: its log (with the vote and commit index) and its
 /// snapshot directory. Everything else is rebuilt on restart.
 struct Disk {
-    log: LogStore,
+    log: SimDisk,
     dir: tempfile::TempDir,
 }
 
 struct Node {
     id: u64,
     disk: Disk,
+    /// The log of the server's current life (`None` while it is down).
+    log: Option<SimLog>,
     raft: Option<Raft>,
     store: Arc<Store>,
     incarnation: u64,
 }
 
-fn raft_config() -> Arc<openraft::Config> {
+fn raft_config(restore_leader: bool) -> Arc<openraft::Config> {
     let c = openraft::Config {
         cluster_name: "sim".into(),
         heartbeat_interval: 50,
@@ -318,12 +349,15 @@ fn raft_config() -> Arc<openraft::Config> {
         max_in_snapshot_log_to_keep: 8,
         max_payload_entries: 64,
         enable_pre_vote: Some(true),
+        // As `Server` sets it: a restarted leader stands for election.
+        enable_leader_restore: Some(restore_leader),
         ..Default::default()
     };
     Arc::new(c.validate().expect("raft config"))
 }
 
-async fn start_node(node: &mut Node, fabric: &Fabric, seed: u64) {
+async fn start_node(node: &mut Node, fabric: &Fabric, seed: u64, rate: f64, cfg: &RaftSimConfig) {
+    let rate = cfg.rates.get(node.id as usize - 1).copied().unwrap_or(rate);
     let store = Arc::new(Store::new());
     let sm = StateMachine::open(
         store.clone(),
@@ -332,20 +366,46 @@ async fn start_node(node: &mut Node, fabric: &Fabric, seed: u64) {
     )
     .expect("state machine");
     let net = SimNetwork { me: node.id, fabric: fabric.clone() };
-    let raft = cairn_cluster::raft::with_seed(seed, Raft::new(node.id, raft_config(), net, node.disk.log.clone(), sm))
-        .await
-        .expect("raft");
-    fabric.0.lock().expect("net").up.insert(node.id, raft.clone());
+    let log = node.disk.log.open();
+    let (raft, clock) = drift::with_rate(rate, async {
+        let raft = cairn_cluster::raft::with_seed(
+            seed,
+            Raft::new(node.id, raft_config(cfg.restore_leader), net, log.clone(), sm),
+        )
+        .await;
+        (raft.expect("raft"), drift::scope_of_current())
+    })
+    .await;
+    {
+        let mut n = fabric.0.lock().expect("net");
+        n.up.insert(node.id, raft.clone());
+        n.clocks.insert(node.id, clock);
+    }
+    node.log = Some(log);
     node.raft = Some(raft);
     node.store = store;
     node.incarnation += 1;
 }
 
-async fn crash_node(node: &mut Node, fabric: &Fabric) {
-    fabric.0.lock().expect("net").up.remove(&node.id);
+/// Stops a server as a crash would: its disk first (what was not synced is lost), then the rest.
+/// Returns how many log records were lost.
+async fn crash_node(node: &mut Node, fabric: &Fabric) -> u64 {
+    let lost = node.disk.log.crash();
+    {
+        let mut n = fabric.0.lock().expect("net");
+        n.up.remove(&node.id);
+        n.clocks.remove(&node.id);
+    }
+    node.log = None;
     if let Some(r) = node.raft.take() {
         let _ = r.shutdown().await;
     }
+    lost
+}
+
+/// A clock rate within `1 ± max_drift`.
+fn draw_rate(rng: &mut SeededRng, max_drift: f64) -> f64 {
+    1.0 + (rng.pick(2001) as f64 - 1000.0) / 1000.0 * max_drift
 }
 
 // ---- The checker -------------------------------------------------------------------------------
@@ -419,7 +479,7 @@ impl Checker {
                 );
             }
             // Committed entries still in this node's log must agree with every other record.
-            let mut reader = n.disk.log.clone();
+            let Some(mut reader) = n.log.clone() else { continue };
             let from = checked + 1;
             let mut upto = checked;
             if committed >= from {
@@ -508,25 +568,31 @@ struct ClientEnv {
     start: tokio::time::Instant,
     end: tokio::time::Instant,
     unsafe_reads: bool,
+    lease: Duration,
 }
 
-async fn client(c: usize, env: ClientEnv) {
-    let ClientEnv { seed, keys, fabric, servers, stores, history, start, end, unsafe_reads } = env;
+/// `pinned`: a reader that stays with one server and only reads in default mode, as an
+/// application beside that server would; it keeps reading at a leader cut off from the others,
+/// which is where a lease that outlives the followers' shows.
+async fn client(c: usize, env: ClientEnv, pinned: Option<u64>) {
+    let ClientEnv { seed, keys, fabric, servers, stores, history, start, end, unsafe_reads, lease } = env;
     let mut rng = SeededRng(seed ^ (0xc1 + c as u64) << 32);
     let mut n = 0u64;
     let mut target = servers[rng.pick(servers.len() as u64) as usize];
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(5 + rng.pick(40))).await;
+        if let Some(p) = pinned {
+            target = p;
+        }
         let key = format!("k{}", rng.pick(keys as u64));
         let Some(raft) = fabric.raft(target) else {
             target = servers[rng.pick(servers.len() as u64) as usize];
             continue;
         };
         let call = micros(start);
-        let roll = rng.pick(100);
+        let roll = if pinned.is_some() { 30 + rng.pick(15) } else { rng.pick(100) };
         if roll < 45 {
             // A read: consistent (ReadIndex) or default (the leader's lease), as Consul's modes.
-            let policy = if roll < 30 { ReadPolicy::ReadIndex } else { ReadPolicy::LeaseRead };
             if unsafe_reads {
                 let Some(store) = stores.lock().expect("stores").get(&target).cloned() else { continue };
                 let (_, e) = store.snapshot().kv_get(&key);
@@ -542,30 +608,25 @@ async fn client(c: usize, env: ClientEnv) {
                 target = servers[rng.pick(servers.len() as u64) as usize];
                 continue;
             }
-            // A third of the lease reads take Cairn's own path first: the read point from the
-            // leader's metrics (what `Server` answers default reads with), Raft's otherwise.
-            if roll >= 40 {
+            // Default mode as `Server` answers it: the read point from the leader's metrics
+            // under Cairn's lease, judged on the server's own (drifting) clock; a ReadIndex round
+            // when the lease does not hold.
+            let mut read_point = None;
+            if roll >= 30 {
                 let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).clone();
-                // Cairn's lease against its election timeout's maximum (500 ms of 600 ms at
-                // `raft_multiplier` 1), on the simulation's timings.
-                let lease = Duration::from_millis(300 * 5 / 6);
-                if cairn_cluster::server::lease_read_point(&m, target, lease).is_some() {
-                    let Some(store) = stores.lock().expect("stores").get(&target).cloned() else { continue };
-                    let (_, e) = store.snapshot().kv_get(&key);
-                    let ret = micros(start);
-                    history.lock().expect("history").ops.push(Operation {
-                        key,
-                        call,
-                        ret,
-                        input: Input::Get,
-                        output: Some(Output::Value(value_of(&e))),
-                    });
-                    continue;
-                }
+                read_point = drift::with_scope(fabric.clock(target), async {
+                    cairn_cluster::server::lease_read_point(&m, target, lease)
+                })
+                .await;
             }
-            let r = tokio::time::timeout(Duration::from_secs(2), raft.get_read_log_id(policy)).await;
+            let r = match read_point {
+                Some(index) => Ok(Ok(index)),
+                None => tokio::time::timeout(Duration::from_secs(2), raft.get_read_log_id(ReadPolicy::ReadIndex))
+                    .await
+                    .map(|r| r.map(|(read, _)| read.index())),
+            };
             let read = match r {
-                Ok(Ok((read, _))) => read.index(),
+                Ok(Ok(read)) => read,
                 Ok(Err(e)) => {
                     if let Some(l) = e.forward_to_leader().and_then(|f| f.leader_id) {
                         target = l;
@@ -651,6 +712,7 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
         delay_max_ms: 2,
         blocked: BTreeSet::new(),
         up: BTreeMap::new(),
+        clocks: BTreeMap::new(),
         snapshots_installed: 0,
     })));
     let ids: Vec<u64> = (1..=cfg.servers as u64).collect();
@@ -661,7 +723,8 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
             let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("tempdir");
             Node {
                 id,
-                disk: Disk { log: LogStore::in_memory(), dir },
+                disk: Disk { log: SimDisk::new(seed ^ id << 8), dir },
+                log: None,
                 raft: None,
                 store: Arc::new(Store::new()),
                 incarnation: 0,
@@ -670,7 +733,7 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
         .collect();
     let mut report = RaftSimReport { seed, ..Default::default() };
     for n in nodes.iter_mut() {
-        start_node(n, &fabric, rng.next_u64()).await;
+        start_node(n, &fabric, rng.next_u64(), draw_rate(&mut rng, cfg.max_drift), &cfg).await;
     }
     let members: BTreeMap<u64, BasicNode> = ids.iter().map(|&id| (id, BasicNode::new(format!("n{id}")))).collect();
     nodes[0].raft.as_ref().expect("raft").initialize(members).await.expect("initialize");
@@ -690,9 +753,13 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
         start,
         end,
         unsafe_reads: cfg.unsafe_reads,
+        lease: cfg.lease,
     };
     for c in 0..cfg.clients {
-        clients.push(tokio::spawn(client(c, env.clone())));
+        clients.push(tokio::spawn(client(c, env.clone(), None)));
+    }
+    for (k, &id) in ids.iter().enumerate() {
+        clients.push(tokio::spawn(client(cfg.clients + k, env.clone(), Some(id))));
     }
 
     let mut checker = Checker::default();
@@ -728,7 +795,7 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
     }
     for n in nodes.iter_mut() {
         if n.raft.is_none() {
-            start_node(n, &fabric, rng.next_u64()).await;
+            start_node(n, &fabric, rng.next_u64(), draw_rate(&mut rng, cfg.max_drift), &cfg).await;
             stores.lock().expect("stores").insert(n.id, n.store.clone());
         }
     }
@@ -938,9 +1005,21 @@ async fn nemesis(
             if node.raft.is_none() {
                 return format!("crash {victim}: already down");
             }
-            crash_node(node, fabric).await;
+            // At any instant, not on the checker's step; mostly while the server is syncing its
+            // log (waiting up to 20 ms of virtual time for a sync to begin), where a crash tears.
+            tokio::time::sleep(Duration::from_micros(rng.pick(5_000))).await;
+            if rng.chance(0.75) {
+                for _ in 0..40 {
+                    if node.disk.log.syncing() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                }
+            }
+            let lost = crash_node(node, fabric).await;
             report.crashes += 1;
-            format!("crash {victim}")
+            report.records_lost += lost;
+            format!("crash {victim} ({lost} unsynced log records lost)")
         }
         8 => {
             // Restart one crashed server.
@@ -951,7 +1030,7 @@ async fn nemesis(
             }
             let id = down[rng.pick(down.len() as u64) as usize];
             let n = nodes.iter_mut().find(|n| n.id == id).expect("node");
-            start_node(n, fabric, rng.next_u64()).await;
+            start_node(n, fabric, rng.next_u64(), draw_rate(rng, cfg.max_drift), cfg).await;
             stores.lock().expect("stores").insert(n.id, n.store.clone());
             format!("restart {id}")
         }
@@ -960,7 +1039,7 @@ async fn nemesis(
             drop(net);
             let mut back = Vec::new();
             for n in nodes.iter_mut().filter(|n| n.raft.is_none()) {
-                start_node(n, fabric, rng.next_u64()).await;
+                start_node(n, fabric, rng.next_u64(), draw_rate(rng, cfg.max_drift), cfg).await;
                 stores.lock().expect("stores").insert(n.id, n.store.clone());
                 back.push(n.id);
             }
@@ -1017,5 +1096,27 @@ mod tests {
         let cfg = RaftSimConfig { unsafe_reads: true, ..quick(3) };
         let caught = (1..=6).map(|seed| run(seed, &cfg)).filter(|r| !r.linearizable).count();
         assert!(caught > 0, "no seed caught stale reads");
+    }
+
+    /// Drifting clocks are simulated, and the checker sees what they do: with the leader's
+    /// clock at 0.4 and the others' at 1.6 (far past the lease's margin of 1.2), an isolated
+    /// leader goes on answering default reads after the others have elected a new leader and
+    /// written. Within the margin (0.9 against 1.08) the same seeds stay linearizable.
+    #[test]
+    fn clocks_drifting_past_the_lease_margin_are_caught() {
+        let past = RaftSimConfig { rates: vec![0.4, 1.6, 1.6], ..quick(3) };
+        let seed = (1..=6).find(|&seed| !run(seed, &past).linearizable).expect("no seed caught reads past the lease");
+        let within = RaftSimConfig { rates: vec![0.9, 1.08, 1.08], ..quick(3) };
+        let r = run(seed, &within);
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+
+    /// Crashes lose unsynced writes and tear the batch in flight, and that is seen: a restarted
+    /// leader that resumed in its old term (openraft's default, which `Server` turns off) writes
+    /// new entries over ones the followers had committed.
+    #[test]
+    fn a_leader_resuming_after_a_torn_write_is_caught() {
+        let cfg = RaftSimConfig { restore_leader: true, ..quick(3) };
+        assert!((1..=12).any(|seed| !run(seed, &cfg).violations.is_empty()), "no seed caught a resumed leader");
     }
 }

@@ -1,6 +1,7 @@
 //! openraft glue. The whole integration with the (exactly pinned, still-alpha) openraft API lives in
 //! this module so that an upgrade touches only here.
 
+pub mod drift;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -11,8 +12,9 @@ use cairn_types::{Command, CommandResult};
 /// Raft's runtime: tokio, with openraft's random draws (election timeouts, tick jitter) taken from
 /// a seeded generator carried by each Raft task. A server seeds it from entropy
 /// ([`with_seed`] around `Raft::new`); the simulation seeds it from the run's seed, so a run
-/// replays exactly.
-pub type Runtime = openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
+/// replays exactly. Its clock is real time, except where the simulation makes a node's clock
+/// drift ([`drift::with_rate`]).
+pub type Runtime = drift::Drifting;
 
 openraft::declare_raft_types!(
     /// Cairn's Raft types: commands in, command results out, u64 server IDs.
@@ -29,7 +31,7 @@ openraft::declare_raft_types!(
 
 /// Runs `f` (which creates a Raft node) with `seed` as the seed of the Raft tasks it spawns.
 pub async fn with_seed<F: std::future::Future>(seed: u64, f: F) -> F::Output {
-    Runtime::scope(seed, f).await
+    openraft_rt::deterministic_rng::DeterministicRng::<openraft_rt_tokio::TokioRuntime>::scope(seed, f).await
 }
 
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
