@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub max_conns_per_client: usize,
     /// Consul's `performance.rpc_hold_timeout`: how long a request waits out a leader election.
     pub rpc_hold_timeout: Duration,
+    /// An RPC connection with nothing in flight and no frame begun for this long is closed
+    /// ([`crate::rpc::RPC_IDLE_TIMEOUT`]).
+    pub rpc_idle_timeout: Duration,
     /// The agent's `autopilot {}`: what the leader writes into the state if none is there yet.
     pub autopilot: cairn_types::structs::AutopilotConfig,
     /// Where time-based decisions read the time.
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             listen: None,
             max_conns_per_client: 100,
             rpc_hold_timeout: Duration::from_secs(7),
+            rpc_idle_timeout: crate::rpc::RPC_IDLE_TIMEOUT,
             autopilot: Default::default(),
             clock: Arc::new(SystemClock),
             datacenter: "dc1".into(),

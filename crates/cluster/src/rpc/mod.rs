@@ -6,8 +6,10 @@
 //! version is refused at once rather than misread.
 //!
 //! Every frame is a big-endian `u32` length and a msgpack body, with a size limit per protocol; a
-//! bad frame closes that connection only. Idle connections time out, and connections per client
-//! address are capped (`limits.rpc_max_conns_per_client`).
+//! bad frame closes that connection only. Idle connections time out (waiting for a frame to begin
+//! never consumes a byte, so a timeout cannot cut a frame in two), a frame that stalls midway
+//! closes its connection, and connections per client address are capped
+//! (`limits.rpc_max_conns_per_client`).
 //!
 //! Must not: know about HTTP; decide anything a server endpoint decides (that is [`crate::server`]).
 
@@ -65,7 +67,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -91,6 +93,9 @@ pub const MAX_RAFT_FRAME: usize = 160 << 20;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An RPC connection with nothing in flight and no frame for this long is closed.
 pub const RPC_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Once a frame has begun, the rest of it must arrive within this, or the connection is closed
+/// (a peer that stalls mid-frame is broken or hostile).
+pub const RPC_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests one RPC connection may have in flight at once (blocking queries aside).
 pub const MAX_IN_FLIGHT: usize = 512;
 /// Blocking queries one RPC connection may hold at once. They wait for minutes, so they have an
@@ -283,14 +288,27 @@ async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Rec
     let idle = |slots: &Semaphore, blocking: &Semaphore| {
         slots.available_permits() == MAX_IN_FLIGHT && blocking.available_permits() == MAX_BLOCKING_IN_FLIGHT
     };
+    let idle_timeout = server.upgrade().map_or(RPC_IDLE_TIMEOUT, |s| s.config().rpc_idle_timeout);
     let result = loop {
-        let frame = tokio::select! {
-            r = tokio::time::timeout(RPC_IDLE_TIMEOUT, read_frame(&mut rd, MAX_RPC_FRAME)) => match r {
-                Ok(Ok(f)) => f,
+        // Waiting for a frame to begin may time out and go on (requests are still being
+        // answered); waiting only looks at the buffer (`fill_buf` consumes nothing), so no part
+        // of a frame is ever dropped by a timeout.
+        tokio::select! {
+            r = tokio::time::timeout(idle_timeout, rd.fill_buf()) => match r {
+                Ok(Ok([])) => break Ok(()),
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => break Err(e),
                 // Idle: close unless something is still being answered.
                 Err(_) if idle(&slots, &blocking_slots) => break Ok(()),
                 Err(_) => continue,
+            },
+            _ = stopped(&mut stop) => break Ok(()),
+        }
+        let frame = tokio::select! {
+            r = tokio::time::timeout(RPC_FRAME_TIMEOUT, read_frame(&mut rd, MAX_RPC_FRAME)) => match r {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Err(io::Error::new(io::ErrorKind::TimedOut, "a frame stalled midway")),
             },
             _ = stopped(&mut stop) => break Ok(()),
         };
@@ -409,5 +427,71 @@ mod tests {
             answered += 1;
         }
         assert_eq!(answered, held);
+    }
+
+    /// A client that stalls in the middle of a frame, past the idle timeout, while a request of
+    /// its is still being answered: the rest of the frame, when it comes, is read as the same
+    /// frame (the idle timeout never drops the part already read).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_stalled_past_the_idle_timeout_is_not_misread() {
+        use tokio::io::AsyncWriteExt;
+
+        use super::proto::Envelope;
+        use super::{decode, encode, read_frame, MAX_RPC_FRAME, RPC_CAIRN, WIRE_VERSION};
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let server = Server::start(ServerConfig {
+            bootstrap: true,
+            listen: Some(addr),
+            rpc_addr: addr.to_string(),
+            rpc_idle_timeout: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !server.is_leader() {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        wr.write_all(&[RPC_CAIRN, WIRE_VERSION]).await.unwrap();
+        let frame = |id: u64, body: Request| {
+            let b = encode(&Envelope { id, body }).unwrap();
+            let mut f = (b.len() as u32).to_be_bytes().to_vec();
+            f.extend(b);
+            f
+        };
+        let mut answer = async || {
+            let f = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd, MAX_RPC_FRAME))
+                .await
+                .expect("an answer in time")
+                .expect("a frame");
+            decode::<Envelope<Result<Response, crate::Error>>>(&f).expect("an answer")
+        };
+        wr.write_all(&frame(1, put("held"))).await.unwrap();
+        let a = answer().await;
+        let Ok(Response::Written(w)) = a.body else { panic!("write: {:?}", a.body) };
+        // A blocking query stays in flight, so the idle timeout does not close the connection.
+        let q =
+            QueryOptions { min_query_index: w.index, max_query_time: Duration::from_secs(60), ..Default::default() };
+        let read = Request::Read(Box::new((ReadRequest::KvsGet { key: "held".into() }, q)));
+        wr.write_all(&frame(2, read)).await.unwrap();
+        // Half of a frame's length, a stall of several idle timeouts (the fault under test),
+        // then the rest.
+        let f = frame(3, put("other"));
+        wr.write_all(&f[..2]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        wr.write_all(&f[2..]).await.unwrap();
+        let a = answer().await;
+        assert_eq!(a.id, 3, "{:?}", a.body);
+        assert!(matches!(a.body, Ok(Response::Written(_))), "{:?}", a.body);
+        // The connection is still in step: a change answers the blocking query, and the write.
+        wr.write_all(&frame(4, put("held"))).await.unwrap();
+        let mut ids = vec![answer().await.id, answer().await.id];
+        ids.sort();
+        assert_eq!(ids, vec![2, 4]);
     }
 }
