@@ -63,13 +63,33 @@ impl<K: Eq + Hash + Clone + Send + 'static> ReadBatcher<K> {
     }
 }
 
+/// Ends a key's batches if its driver stops early (a panic, or the runtime shutting down):
+/// the readers still queued get an error rather than waiting for a driver that is gone, and the
+/// next reader starts a new one. Disarmed when the driver ends normally.
+struct EndGuard<K: Eq + Hash> {
+    batches: Arc<Mutex<HashMap<K, Batch>>>,
+    key: Option<K>,
+}
+
+impl<K: Eq + Hash> Drop for EndGuard<K> {
+    fn drop(&mut self) {
+        if let (Some(key), Ok(mut b)) = (self.key.take(), self.batches.lock()) {
+            b.remove(&key);
+        }
+    }
+}
+
 /// Sends one request per batch until no reader waits.
 async fn drive<K: Eq + Hash>(batches: Arc<Mutex<HashMap<K, Batch>>>, key: K, ask: Ask) {
+    let mut guard = EndGuard { batches: batches.clone(), key: Some(key) };
     loop {
         let readers = {
             let mut b = batches.lock().expect("read batches");
-            let Some(batch) = b.get_mut(&key) else { return };
+            let key = guard.key.as_ref().expect("armed");
+            let batch = b.get_mut(key).expect("a running driver's batch stays until it ends");
             if batch.waiting.is_empty() {
+                // Under the lock, so a reader arriving now finds no driver and starts one.
+                let key = guard.key.take().expect("armed");
                 b.remove(&key);
                 return;
             }
@@ -122,6 +142,22 @@ mod tests {
         let n = begun.load(Ordering::SeqCst);
         assert!(n <= 10, "1,000 reads over 30 ms took {n} requests");
         assert!(batcher.batches.lock().unwrap().is_empty(), "the driver ends once no reader waits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_driver_that_dies_fails_its_readers_and_the_next_reader_starts_anew() {
+        let batcher = ReadBatcher::<u8>::default();
+        let r = batcher
+            .read_index(1, || async {
+                if std::hint::black_box(true) {
+                    panic!("the request's task dies");
+                }
+                Ok(1)
+            })
+            .await;
+        assert!(matches!(r, Err(Error::NoLeader)), "{r:?}");
+        assert!(batcher.batches.lock().unwrap().is_empty());
+        assert!(matches!(batcher.read_index(1, || async { Ok(7) }).await, Ok(7)));
     }
 
     #[tokio::test(start_paused = true)]

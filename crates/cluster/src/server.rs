@@ -155,6 +155,8 @@ pub struct Server {
     read_batches: crate::read_batch::ReadBatcher<(String, bool)>,
     contact: Arc<ContactTracker>,
     started: Instant,
+    /// Holds this server's votes for a while after a restart (see [`crate::raft::VoteGate`]).
+    vote_gate: crate::raft::VoteGate,
     /// Set once the cluster is formed or found already formed: bootstrap is never tried again.
     formed: AtomicBool,
     /// When each caught-up non-voter was first seen healthy (the leader promotes after
@@ -290,6 +292,11 @@ impl Server {
         };
         let rc = Arc::new(rc.validate().map_err(|e| Error::Fatal(e.to_string()))?);
         let mem_log = cfg.data_dir.is_none().then(|| log.clone());
+        let voted = openraft::RaftLogReader::read_vote(&mut log.clone())
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .is_some();
+        let vote_gate = crate::raft::VoteGate::at_start(voted, Duration::from_millis(rc.election_timeout_max));
         let raft = crate::raft::with_seed(rand::random(), Raft::new(cfg.node_id, rc, Network, log, sm))
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
@@ -320,6 +327,7 @@ impl Server {
             read_batches: Default::default(),
             contact: Arc::new(ContactTracker::new(cfg.clock.clone())),
             started: cfg.clock.now(),
+            vote_gate,
             formed: AtomicBool::new(initialized || cfg.bootstrap),
             healthy_since: Default::default(),
             stop,
@@ -370,6 +378,10 @@ impl Server {
 
     pub(crate) fn contact_tracker(&self) -> Arc<ContactTracker> {
         self.contact.clone()
+    }
+
+    pub(crate) fn vote_gate(&self) -> crate::raft::VoteGate {
+        self.vote_gate
     }
 
     /// True while `key` is under a lock-delay from an invalidated session: an acquire must fail.
@@ -585,9 +597,11 @@ impl Server {
                 Ok(index) => return self.wait_applied(index, deadline).await,
                 Err(Error::NotLeader { leader: Some(addr) }) => {
                     let (rpc, to, timeout) = (self.rpc.clone(), addr.clone(), self.forward_timeout());
-                    let asked = self
-                        .read_batches
-                        .read_index((addr, consistent), move || {
+                    // Bounded as one request was: a reader may wait out the request in
+                    // flight before its own.
+                    let asked = tokio::time::timeout(
+                        self.forward_timeout(),
+                        self.read_batches.read_index((addr, consistent), move || {
                             let (rpc, to) = (rpc.clone(), to.clone());
                             async move {
                                 match rpc.call(&to, Request::ReadIndex { consistent }, timeout).await {
@@ -598,11 +612,13 @@ impl Server {
                                     Err(_) => Err(Error::NoLeader),
                                 }
                             }
-                        })
-                        .await;
+                        }),
+                    )
+                    .await;
                     match asked {
-                        Ok(index) => return self.wait_applied(index, deadline).await,
-                        Err(e) => Err(e),
+                        Ok(Ok(index)) => return self.wait_applied(index, deadline).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(Error::NoLeader),
                     }
                 }
                 Err(e) => Err(e),

@@ -1,7 +1,8 @@
 //! `raft-sim`: runs the Raft cluster simulation ([`cairn_sim::raft_sim`]) over a range of seeds
 //! and reports each failing seed with the command that replays it.
 //!
-//! `raft-sim [--first-seed N] [--seeds M] [--servers 3|5] [--seconds S] [--max-drift F] [--rates R1,R2,..] [--lease-ms MS] [--trace]`
+//! `raft-sim [--first-seed N] [--seeds M] [--servers 3|5] [--seconds S] [--max-drift F] [--rates R1,R2,..] [--lease-ms MS]
+//! [--restore-leader] [--no-vote-gate] [--trace]`
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,11 @@ fn main() {
                     args.get(i + 1).map(|v| v.split(',').filter_map(|r| r.parse().ok()).collect()).unwrap_or_default()
             }
             "--lease-ms" => cfg.lease = Duration::from_millis(num(i)),
+            "--no-vote-gate" => {
+                cfg.vote_gate = false;
+                i += 1;
+                continue;
+            }
             "--restore-leader" => {
                 cfg.restore_leader = true;
                 i += 1;

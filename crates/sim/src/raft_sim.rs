@@ -1,9 +1,10 @@
 //! Deterministic simulation of a Raft cluster of Cairn servers: 3 or 5 real openraft nodes with
 //! Cairn's state machine and store, on a simulated network in virtual time (a current-thread tokio
-//! runtime with paused time), under faults chosen from a seed: symmetric and asymmetric
-//! partitions, an isolated leader, message loss, delay and reordering, crashes and restarts (a
-//! crash loses the writes not yet synced and may tear the batch being synced: [`crate::sim_disk`]),
-//! and clocks that drift (each server's clock runs at its own rate, within `max_drift`). Clients
+//! runtime with paused time), under faults chosen from a seed: symmetric, asymmetric and partial
+//! (bridged) partitions, an isolated leader, message loss, delay and reordering, crashes and
+//! restarts, some within a lease (a crash loses the writes not yet synced and may tear the batch
+//! being synced: [`crate::sim_disk`]), and clocks that drift (each server's clock runs at its own
+//! rate, within `max_drift`). Clients
 //! write and read a few keys the whole time, reads in Consul's default mode (Cairn's lease) and
 //! consistent mode (ReadIndex).
 //!
@@ -35,7 +36,7 @@ use openraft::{BasicNode, OptionalSend, RaftLogReader, RaftNetworkV2, ReadPolicy
 
 use cairn_cluster::clock::Clock;
 use cairn_cluster::raft::state_machine::{LockDelays, StateMachine};
-use cairn_cluster::raft::{Raft, TypeConfig, Vote};
+use cairn_cluster::raft::{Raft, TypeConfig, Vote, VoteGate};
 use cairn_gossip::env::{Rng, SeededRng};
 use cairn_store::state::topics;
 use cairn_store::{Store, WatchSet};
@@ -69,6 +70,9 @@ pub struct RaftSimConfig {
     /// followers' 300 ms (as 500 of 600 ms at `raft_multiplier` 1). Longer than 300 ms is
     /// deliberately unsafe, for testing the checker.
     pub lease: Duration,
+    /// A restarted server grants no vote for one election timeout (`cluster::raft::VoteGate`, as
+    /// `Server` does); `false` is deliberately unsafe, for testing the checker.
+    pub vote_gate: bool,
     /// Deliberately unsafe, for testing the checker: a restarted leader resumes in its old term
     /// (openraft's default), though the crash may have taken its unsynced log tail.
     pub restore_leader: bool,
@@ -90,6 +94,7 @@ impl Default for RaftSimConfig {
             rates: Vec::new(),
             lease: Duration::from_millis(250),
             restore_leader: false,
+            vote_gate: true,
             unsafe_reads: false,
         }
     }
@@ -161,8 +166,9 @@ struct Net {
     /// Directed links that drop everything: (from, to).
     blocked: BTreeSet<(u64, u64)>,
     up: BTreeMap<u64, Raft>,
-    /// Each running server's clock.
+    /// Each running server's clock, and its vote gate.
     clocks: BTreeMap<u64, Option<ClockScope>>,
+    gates: BTreeMap<u64, VoteGate>,
     snapshots_installed: u64,
 }
 
@@ -187,6 +193,17 @@ impl Fabric {
 
     fn clock(&self, id: u64) -> Option<ClockScope> {
         self.0.lock().expect("net").clocks.get(&id).copied().flatten()
+    }
+
+    /// Waits, on `id`'s clock, until `id` grants votes.
+    async fn vote_gate(&self, id: u64) {
+        let (gate, clock) = {
+            let n = self.0.lock().expect("net");
+            (n.gates.get(&id).copied(), n.clocks.get(&id).copied().flatten())
+        };
+        if let Some(g) = gate {
+            drift::with_scope(clock, g.wait()).await;
+        }
     }
 }
 
@@ -258,7 +275,12 @@ impl RaftNetworkV2<TypeConfig> for SimPeer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(option.soft_ttl(), |r| async move { r.vote(rpc).await.ok() }).await
+        let (fabric, target) = (self.fabric.clone(), self.target);
+        self.call(option.soft_ttl(), |r| async move {
+            fabric.vote_gate(target).await;
+            r.vote(rpc).await.ok()
+        })
+        .await
     }
 
     async fn pre_vote(
@@ -266,7 +288,12 @@ impl RaftNetworkV2<TypeConfig> for SimPeer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(option.soft_ttl(), |r| async move { r.pre_vote(rpc).await.ok() }).await
+        let (fabric, target) = (self.fabric.clone(), self.target);
+        self.call(option.soft_ttl(), |r| async move {
+            fabric.vote_gate(target).await;
+            r.pre_vote(rpc).await.ok()
+        })
+        .await
     }
 
     async fn full_snapshot(
@@ -367,19 +394,24 @@ async fn start_node(node: &mut Node, fabric: &Fabric, seed: u64, rate: f64, cfg:
     .expect("state machine");
     let net = SimNetwork { me: node.id, fabric: fabric.clone() };
     let log = node.disk.log.open();
-    let (raft, clock) = drift::with_rate(rate, async {
+    let voted = openraft::RaftLogReader::read_vote(&mut log.clone()).await.expect("vote").is_some();
+    let (raft, clock, gate) = drift::with_rate(rate, async {
         let raft = cairn_cluster::raft::with_seed(
             seed,
             Raft::new(node.id, raft_config(cfg.restore_leader), net, log.clone(), sm),
         )
         .await;
-        (raft.expect("raft"), drift::scope_of_current())
+        let raft = raft.expect("raft");
+        // As `Server`: no vote for the election timeout's maximum after a restart.
+        let gate = if cfg.vote_gate { VoteGate::at_start(voted, Duration::from_millis(300)) } else { VoteGate::open() };
+        (raft, drift::scope_of_current(), gate)
     })
     .await;
     {
         let mut n = fabric.0.lock().expect("net");
         n.up.insert(node.id, raft.clone());
         n.clocks.insert(node.id, clock);
+        n.gates.insert(node.id, gate);
     }
     node.log = Some(log);
     node.raft = Some(raft);
@@ -395,6 +427,7 @@ async fn crash_node(node: &mut Node, fabric: &Fabric) -> u64 {
         let mut n = fabric.0.lock().expect("net");
         n.up.remove(&node.id);
         n.clocks.remove(&node.id);
+        n.gates.remove(&node.id);
     }
     node.log = None;
     if let Some(r) = node.raft.take() {
@@ -713,6 +746,7 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
         blocked: BTreeSet::new(),
         up: BTreeMap::new(),
         clocks: BTreeMap::new(),
+        gates: BTreeMap::new(),
         snapshots_installed: 0,
     })));
     let ids: Vec<u64> = (1..=cfg.servers as u64).collect();
@@ -941,7 +975,7 @@ async fn nemesis(
 ) -> String {
     let ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
     let leader = current_leader(nodes);
-    let pick = rng.pick(12);
+    let pick = rng.pick(14);
     let mut net = fabric.0.lock().expect("net");
     match pick {
         0 | 1 => {
@@ -1044,6 +1078,41 @@ async fn nemesis(
                 back.push(n.id);
             }
             format!("restart {back:?}")
+        }
+        13 => {
+            // A partial partition: the leader and one follower lose each other, and the other
+            // servers still reach both (a bridge).
+            net.blocked.clear();
+            let Some(l) = leader else { return "bridge: no leader".into() };
+            let others: Vec<u64> = ids.iter().copied().filter(|&i| i != l).collect();
+            let f = others[rng.pick(others.len() as u64) as usize];
+            net.blocked.insert((l, f));
+            net.blocked.insert((f, l));
+            format!("cut leader {l} from {f} (the others bridge them)")
+        }
+        12 => {
+            // A server crashes and is back within a lease (a follower the leader's lease may
+            // rest on, most of the time).
+            drop(net);
+            let victim = match leader {
+                Some(l) if rng.chance(0.75) => {
+                    let others: Vec<u64> = ids.iter().copied().filter(|&i| i != l).collect();
+                    others[rng.pick(others.len() as u64) as usize]
+                }
+                _ => ids[rng.pick(ids.len() as u64) as usize],
+            };
+            let node = nodes.iter_mut().find(|n| n.id == victim).expect("node");
+            if node.raft.is_none() {
+                return format!("quick restart {victim}: down");
+            }
+            let lost = crash_node(node, fabric).await;
+            report.crashes += 1;
+            report.records_lost += lost;
+            let after = rng.pick(150);
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            start_node(node, fabric, rng.next_u64(), draw_rate(rng, cfg.max_drift), cfg).await;
+            stores.lock().expect("stores").insert(node.id, node.store.clone());
+            format!("crash {victim} and restart it {after} ms later ({lost} unsynced log records lost)")
         }
         _ => {
             net.blocked.clear();

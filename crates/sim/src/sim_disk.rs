@@ -277,8 +277,15 @@ impl RaftLogStorage<TypeConfig> for SimLog {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
-        // A hint for restarts that rides with the next batch, as on real files.
-        self.issue(Op::Committed(committed), Done::Nothing)
+        // A hint for restarts that rides with the next batch, as on real files (where `None`
+        // writes nothing).
+        match committed {
+            Some(_) => self.issue(Op::Committed(committed), Done::Nothing),
+            None => {
+                self.view().committed = None;
+                Ok(())
+            }
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {

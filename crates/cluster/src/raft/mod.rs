@@ -35,6 +35,42 @@ pub async fn with_seed<F: std::future::Future>(seed: u64, f: F) -> F::Output {
 }
 
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+
+/// A restarted server grants no vote (nor pre-vote) until one election timeout's maximum has
+/// passed since it started. Before its crash it may have acknowledged a leader that still counts
+/// on that acknowledgement for its lease, and openraft reloads the vote with no lease, so without
+/// this the server could help elect a new leader at once while the old one still answers default
+/// reads under its lease. (A server that never voted has acknowledged no one.) The Raft
+/// simulation restarts servers within a lease to check it.
+#[derive(Debug, Clone, Copy)]
+pub struct VoteGate {
+    until: Option<drift::LocalInstant>,
+}
+
+impl VoteGate {
+    /// The gate of a server starting now: closed for `hold` if its log holds a vote (it voted, or
+    /// acknowledged a leader, in an earlier life).
+    pub fn at_start(voted: bool, hold: std::time::Duration) -> Self {
+        use openraft_rt::instant::Instant as _;
+        VoteGate { until: voted.then(|| drift::LocalInstant::now() + hold) }
+    }
+
+    /// A gate that never holds (for tests of what it prevents).
+    pub fn open() -> Self {
+        VoteGate { until: None }
+    }
+
+    /// Waits until votes may be granted (on the caller's clock, which must be the server's).
+    pub async fn wait(&self) {
+        use openraft_rt::AsyncRuntime as _;
+        if let Some(until) = self.until {
+            use openraft_rt::instant::Instant as _;
+            if drift::LocalInstant::now() < until {
+                Runtime::sleep_until(until).await;
+            }
+        }
+    }
+}
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;

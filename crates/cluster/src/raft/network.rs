@@ -118,6 +118,7 @@ pub async fn serve_raft(
     mut stream: TcpStream,
     raft: Raft,
     contact: Option<Arc<ContactTracker>>,
+    gate: crate::raft::VoteGate,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut snap: Option<Vec<u8>> = None;
@@ -145,9 +146,11 @@ pub async fn serve_raft(
                 Err(e) => RaftReply::Err(e.to_string()),
             },
             RaftMsg::Vote(req) => {
+                gate.wait().await;
                 raft.vote(req).await.map(RaftReply::Vote).unwrap_or_else(|e| RaftReply::Err(e.to_string()))
             }
             RaftMsg::PreVote(req) => {
+                gate.wait().await;
                 raft.pre_vote(req).await.map(RaftReply::Vote).unwrap_or_else(|e| RaftReply::Err(e.to_string()))
             }
             RaftMsg::Snapshot { vote, meta, offset, data, done } => {

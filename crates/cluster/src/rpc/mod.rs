@@ -265,7 +265,8 @@ async fn handle_conn(
         RPC_CAIRN => serve_rpc(stream, server, stop).await,
         RPC_RAFT => {
             let contact = server.upgrade().map(|s| s.contact_tracker());
-            crate::raft::network::serve_raft(stream, raft, contact, stop).await
+            let gate = server.upgrade().map_or(crate::raft::VoteGate::open(), |s| s.vote_gate());
+            crate::raft::network::serve_raft(stream, raft, contact, gate, stop).await
         }
         other => {
             tracing::warn!(target: "agent.server.rpc", conn = %peer, kind = other, "unrecognized RPC byte; closing");
