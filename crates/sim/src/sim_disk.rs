@@ -80,9 +80,6 @@ struct DiskState {
     life: u64,
     wake: Arc<tokio::sync::Notify>,
     rng: SeededRng,
-    /// Records (entries, votes, truncations, purges) lost to crashes: queued ones and the torn
-    /// part of a batch in flight.
-    lost: u64,
 }
 
 /// A server's disk; it outlives crashes of the server.
@@ -98,7 +95,6 @@ impl SimDisk {
             life: 0,
             wake: Arc::new(tokio::sync::Notify::new()),
             rng: SeededRng(seed ^ 0xd15c),
-            lost: 0,
         })))
     }
 
@@ -133,7 +129,6 @@ impl SimDisk {
         for (op, _) in std::mem::take(&mut d.queued) {
             lost += units_of(&op);
         }
-        d.lost += lost;
         d.wake.notify_one();
         lost
     }
@@ -152,10 +147,6 @@ impl SimDisk {
     /// Whether a batch is being synced now.
     pub fn syncing(&self) -> bool {
         !self.state().in_flight.is_empty()
-    }
-
-    pub fn lost(&self) -> u64 {
-        self.state().lost
     }
 
     /// Syncs whatever is queued, one batch at a time, each taking 0.5-8 ms of virtual time (a disk's

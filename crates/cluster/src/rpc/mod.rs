@@ -363,6 +363,16 @@ mod tests {
     use super::proto::{Request, Response};
     use crate::server::{Server, ServerConfig};
 
+    /// A lone server that leads, listening on a free loopback port (the rest of `cfg` as given).
+    async fn lone_server(cfg: ServerConfig) -> (std::sync::Arc<Server>, std::net::SocketAddr) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let cfg = ServerConfig { bootstrap: true, listen: Some(addr), rpc_addr: addr.to_string(), ..cfg };
+        let server = Server::start(cfg).await.unwrap();
+        server.wait_ready(Duration::from_secs(10)).await.expect("leader");
+        (server, addr)
+    }
+
     fn put(key: &str) -> Request {
         let entry = DirEntry { key: key.into(), value: Some(b"v".to_vec()), ..Default::default() };
         Request::Write(Box::new(WriteRequest::KvsApply { op: KvOp::Set, entry }))
@@ -373,21 +383,7 @@ mod tests {
     /// answered while they wait, and one change of the key answers every one of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blocking_queries_never_hold_back_the_requests_behind_them() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let server = Server::start(ServerConfig {
-            bootstrap: true,
-            listen: Some(addr),
-            rpc_addr: addr.to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !server.is_leader() {
-            assert!(tokio::time::Instant::now() < deadline, "no leader");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (server, addr) = lone_server(ServerConfig::default()).await;
         let client = std::sync::Arc::new(RpcClient::new());
         let at = addr.to_string();
         let index = match client.call(&at, put("held"), Duration::from_secs(5)).await {
@@ -440,22 +436,8 @@ mod tests {
         use super::proto::Envelope;
         use super::{decode, encode, read_frame, MAX_RPC_FRAME, RPC_CAIRN, WIRE_VERSION};
 
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let server = Server::start(ServerConfig {
-            bootstrap: true,
-            listen: Some(addr),
-            rpc_addr: addr.to_string(),
-            rpc_idle_timeout: Duration::from_millis(200),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !server.is_leader() {
-            assert!(tokio::time::Instant::now() < deadline, "no leader");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (_server, addr) =
+            lone_server(ServerConfig { rpc_idle_timeout: Duration::from_millis(200), ..Default::default() }).await;
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut rd, mut wr) = stream.into_split();
         wr.write_all(&[RPC_CAIRN, WIRE_VERSION]).await.unwrap();
