@@ -98,6 +98,10 @@ pub struct Config {
     /// Lifeguard's refinements (local health awareness, nacks, dynamic suspicion timeouts). Off is
     /// plain SWIM with a fixed suspicion timeout, for comparison in the simulation.
     pub lifeguard: bool,
+    /// Cairn's addition to memberlist: a suspicion that runs out without the confirmations
+    /// Lifeguard waits for is checked with the suspect itself (a push/pull over TCP) before it is
+    /// declared dead. See [`Memberlist::suspicion_expired`].
+    pub suspect_check: bool,
 }
 
 impl Config {
@@ -126,6 +130,7 @@ impl Config {
             protocol: [1, 5, 2],
             delegate_protocol: [2, 5, 4],
             lifeguard: true,
+            suspect_check: true,
         }
     }
 
@@ -192,6 +197,9 @@ pub enum StreamKind {
     },
     /// A one-way user message (no reply expected).
     User,
+    /// A push/pull with a suspect whose suspicion ran out unconfirmed: an answer withdraws the
+    /// suspicion, a failure declares it dead.
+    SuspectCheck,
 }
 
 /// What became of an incoming stream so far.
@@ -224,9 +232,17 @@ struct Suspicion {
     k: u32,
     from: Vec<String>,
     deadline: Instant,
+    /// A push/pull with the suspect is under way (it ran out unconfirmed); `deadline` is then
+    /// the end of that check.
+    checking: bool,
 }
 
 impl Suspicion {
+    /// Lifeguard expected confirmations from other members and did not get them all.
+    fn unconfirmed(&self) -> bool {
+        self.k > 0 && (self.from.len().saturating_sub(1) as u32) < self.k
+    }
+
     /// Lifeguard's dynamic timeout: from `max` down to `min` as independent confirmations arrive.
     fn timeout(&self) -> Duration {
         let n = self.from.len().saturating_sub(1) as f64; // the first accuser is not a confirmation
@@ -251,6 +267,10 @@ pub struct Stats {
     pub suspicions_raised: u64,
     /// Suspicions of ours that ran out: we declared the node dead.
     pub deaths_declared: u64,
+    /// Suspicions that ran out unconfirmed and were checked with the suspect itself.
+    pub suspects_checked: u64,
+    /// Of those, the suspects that answered, so the suspicion was withdrawn.
+    pub suspicions_withdrawn: u64,
     pub bytes_out: u64,
     pub packets_out: u64,
 }
@@ -1115,8 +1135,11 @@ impl Memberlist {
         if let Some(sus) = self.suspicions.get_mut(&s.node) {
             if !sus.from.contains(&s.from) {
                 sus.from.push(s.from.clone());
-                let t = sus.timeout();
-                sus.deadline = sus.start + t;
+                // While the suspect is being checked, the check's end is the deadline.
+                if !sus.checking {
+                    let t = sus.timeout();
+                    sus.deadline = sus.start + t;
+                }
                 let key = s.node.clone();
                 self.queue_broadcast(&key, Message::Suspect(s));
             }
@@ -1146,19 +1169,44 @@ impl Memberlist {
         let n_scale = (alive.max(1) as f64).log10().max(1.0);
         let min = self.config.probe_interval.mul_f64(self.config.suspicion_mult as f64 * n_scale);
         let max = min * self.config.suspicion_max_timeout_mult;
-        let mut sus = Suspicion { start: now, min, max, k, from: vec![s.from.clone()], deadline: now };
+        let mut sus = Suspicion { start: now, min, max, k, from: vec![s.from.clone()], deadline: now, checking: false };
         sus.deadline = now + sus.timeout();
         self.suspicions.insert(s.node.clone(), sus);
         let key = s.node.clone();
         self.queue_broadcast(&key, Message::Suspect(s));
     }
 
+    /// A suspicion's timer ran out. memberlist declares the node dead here. Cairn first checks a
+    /// suspicion that Lifeguard expected confirmations for and did not get them: no other member
+    /// found the node unreachable, so the likelier story is that we missed its refutation (an
+    /// epidemic broadcast reaches each member with probability about 1 - e^-retransmits, and at
+    /// 1,000 nodes a member misses one in 10^7; see docs/benchmarks.md). We push/pull with the
+    /// suspect, as a periodic push/pull would: its answer carries its refuted incarnation (and
+    /// tells it of the suspicion if it had not heard), and any answer proves it alive. Only a
+    /// failed or unanswered check declares it dead, two probe intervals later. A node that is
+    /// really down draws confirmations from the others' probes and is declared at once; the wire
+    /// is memberlist's, so Go peers see an ordinary push/pull.
     fn suspicion_expired(&mut self, d: &mut dyn Delegate, name: &str, now: Instant) {
-        self.suspicions.remove(name);
-        let Some(n) = self.node(name).cloned() else { return };
+        let Some(n) = self.node(name).cloned() else {
+            self.suspicions.remove(name);
+            return;
+        };
         if n.state != State::Suspect {
+            self.suspicions.remove(name);
             return;
         }
+        let window = self.scale(self.config.probe_interval) * 2;
+        if let Some(sus) = self.suspicions.get_mut(name) {
+            if self.config.suspect_check && !sus.checking && sus.unconfirmed() {
+                sus.checking = true;
+                sus.deadline = now + window;
+                self.stats.suspects_checked += 1;
+                tracing::debug!("memberlist: suspicion of {name} ran out unconfirmed; checking with it directly");
+                self.push_pull_kind(d, n.addr, StreamKind::SuspectCheck, now + window);
+                return;
+            }
+        }
+        self.suspicions.remove(name);
         tracing::info!("memberlist: marking {} as failed, suspect timeout reached", name);
         self.stats.deaths_declared += 1;
         let dead = wire::Dead { incarnation: n.incarnation, node: n.name.clone(), from: self.config.name.clone() };
@@ -1320,11 +1368,34 @@ impl Memberlist {
     }
 
     fn push_pull_to(&mut self, d: &mut dyn Delegate, addr: SocketAddr, join: bool, now: Instant) -> u64 {
+        self.push_pull_kind(d, addr, StreamKind::PushPull { join }, now + self.config.tcp_timeout)
+    }
+
+    fn push_pull_kind(&mut self, d: &mut dyn Delegate, addr: SocketAddr, kind: StreamKind, deadline: Instant) -> u64 {
+        let join = matches!(kind, StreamKind::PushPull { join: true });
         let data = self.local_push_pull(d, join, true);
         let token = self.token();
-        let deadline = now + self.config.tcp_timeout;
-        self.out.push_back(Output::Stream { to: addr, data, token, kind: StreamKind::PushPull { join }, deadline });
+        self.out.push_back(Output::Stream { to: addr, data, token, kind, deadline });
         token
+    }
+
+    /// The node at `addr`, if we are checking our suspicion of it.
+    fn checking_at(&self, addr: SocketAddr) -> Option<String> {
+        let name = &self.nodes[*self.by_addr.get(&addr)?].name;
+        self.suspicions.get(name).is_some_and(|s| s.checking).then(|| name.clone())
+    }
+
+    /// The suspect `name` answered our check. Its answer usually carries its refutation, which
+    /// merging has applied; if it had not heard of the suspicion, its answer still proves it
+    /// alive, and our push/pull has told it to refute.
+    fn suspect_answered(&mut self, name: &str, now: Instant) {
+        self.stats.suspicions_withdrawn += 1;
+        let Some(&idx) = self.index.get(name) else { return };
+        if self.nodes[idx].state == State::Suspect && self.suspicions.get(name).is_some_and(|s| s.checking) {
+            self.suspicions.remove(name);
+            self.set_state(idx, State::Alive, now);
+        }
+        tracing::info!("memberlist: {name} answered directly; suspicion withdrawn");
     }
 
     fn periodic_push_pull(&mut self, d: &mut dyn Delegate, now: Instant) {
@@ -1450,18 +1521,24 @@ impl Memberlist {
         };
         let Some((&t, body)) = msg.split_first() else { return StreamStep::NeedMore };
         match (kind, t) {
-            (StreamKind::PushPull { .. }, wire::PUSH_PULL) => match wire::PushPull::decode(body) {
-                Ok((pp, _)) => {
-                    let join = matches!(kind, StreamKind::PushPull { join: true });
-                    self.merge_state(d, pp.nodes, now);
-                    if !pp.user_state.is_empty() {
-                        d.merge_remote_state(&pp.user_state, join, now);
+            (StreamKind::PushPull { .. } | StreamKind::SuspectCheck, wire::PUSH_PULL) => {
+                match wire::PushPull::decode(body) {
+                    Ok((pp, _)) => {
+                        let join = matches!(kind, StreamKind::PushPull { join: true });
+                        let checked = (kind == StreamKind::SuspectCheck).then(|| self.checking_at(from)).flatten();
+                        self.merge_state(d, pp.nodes, now);
+                        if !pp.user_state.is_empty() {
+                            d.merge_remote_state(&pp.user_state, join, now);
+                        }
+                        if let Some(name) = checked {
+                            self.suspect_answered(&name, now);
+                        }
+                        StreamStep::Done
                     }
-                    StreamStep::Done
+                    Err(DecodeError::Incomplete) => StreamStep::NeedMore,
+                    Err(_) => StreamStep::Close,
                 }
-                Err(DecodeError::Incomplete) => StreamStep::NeedMore,
-                Err(_) => StreamStep::Close,
-            },
+            }
             (StreamKind::Ping { seq }, wire::ACK) => match msgpack::decode::<wire::Ack>(body) {
                 Ok(a) if a.seq_no == seq => {
                     self.handle_ack(d, a, now);
@@ -1486,6 +1563,15 @@ impl Memberlist {
             StreamKind::PushPull { .. } => tracing::warn!("memberlist: push/pull with {to} failed: {err}"),
             StreamKind::Ping { .. } => tracing::debug!("memberlist: TCP fallback ping to {to} failed: {err}"),
             StreamKind::User => tracing::debug!("memberlist: stream to {to} failed: {err}"),
+            StreamKind::SuspectCheck => {
+                tracing::debug!("memberlist: check of suspect {to} failed: {err}");
+                // Due at once: the next tick declares it dead.
+                if let Some(name) = self.by_addr.get(&to).map(|&i| self.nodes[i].name.clone()) {
+                    if let Some(sus) = self.suspicions.get_mut(&name).filter(|s| s.checking) {
+                        sus.deadline = sus.start;
+                    }
+                }
+            }
         }
     }
 
@@ -1513,6 +1599,7 @@ mod tests {
             k: 3,
             from: vec!["a".into()],
             deadline: Instant::now(),
+            checking: false,
         };
         assert_eq!(s.timeout(), Duration::from_secs(12));
         s.from.push("b".into());

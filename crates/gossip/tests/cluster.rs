@@ -2,7 +2,7 @@
 //! the test, time is virtual. Proves join, failure detection, leave, events and queries end to end
 //! through the real codec.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ pub struct Net {
     pub down: Vec<bool>,
     pub now: Instant,
     pub events: Vec<Vec<Event>>,
+    /// Datagrams from the first node to the second are lost (streams still go through).
+    pub udp_blocked: HashSet<(usize, usize)>,
     seed: u64,
 }
 
@@ -27,7 +29,15 @@ impl Net {
 
     pub fn with(n: usize, seed: u64, key: Option<Vec<u8>>, tune: impl Fn(&mut serf::Config)) -> Net {
         let now = Instant::now();
-        let mut net = Net { nodes: Vec::new(), addrs: Vec::new(), down: Vec::new(), now, events: Vec::new(), seed };
+        let mut net = Net {
+            nodes: Vec::new(),
+            addrs: Vec::new(),
+            down: Vec::new(),
+            now,
+            events: Vec::new(),
+            udp_blocked: HashSet::new(),
+            seed,
+        };
         for i in 0..n {
             net.add(i, key.clone(), &tune);
         }
@@ -72,7 +82,9 @@ impl Net {
                     }
                     match o {
                         Output::Packet { to, data } => {
-                            if let Some(j) = self.index(to).filter(|j| !self.down[*j]) {
+                            if let Some(j) =
+                                self.index(to).filter(|j| !self.down[*j] && !self.udp_blocked.contains(&(i, *j)))
+                            {
                                 let from = self.addrs[i];
                                 self.nodes[j].handle_packet(from, &data, self.now);
                             }
@@ -326,4 +338,57 @@ fn labels_separate_pools() {
     other.run(Duration::from_secs(2));
     assert_eq!(other.status(0, 1), None);
     assert_eq!(other.status(1, 0), None);
+}
+
+/// A suspicion that runs out with none of the confirmations Lifeguard waits for is checked with
+/// the suspect before it is declared dead (Cairn's addition; memberlist declares at once). node0's
+/// datagrams are all lost, so its suspicion of node1 reaches nobody, node1 never refutes it, and
+/// nobody confirms it; push/pull is slowed so that no periodic sync repairs it by chance. Without
+/// the check node0 declares the live node1 failed when the timer ends; with it, node1 answers
+/// the check and stays alive. A crashed node is still declared dead (the check fails at once).
+#[test]
+fn an_unconfirmed_suspicion_is_checked_with_the_suspect_before_it_is_declared() {
+    use cairn_gossip::wire::{Message, Suspect};
+    let run = |check: bool, crash: bool| {
+        let mut net = Net::with(5, 4, None, |c| {
+            c.memberlist.push_pull_interval = Duration::from_secs(3600);
+            c.memberlist.suspect_check = check;
+        });
+        net.join_all();
+        net.run(Duration::from_secs(3));
+        for j in 1..5 {
+            net.udp_blocked.insert((0, j));
+        }
+        if crash {
+            // Nobody's confirmation reaches node0 either: only the check can end it.
+            net.down[1] = true;
+            for j in 1..5 {
+                net.udp_blocked.insert((j, 0));
+            }
+        }
+        let inc = net.nodes[0].memberlist().node("node1").unwrap().incarnation;
+        let sus = Message::Suspect(Suspect { from: "node2".into(), incarnation: inc, node: "node1".into() });
+        let from = net.addrs[2];
+        net.nodes[0].handle_packet(from, &sus.encode(), net.now);
+        assert_eq!(net.nodes[0].memberlist().node("node1").unwrap().state, memberlist::State::Suspect);
+        // 5 members: the timeout runs from 24 s (no confirmation) down to 4 s.
+        net.run(Duration::from_secs(40));
+        let failed_at_0 = net.events[0].iter().any(|e| matches!(e, Event::MemberFailed(m) if m.name == "node1"));
+        (failed_at_0, net.nodes[0].memberlist().stats.clone(), net.status(0, 1))
+    };
+
+    let (failed, stats, status) = run(false, false);
+    assert!(failed, "without the check, the unconfirmed suspicion must end in a false failure: {stats:?}");
+    assert_eq!(stats.suspects_checked, 0);
+
+    let (failed, stats, status_checked) = run(true, false);
+    assert!(!failed, "the suspect answered the check, yet was declared failed: {stats:?}");
+    assert_eq!((stats.suspects_checked, stats.suspicions_withdrawn), (1, 1), "{stats:?}");
+    assert_eq!(status_checked, Some(MemberStatus::Alive));
+    assert_eq!(status, Some(MemberStatus::Failed));
+
+    let (failed, stats, status) = run(true, true);
+    assert!(failed, "a crashed suspect fails the check and is declared dead: {stats:?}");
+    assert_eq!((stats.suspects_checked, stats.suspicions_withdrawn), (1, 0), "{stats:?}");
+    assert_eq!(status, Some(MemberStatus::Failed));
 }

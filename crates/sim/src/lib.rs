@@ -29,6 +29,8 @@ pub struct NetConfig {
     pub slow_node: Option<usize>,
     pub slow_delay: Duration,
     pub lifeguard: bool,
+    /// Cairn's check of a suspicion that ran out unconfirmed (`memberlist::Config::suspect_check`).
+    pub suspect_check: bool,
 }
 
 impl Default for NetConfig {
@@ -40,6 +42,7 @@ impl Default for NetConfig {
             slow_node: None,
             slow_delay: Duration::ZERO,
             lifeguard: true,
+            suspect_check: true,
         }
     }
 }
@@ -124,6 +127,7 @@ impl Sim {
                 format!("10.{}.{}.{}:8301", i / 65536, (i / 256) % 256, i % 256).parse().expect("addr");
             let mut ml = memberlist::Config::lan(&name(i), addr);
             ml.lifeguard = sim.net.lifeguard;
+            ml.suspect_check = sim.net.suspect_check;
             let mut c = serf::Config::new(ml);
             c.tags.insert("role".into(), "node".into());
             let mut s = Serf::new(
@@ -472,6 +476,10 @@ pub struct Accusations {
     pub by_others: u64,
     /// Times an alive node was declared failed by some member.
     pub failures: u64,
+    /// Suspicions that ran out unconfirmed and were checked with the suspect (all members).
+    pub checked: u64,
+    /// Of those, the ones the suspect answered, so no failure was declared.
+    pub withdrawn: u64,
 }
 
 /// Runs a converged pool with a slow node for `minutes` of virtual time and counts the false
@@ -482,6 +490,11 @@ pub fn false_accusations(n: usize, seed: u64, minutes: u64, net: NetConfig) -> A
     sim.seed_converged();
     let raised = |sim: &Sim, i: usize| sim.nodes[i].memberlist().stats.suspicions_raised;
     let base: Vec<u64> = (0..n).map(|i| raised(&sim, i)).collect();
+    let stat = |sim: &Sim, f: fn(&memberlist::Stats) -> u64| -> u64 {
+        sim.nodes.iter().map(|x| f(&x.memberlist().stats)).sum()
+    };
+    let checked0 = stat(&sim, |s| s.suspects_checked);
+    let withdrawn0 = stat(&sim, |s| s.suspicions_withdrawn);
     let failed0: usize = sim.seen.iter().map(|s| s.failed.len()).sum();
     sim.run_for(Duration::from_secs(60 * minutes));
     let mut a = Accusations::default();
@@ -495,6 +508,8 @@ pub fn false_accusations(n: usize, seed: u64, minutes: u64, net: NetConfig) -> A
     }
     let failed: usize = sim.seen.iter().map(|s| s.failed.len()).sum();
     a.failures = (failed - failed0) as u64;
+    a.checked = stat(&sim, |s| s.suspects_checked) - checked0;
+    a.withdrawn = stat(&sim, |s| s.suspicions_withdrawn) - withdrawn0;
     a
 }
 

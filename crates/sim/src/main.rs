@@ -1,7 +1,8 @@
 //! `gossip-sim`: the gossip pool benchmark in virtual time (see docs/benchmarks.md).
 //!
 //! `cargo run --release -p cairn-sim -- [--nodes N] [--seeds S] [--loss P] [--minutes M]
-//! [--slow-delay-ms D] [--first-seed K] [--fa-nodes F] [--fa-only] [--fa-modes on|off|both]`: for each seed, a pool of N nodes with Consul's LAN
+//! [--slow-delay-ms D] [--first-seed K] [--fa-nodes F] [--fa-only] [--fa-modes on|off|both]
+//! [--no-suspect-check]`: for each seed, a pool of N nodes with Consul's LAN
 //! timings converges, one node crashes (time until 99% know it failed), one user event is fired
 //! (time until 99% have it), and bandwidth is measured; then, with one slow node, M simulated
 //! minutes per seed count false suspicions and false failures with Lifeguard on and off.
@@ -24,6 +25,8 @@ fn main() {
     let fa_nodes: usize = arg(&args, "--fa-nodes", 100);
     let slow_ms: u64 = arg(&args, "--slow-delay-ms", 1500);
     let fa_only = args.iter().any(|a| a == "--fa-only");
+    // Plain memberlist: a suspicion that runs out is declared dead without asking the suspect.
+    let suspect_check = !args.iter().any(|a| a == "--no-suspect-check");
     let modes: String = arg(&args, "--fa-modes", "both".to_string());
     let modes: Vec<bool> = match modes.as_str() {
         "on" => vec![true],
@@ -42,7 +45,7 @@ fn main() {
         loss * 100.0
     );
     for lifeguard in modes {
-        let (mut by_slow, mut by_others, mut failed) = (0, 0, 0);
+        let (mut by_slow, mut by_others, mut failed, mut checked, mut withdrawn) = (0, 0, 0, 0, 0);
         let t = Instant::now();
         for seed in first..first + seeds {
             let net = NetConfig {
@@ -50,21 +53,24 @@ fn main() {
                 slow_node: Some(fa_nodes / 3),
                 slow_delay: Duration::from_millis(slow_ms),
                 lifeguard,
+                suspect_check,
                 ..NetConfig::default()
             };
             let a = false_accusations(fa_nodes, seed, minutes, net);
             if fa_only {
                 println!(
-                    "  seed {seed}: {} failed, {} suspicions by the slow node, {} by the others",
-                    a.failures, a.by_slow, a.by_others
+                    "  seed {seed}: {} failed, {} suspicions by the slow node, {} by the others; {} unconfirmed suspicions checked with the suspect, {} withdrawn",
+                    a.failures, a.by_slow, a.by_others, a.checked, a.withdrawn
                 );
             }
             by_slow += a.by_slow;
             by_others += a.by_others;
             failed += a.failures;
+            checked += a.checked;
+            withdrawn += a.withdrawn;
         }
         println!(
-            "  lifeguard {:>3}: {failed} live nodes declared failed; suspicions raised by the slow node {by_slow}, by the others {by_others}; over {} simulated minutes ({:.0}s wall)",
+            "  lifeguard {:>3}: {failed} live nodes declared failed; suspicions raised by the slow node {by_slow}, by the others {by_others}; {checked} unconfirmed suspicions checked with the suspect, {withdrawn} withdrawn; over {} simulated minutes ({:.0}s wall)",
             if lifeguard { "on" } else { "off" },
             minutes * seeds,
             t.elapsed().as_secs_f64()
