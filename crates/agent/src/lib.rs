@@ -14,6 +14,7 @@ pub mod dns;
 pub mod http;
 pub mod local;
 pub mod logging;
+pub mod rpc_limit;
 pub mod watches;
 
 use std::collections::BTreeMap;
@@ -65,8 +66,9 @@ pub struct Agent {
     /// The Raft server, in server mode. Client agents have none until the RPC layer lets them
     /// reach the servers: what needs one answers Consul's `No known Consul servers`.
     server: Option<Arc<Server>>,
-    /// How handlers reach the servers (in process on a server).
+    /// How handlers reach the servers (in process on a server), behind `limits.rpc_rate`.
     rpc: Option<Arc<dyn cairn_cluster::rpc::Rpc>>,
+    rpc_bucket: Arc<rpc_limit::Bucket>,
     pub local: Arc<LocalState>,
     pub checks: CheckRunner,
     metrics: PrometheusHandle,
@@ -121,10 +123,20 @@ impl Agent {
         }
         let server = if cfg.server { Some(Self::start_server(&cfg).await?) } else { None };
         let (shutdown, _) = watch::channel(false);
+        let rpc_bucket = Arc::new(rpc_limit::Bucket::new(
+            cfg.rpc_rate,
+            cfg.rpc_max_burst,
+            Arc::new(cairn_cluster::clock::SystemClock),
+        ));
+        let rpc = server.clone().map(|s| {
+            let inner = Arc::new(cairn_cluster::rpc::LocalRpc(s)) as Arc<dyn cairn_cluster::rpc::Rpc>;
+            Arc::new(rpc_limit::Limited { inner, bucket: rpc_bucket.clone() }) as Arc<dyn cairn_cluster::rpc::Rpc>
+        });
         let agent = Arc::new(Agent {
             config: RwLock::new(Arc::new(cfg)),
             flags,
-            rpc: server.clone().map(|s| Arc::new(cairn_cluster::rpc::LocalRpc(s)) as Arc<dyn cairn_cluster::rpc::Rpc>),
+            rpc,
+            rpc_bucket,
             server,
             local: Arc::new(LocalState::new()),
             checks: CheckRunner::default(),
@@ -645,6 +657,7 @@ impl Agent {
         let old = self.config();
         cfg.node_id = old.node_id.clone();
         logging::init(&cfg.log_level, cfg.log_json);
+        self.rpc_bucket.set(cfg.rpc_rate, cfg.rpc_max_burst);
         // Remove definitions that came from the old config, then add the new ones.
         for s in &old.services {
             if let Ok(svc) = parse_service(&cairn_types::normalize::normalize(s.clone())) {

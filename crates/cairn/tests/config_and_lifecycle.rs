@@ -111,3 +111,48 @@ fn dev_agent_is_ready_quickly() {
     let (st, _, _) = http("GET", &a.url("/v1/agent/members"), None);
     assert_eq!(st, 200);
 }
+
+/// `limits.rpc_rate` / `rpc_max_burst`: the agent's own RPCs to the servers are rate-limited, as
+/// Consul's; a refused call is a 429 `RPC rate limit exceeded`, agent-local endpoints are not
+/// limited, and a reload changes the limit.
+#[test]
+fn rpc_rate_limits_the_agents_calls_to_the_servers_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    // One token every 1,000 s: the bucket's five are all this test gets.
+    write_file(dir.path(), "limits.hcl", "limits {\n  rpc_rate = 0.001\n  rpc_max_burst = 5\n}\n");
+    let a = Agent::spawn(&["-dev", "-node=e2e", &format!("-config-dir={}", dir.path().display())], free_port());
+    a.wait_http();
+    let mut ok = 0;
+    let mut limited = 0;
+    for _ in 0..20 {
+        let (st, _, body) = http("GET", &a.url("/v1/kv/k"), None);
+        match st {
+            // 404: the key is absent, but the read reached the server.
+            404 | 200 => ok += 1,
+            429 => {
+                assert_eq!(String::from_utf8_lossy(&body), "RPC rate limit exceeded");
+                limited += 1;
+            }
+            other => panic!("unexpected status {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert!(ok <= 5, "at most the burst passes: {ok} passed");
+    assert_eq!(ok + limited, 20);
+    let (st, _, _) = http("GET", &a.url("/v1/agent/self"), None);
+    assert_eq!(st, 200, "agent-local endpoints make no RPC");
+
+    write_file(dir.path(), "limits.hcl", "limits {\n  rpc_max_burst = 5\n}\n");
+    let o = a.cli(&["reload"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for _ in 0..50 {
+        let (st, _, body) = http("GET", &a.url("/v1/kv/k"), None);
+        assert_eq!(st, 404, "no limit after the reload: {}", String::from_utf8_lossy(&body));
+    }
+
+    // A rate that is not a number stops start-up, naming the key.
+    let bad = tempfile::tempdir().unwrap();
+    write_file(bad.path(), "limits.hcl", "data_dir = \"/nonexistent\"\nlimits {\n  rpc_rate = -2\n}\n");
+    let o = cli_at("127.0.0.1:1", &["validate", bad.path().to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("limits.rpc_rate"), "{}", stderr(&o));
+}

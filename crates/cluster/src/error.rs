@@ -21,4 +21,7 @@ pub enum Error {
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The calling agent's own `limits.rpc_rate` refused the call (Consul's message; 429).
+    #[error("RPC rate limit exceeded")]
+    RateLimited,
 }

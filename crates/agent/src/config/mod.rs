@@ -103,6 +103,11 @@ pub struct Config {
     pub http_max_conns_per_client: usize,
     /// `limits.rpc_max_conns_per_client` (100): server-port connections per client address.
     pub rpc_max_conns_per_client: usize,
+    /// `limits.rpc_rate`: RPCs a second this agent may make to the servers; `None` (Consul's
+    /// default, Go's `rate.Inf`) is no limit.
+    pub rpc_rate: Option<f64>,
+    /// `limits.rpc_max_burst` (1000): the bucket's size.
+    pub rpc_max_burst: u64,
     /// `autopilot {}`.
     pub autopilot: cairn_types::structs::AutopilotConfig,
     pub check_update_interval: Duration,
@@ -209,6 +214,8 @@ const IMPLEMENTED: &[&str] = &[
     "limits.txn_max_ops",
     "limits.http_max_conns_per_client",
     "limits.rpc_max_conns_per_client",
+    "limits.rpc_rate",
+    "limits.rpc_max_burst",
     "discovery_max_stale",
     "autopilot.cleanup_dead_servers",
     "autopilot.last_contact_threshold",
@@ -367,6 +374,23 @@ impl Config {
         if !dev && data_dir.is_none() {
             return Err(ConfigError("data_dir cannot be empty".into()));
         }
+        let rpc_rate = match at(&["limits", "rpc_rate"]) {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(r) if r.is_infinite() => None,
+                Some(r) if r >= 0.0 => Some(r),
+                _ => {
+                    return Err(ConfigError(format!(
+                        "limits.rpc_rate: {v} is not a rate (a number of RPCs a second, 0 or more)"
+                    )))
+                }
+            },
+        };
+        let rpc_max_burst = match at(&["limits", "rpc_max_burst"]).map(|v| (v, as_i64(v))) {
+            None => 1000,
+            Some((_, Some(n))) if n >= 0 => n as u64,
+            Some((v, _)) => return Err(ConfigError(format!("limits.rpc_max_burst: {v} is not a count of 0 or more"))),
+        };
         let raft_multiplier = int(&["performance", "raft_multiplier"], 1);
         if !(0..=10).contains(&raft_multiplier) {
             return Err(ConfigError(format!("performance.raft_multiplier: {raft_multiplier} is out of range 1-10")));
@@ -438,6 +462,8 @@ impl Config {
             txn_max_ops: int(&["limits", "txn_max_ops"], MAX_TXN_OPS as i64).max(1) as usize,
             http_max_conns_per_client: int(&["limits", "http_max_conns_per_client"], 200).max(1) as usize,
             rpc_max_conns_per_client: int(&["limits", "rpc_max_conns_per_client"], 100).max(1) as usize,
+            rpc_rate,
+            rpc_max_burst,
             autopilot: autopilot_config(&m)?,
             check_update_interval,
             leave_on_terminate,

@@ -199,6 +199,7 @@ impl From<cairn_cluster::Error> for HttpError {
             E::ShuttingDown => {
                 HttpError { status: StatusCode::SERVICE_UNAVAILABLE, msg: "agent is shutting down".into() }
             }
+            E::RateLimited => HttpError { status: StatusCode::TOO_MANY_REQUESTS, msg: e.to_string() },
         }
     }
 }
