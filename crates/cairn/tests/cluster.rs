@@ -228,6 +228,20 @@ fn three_servers_form_forward_fail_over_and_catch_up() {
         (code, String::from_utf8_lossy(&body).trim()),
         (500, "address \"10.9.9.9:8300\" was not found in the Raft configuration")
     );
+    let unknown = "6f3c2a47-0000-4000-8000-000000000009";
+    let (code, _, body) = http("DELETE", &c.agent(target).url(&format!("/v1/operator/raft/peer?id={unknown}")), None);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&body).trim()),
+        (500, format!("id {unknown:?} was not found in the Raft configuration").as_str())
+    );
+    let (code, _, body) = http("DELETE", &c.agent(target).url("/v1/operator/raft/peer?id=a&address=b"), None);
+    assert_eq!((code, String::from_utf8_lossy(&body).trim()), (400, "Must specify only one of ?id or ?address"));
+    // transfer-leader to a server that is not in the configuration: Consul's error, nothing moves.
+    let (code, _, body) =
+        http("POST", &c.agent(survivor).url(&format!("/v1/operator/raft/transfer-leader?id={unknown}")), None);
+    assert_eq!(code, 500);
+    assert!(String::from_utf8_lossy(&body).starts_with("Could not find address for server id"), "{body:?}");
+    assert_eq!(c.agreed_leader(), target);
     let gone = (0..3).find(|i| *i != target).unwrap();
     c.agents[gone].take().unwrap().kill9();
     let addr = format!("127.0.0.{}:{}", gone + 1, c.rpc);
@@ -245,6 +259,18 @@ fn three_servers_form_forward_fail_over_and_catch_up() {
         (peers(&c, target) == 3).then_some(())
     });
     assert_eq!(c.agreed_leader(), target);
+
+    // A server that leaves gracefully is taken out of the configuration, so the two left are a
+    // quorum of their own and go on taking writes.
+    let leaving = (0..3).find(|i| *i != target).unwrap();
+    let o = c.agent(leaving).cli(&["leave"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(c.agents[leaving].as_mut().unwrap().wait_exit(), Some(0));
+    c.agents[leaving] = None;
+    wait_for(Duration::from_secs(30), "the server that left to leave the configuration", || {
+        (peers(&c, target) == 2).then_some(())
+    });
+    assert_eq!(put(c.agent(target), "cluster/after-leave", "v"), Some(true));
 }
 
 #[test]
@@ -255,6 +281,20 @@ fn a_lone_server_without_a_server_port_must_bootstrap() {
     let mut a = Agent::spawn(&["-server", "-bootstrap-expect=3", &d, "-bind=127.0.0.1"], free_port());
     assert_eq!(a.wait_exit(), Some(1));
     assert!(a.log_text().contains("server-port must be greater than zero"), "{}", a.log_text());
+}
+
+#[test]
+fn a_lone_server_has_nobody_to_transfer_leadership_to() {
+    // hashicorp/raft's words, which Consul passes on; the server stays leader.
+    let a = Agent::dev(&[]);
+    let (code, _, body) = http("POST", &a.url("/v1/operator/raft/transfer-leader"), None);
+    assert_eq!((code, String::from_utf8_lossy(&body).trim()), (500, "cannot find peer"));
+    let o = a.cli(&["operator", "raft", "transfer-leader"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot find peer"), "{}", stderr(&o));
+    let (code, _, body) = http("GET", &a.url("/v1/status/leader"), None);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).len() > 2, "still a leader");
 }
 
 #[test]
@@ -400,6 +440,18 @@ fn a_snapshot_saved_from_one_server_restores_into_all() {
     for field in ["ID", "Size", "Index", "Term", "Version"] {
         assert!(out.lines().any(|l| l.trim_start().starts_with(field)), "{out}");
     }
+    // `-stale`: a follower saves from its own state, and says how current it was.
+    let stale_file = dir.path().join("stale.snap");
+    let o = c.agent(f2).cli(&["snapshot", "save", "-stale", stale_file.to_str().unwrap()]);
+    assert!(stdout(&o).starts_with("Saved and verified snapshot to index "), "{} {}", stdout(&o), stderr(&o));
+    let (code, headers, body) = http("GET", &c.agent(f2).url("/v1/snapshot?stale"), None);
+    assert_eq!(code, 200);
+    assert!(!body.is_empty());
+    assert_eq!(header(&headers, "X-Consul-KnownLeader"), Some("true"));
+    let contact: u64 = header(&headers, "X-Consul-LastContact").unwrap().parse().unwrap();
+    assert!(contact < 5_000, "the follower heard from its leader {contact} ms ago");
+    let index: u64 = header(&headers, "X-Consul-Index").unwrap().parse().unwrap();
+    assert!(index > 1);
 
     // The state moves on; a blocking query waits on one of the keys.
     assert_eq!(put(c.agent(f2), "snap/a", "changed"), Some(true));

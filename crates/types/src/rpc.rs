@@ -294,9 +294,10 @@ pub enum OperatorResponse {
     Health(ServerHealthReport),
     Leader(String),
     Peers(Vec<String>),
-    /// A backup archive and the index of the state it holds.
+    /// A backup archive; `meta.index` is the index of the state it holds, and the rest says
+    /// how current the server that made it was (a `?stale` save may come from a follower).
     Snapshot {
         archive: Vec<u8>,
-        index: u64,
+        meta: QueryMeta,
     },
 }

@@ -14,15 +14,22 @@ use super::{check_dc, operator_call, set_meta, AgentRef, HttpError, HttpResult, 
 pub async fn save(State(agent): State<AgentRef>, RawQuery(raw): RawQuery) -> HttpResult {
     let p = Params::parse(raw.as_deref());
     check_dc(&agent, &p)?;
-    let OperatorResponse::Snapshot { archive, index } =
-        operator_call(&agent, &p, OperatorRequest::SnapshotSave).await?
+    let OperatorResponse::Snapshot { archive, meta } = operator_call(&agent, &p, OperatorRequest::SnapshotSave).await?
     else {
         return Err(HttpError::internal("unexpected answer to a snapshot save"));
     };
     let mut r = Response::new(Body::from(archive));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    // (The archive was read after the leader's read point unless `?stale`: a leader is known.)
-    set_meta(r.headers_mut(), super::Meta { index: index.max(1), known_leader: true, last_contact_ms: 0 });
+    // As Consul's: the server that made it says whether it knew a leader and when it last heard
+    // from it (a `?stale` save from a follower or a cut-off server).
+    set_meta(
+        r.headers_mut(),
+        super::Meta {
+            index: meta.index.max(1),
+            known_leader: meta.known_leader,
+            last_contact_ms: meta.last_contact_ms,
+        },
+    );
     Ok(r)
 }
 

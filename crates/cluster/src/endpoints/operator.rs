@@ -97,7 +97,7 @@ pub async fn operator(server: &Server, req: OperatorRequest, q: &QueryOptions) -
         OperatorRequest::StatusPeers => Ok(OperatorResponse::Peers(server.peers())),
         OperatorRequest::SnapshotSave => {
             let (archive, index) = server.snapshot_archive(stale).await?;
-            Ok(OperatorResponse::Snapshot { archive, index })
+            Ok(OperatorResponse::Snapshot { archive, meta: server.query_meta(index) })
         }
         OperatorRequest::SnapshotRestore(archive) => {
             server.restore_archive(&archive).await?;
