@@ -192,6 +192,7 @@ impl Agent {
             // `-server-port=-1`: a lone server with no port for peers (Cairn's; Consul requires one).
             listen: (cfg.ports.server >= 0).then(|| SocketAddr::new(cfg.bind_addr, rpc_port)),
             max_conns_per_client: cfg.rpc_max_conns_per_client,
+            rpc_handshake_timeout: cfg.rpc_handshake_timeout,
             autopilot: cfg.autopilot.clone(),
             datacenter: cfg.datacenter.clone(),
             ..ServerConfig::default()

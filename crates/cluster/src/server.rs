@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// An RPC connection with nothing in flight and no frame begun for this long is closed
     /// ([`crate::rpc::RPC_IDLE_TIMEOUT`]).
     pub rpc_idle_timeout: Duration,
+    /// `limits.rpc_handshake_timeout` (5 s): how long a new server-port connection has to say
+    /// what it carries. Zero waits for ever, as in Consul.
+    pub rpc_handshake_timeout: Duration,
     /// The agent's `autopilot {}`: what the leader writes into the state if none is there yet.
     pub autopilot: cairn_types::structs::AutopilotConfig,
     /// Where time-based decisions read the time.
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             max_conns_per_client: 100,
             rpc_hold_timeout: Duration::from_secs(7),
             rpc_idle_timeout: crate::rpc::RPC_IDLE_TIMEOUT,
+            rpc_handshake_timeout: crate::rpc::HANDSHAKE_TIMEOUT,
             autopilot: Default::default(),
             clock: Arc::new(SystemClock),
             datacenter: "dc1".into(),
@@ -334,9 +338,12 @@ impl Server {
             cfg,
         });
         if let Some(l) = listener {
-            let max = server.cfg.max_conns_per_client;
+            let limits = crate::rpc::ConnLimits {
+                max_conns_per_client: server.cfg.max_conns_per_client,
+                handshake_timeout: server.cfg.rpc_handshake_timeout,
+            };
             let stop = server.stop.subscribe();
-            tokio::spawn(crate::rpc::serve(l, Arc::downgrade(&server), server.raft.clone(), max, stop));
+            tokio::spawn(crate::rpc::serve(l, Arc::downgrade(&server), server.raft.clone(), limits, stop));
         }
         tokio::spawn(crate::leader::run(Arc::downgrade(&server)));
         if server.cfg.data_dir.is_some() {

@@ -108,6 +108,8 @@ pub struct Config {
     pub rpc_rate: Option<f64>,
     /// `limits.rpc_max_burst` (1000): the bucket's size.
     pub rpc_max_burst: u64,
+    /// `limits.rpc_handshake_timeout` (5 s; 0 waits for ever, as in Consul).
+    pub rpc_handshake_timeout: Duration,
     /// `autopilot {}`.
     pub autopilot: cairn_types::structs::AutopilotConfig,
     pub check_update_interval: Duration,
@@ -216,6 +218,7 @@ const IMPLEMENTED: &[&str] = &[
     "limits.rpc_max_conns_per_client",
     "limits.rpc_rate",
     "limits.rpc_max_burst",
+    "limits.rpc_handshake_timeout",
     "discovery_max_stale",
     "autopilot.cleanup_dead_servers",
     "autopilot.last_contact_threshold",
@@ -399,6 +402,10 @@ impl Config {
             Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), scalar_string(v))).collect(),
             _ => BTreeMap::new(),
         };
+        let rpc_handshake_timeout = match at(&["limits", "rpc_handshake_timeout"]) {
+            Some(v) => duration(v).map_err(|e| ConfigError(format!("limits.rpc_handshake_timeout: {e}")))?,
+            None => Duration::from_secs(5),
+        };
         let check_update_interval = match at(&["check_update_interval"]) {
             Some(v) => duration(v).map_err(|e| ConfigError(format!("check_update_interval: {e}")))?,
             None => Duration::from_secs(300),
@@ -464,6 +471,7 @@ impl Config {
             rpc_max_conns_per_client: int(&["limits", "rpc_max_conns_per_client"], 100).max(1) as usize,
             rpc_rate,
             rpc_max_burst,
+            rpc_handshake_timeout,
             autopilot: autopilot_config(&m)?,
             check_update_interval,
             leave_on_terminate,

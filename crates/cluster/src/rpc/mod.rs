@@ -89,7 +89,7 @@ pub const WIRE_VERSION: u8 = 1;
 pub const MAX_RPC_FRAME: usize = 16 << 20;
 /// Largest Raft frame: an append batch or a snapshot chunk.
 pub const MAX_RAFT_FRAME: usize = 160 << 20;
-/// How long a new connection has to say what it is.
+/// How long a new connection has to say what it is (`limits.rpc_handshake_timeout`'s default).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An RPC connection with nothing in flight and no frame for this long is closed.
 pub const RPC_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -208,14 +208,24 @@ impl Drop for ConnGuard {
     }
 }
 
+/// What a server-port connection is allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// `limits.rpc_max_conns_per_client`: connections from one IP at once (0: no cap).
+    pub max_conns_per_client: usize,
+    /// `limits.rpc_handshake_timeout`: time to send the protocol and version bytes (0: no limit).
+    pub handshake_timeout: Duration,
+}
+
 /// Accepts connections on the server port until `stop`, handing each to its protocol.
 pub async fn serve(
     listener: TcpListener,
     server: Weak<Server>,
     raft: crate::raft::Raft,
-    max_conns_per_client: usize,
+    limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let max_conns_per_client = limits.max_conns_per_client;
     let count = Arc::new(ConnCount::default());
     loop {
         let (stream, peer) = tokio::select! {
@@ -236,7 +246,7 @@ pub async fn serve(
         let (server, raft, stop) = (server.clone(), raft.clone(), stop.clone());
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(e) = handle_conn(stream, peer, server, raft, stop).await {
+            if let Err(e) = handle_conn(stream, peer, server, raft, limits.handshake_timeout, stop).await {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::debug!(target: "agent.server.rpc", conn = %peer, error = %e, "connection closed");
                 }
@@ -250,13 +260,18 @@ async fn handle_conn(
     peer: SocketAddr,
     server: Weak<Server>,
     raft: crate::raft::Raft,
+    handshake_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut head = [0u8; 2];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut head))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no protocol byte"))??;
+    if handshake_timeout.is_zero() {
+        stream.read_exact(&mut head).await?;
+    } else {
+        tokio::time::timeout(handshake_timeout, stream.read_exact(&mut head))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no protocol byte"))??;
+    }
     if head[1] != WIRE_VERSION {
         tracing::warn!(target: "agent.server.rpc", conn = %peer, version = head[1], "unsupported wire version; closing");
         return Ok(());
@@ -476,5 +491,66 @@ mod tests {
         let mut ids = vec![answer().await.id, answer().await.id];
         ids.sort();
         assert_eq!(ids, vec![2, 4]);
+    }
+
+    /// Hostile or broken connections on the server port: each is closed, alone, and the server
+    /// goes on answering a well-behaved client. A wrong wire version, an unknown protocol byte, a
+    /// frame over the size limit, a frame that is not msgpack, a connection that never says what
+    /// it is (`limits.rpc_handshake_timeout`) and one over `limits.rpc_max_conns_per_client`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_connections_are_closed_alone() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use super::{MAX_RPC_FRAME, RPC_CAIRN, WIRE_VERSION};
+
+        let cfg = ServerConfig {
+            rpc_handshake_timeout: Duration::from_millis(300),
+            max_conns_per_client: 8,
+            ..Default::default()
+        };
+        let (_server, addr) = lone_server(cfg).await;
+        let client = RpcClient::new();
+        let at = addr.to_string();
+        assert!(matches!(client.call(&at, put("a"), Duration::from_secs(5)).await, Ok(Response::Written(_))));
+
+        // Sends `bytes` on a new connection; true once the server has closed it (EOF or reset).
+        let closed_after = |bytes: Vec<u8>| async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(&bytes).await.unwrap();
+            let mut buf = [0u8; 64];
+            matches!(tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+        };
+        assert!(closed_after(vec![RPC_CAIRN, WIRE_VERSION + 7]).await, "another wire version");
+        assert!(closed_after(vec![0x7f, WIRE_VERSION]).await, "an unknown protocol byte");
+        let mut over = vec![RPC_CAIRN, WIRE_VERSION];
+        over.extend(((MAX_RPC_FRAME + 1) as u32).to_be_bytes());
+        assert!(closed_after(over).await, "a frame over the limit");
+        let mut junk = vec![RPC_CAIRN, WIRE_VERSION];
+        junk.extend(5u32.to_be_bytes());
+        junk.extend([0xc1, 0xc1, 0xc1, 0xc1, 0xc1]);
+        assert!(closed_after(junk).await, "a frame that is not msgpack");
+        let t = std::time::Instant::now();
+        assert!(closed_after(Vec::new()).await, "silence past the handshake timeout");
+        assert!(t.elapsed() >= Duration::from_millis(250), "closed before the handshake timeout: {:?}", t.elapsed());
+
+        // The cap: with the client's connection and seven idle ones from this address, the
+        // ninth is closed at once; the client is still answered.
+        let mut idle = Vec::new();
+        for _ in 0..7 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(&[RPC_CAIRN, WIRE_VERSION]).await.unwrap();
+            idle.push(c);
+        }
+        // Each accepted connection counts once the server has taken it: wait for the ninth to be
+        // refused rather than assume when that is.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if closed_after(vec![RPC_CAIRN, WIRE_VERSION]).await {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the connection over the cap was never refused");
+        }
+        assert!(matches!(client.call(&at, put("b"), Duration::from_secs(5)).await, Ok(Response::Written(_))));
+        drop(idle);
     }
 }
