@@ -666,13 +666,19 @@ fn consuls_peers_json_recovers_a_survivor_at_start() {
 #[test]
 fn a_follower_far_behind_catches_up_by_snapshot() {
     // Snapshots every 16 entries keeping one: a follower down for 200 writes finds the leader's log
-    // purged past it and must be sent a snapshot over the server port.
+    // purged past it and must be sent a snapshot over the server port. The state holds 12 MB of
+    // values, so the snapshot crosses in several chunks (4 MiB each), and writes go on all the
+    // while the follower restarts and catches up.
     let mut c = Cluster::with_config(Some(
         "raft_snapshot_threshold = 16\nraft_snapshot_interval = \"50ms\"\nraft_trailing_logs = 1\nautopilot { cleanup_dead_servers = false }\n",
     ));
     let leader = c.agreed_leader();
     let f = (0..3).find(|i| *i != leader).unwrap();
     c.agents[f].take().unwrap().kill9();
+    let big = "x".repeat(400 * 1024);
+    for n in 0..30 {
+        assert_eq!(put(c.agent(leader), &format!("snapbig/{n}"), &format!("{n}{big}")), Some(true));
+    }
     for n in 0..200 {
         assert_eq!(put(c.agent(leader), &format!("snapcatch/{n}"), &format!("v{n}")), Some(true));
     }
@@ -683,16 +689,62 @@ fn a_follower_far_behind_catches_up_by_snapshot() {
     };
     let snap = wait_for(Duration::from_secs(20), "the leader to snapshot past the follower", || {
         let s = raft_stat(c.agent(leader), "last_snapshot_index");
-        (s > 150).then_some(s)
+        (s > 180).then_some(s)
     });
+
+    // A client keeps writing to the leader through the restart and the catch-up.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = c.agent(leader).url("/v1/kv/snapload/");
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (code, _, body) = http("PUT", &format!("{url}{n}"), Some(b"w"));
+                if code == 200 && body == b"true" {
+                    acked.push(n);
+                }
+                n += 1;
+            }
+            acked
+        })
+    };
     c.start(f);
-    wait_for(Duration::from_secs(30), "the follower to catch up", || {
+    wait_for(Duration::from_secs(60), "the follower to catch up", || {
         (get(c.agent(f), "snapcatch/199", "&stale").2.as_deref() == Some("v199")).then_some(())
     });
+    // A few more writes once it is back, so some reach it by log after the snapshot.
+    let base = wait_for(Duration::from_secs(10), "the writer to be under way", || {
+        let (_, _, body) = http("GET", &c.agent(leader).url("/v1/kv/snapload/?keys"), None);
+        serde_json::from_slice::<Vec<String>>(&body).ok().map(|k| k.len()).filter(|n| *n > 0)
+    });
+    wait_for(Duration::from_secs(30), "more writes after the catch-up", || {
+        let (_, _, body) = http("GET", &c.agent(leader).url("/v1/kv/snapload/?keys"), None);
+        serde_json::from_slice::<Vec<String>>(&body).ok().filter(|k| k.len() >= base + 20).map(|_| ())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(!acked.is_empty());
+    // Every acknowledged write reaches the follower.
+    let last = format!("snapload/{}", acked.last().unwrap());
+    wait_for(Duration::from_secs(30), "the follower to hold the last acknowledged write", || {
+        (get(c.agent(f), &last, "&stale").2.as_deref() == Some("w")).then_some(())
+    });
+    let (_, _, body) = http("GET", &c.agent(f).url("/v1/kv/snapload/?keys&stale"), None);
+    let held: std::collections::BTreeSet<String> = serde_json::from_slice(&body).unwrap();
+    for n in &acked {
+        assert!(held.contains(&format!("snapload/{n}")), "acknowledged write snapload/{n} missing on the follower");
+    }
     // It holds a snapshot from the leader (it could not have built one from entries it never had).
     assert!(raft_stat(c.agent(f), "last_snapshot_index") >= snap - 16, "snapshot at {snap}");
     for n in [0, 57, 123] {
         assert_eq!(get(c.agent(f), &format!("snapcatch/{n}"), "&stale").2, Some(format!("v{n}")));
+    }
+    for n in [0, 17, 29] {
+        let (code, _, v) = get(c.agent(f), &format!("snapbig/{n}"), "&stale");
+        assert_eq!(code, 200);
+        assert!(v.as_deref() == Some(format!("{n}{big}").as_str()), "snapbig/{n} differs on the follower");
     }
 }
 

@@ -61,7 +61,7 @@ pub enum Command {
     CoordinateBatchUpdate(Vec<CoordinateEntry>),
     /// Replace the whole state with a backup's (`PUT /v1/snapshot`): the encoded state store. The
     /// state machine decodes and installs it; every table index moves to this entry's index.
-    Restore(Vec<u8>),
+    Restore(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Set autopilot's configuration; with `cas`, only if its ModifyIndex is that (0: only if
     /// none is set). Answers true/false.
     AutopilotSet {

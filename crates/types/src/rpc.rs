@@ -237,7 +237,7 @@ pub enum OperatorRequest {
     /// A backup archive of the state (`GET /v1/snapshot`).
     SnapshotSave,
     /// Restore a backup archive into the cluster (`PUT /v1/snapshot`).
-    SnapshotRestore(Vec<u8>),
+    SnapshotRestore(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// A server in the Raft configuration, as `/v1/operator/raft/configuration` lists it.
@@ -297,6 +297,7 @@ pub enum OperatorResponse {
     /// A backup archive; `meta.index` is the index of the state it holds, and the rest says
     /// how current the server that made it was (a `?stale` save may come from a follower).
     Snapshot {
+        #[serde(with = "serde_bytes")]
         archive: Vec<u8>,
         meta: QueryMeta,
     },

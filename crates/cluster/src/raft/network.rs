@@ -29,6 +29,12 @@ use crate::rpc::{decode, dial, encode, read_frame, stopped, write_frame, MAX_RAF
 
 /// Snapshot bytes per frame.
 const SNAPSHOT_CHUNK: usize = 4 << 20;
+/// How long one snapshot chunk may take to be sent and taken. openraft's
+/// `install_snapshot_timeout` (200 ms) suits one small request, not megabytes: with it, a state
+/// of a few megabytes could never reach a follower that needs it. As hashicorp/raft scales its
+/// InstallSnapshot deadline with the snapshot's size, each chunk gets this and the last one, which
+/// installs the whole state, a second more per MiB of it.
+const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A Raft connection with no message for this long is closed (heartbeats keep live ones busy).
 const RAFT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The most snapshot bytes a server accepts in one transfer.
@@ -45,6 +51,8 @@ enum RaftMsg {
         vote: Vote,
         meta: SnapshotMeta,
         offset: u64,
+        // msgpack `bin`: an array of integers costs up to twice the bytes and a decode per byte.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         done: bool,
     },
@@ -494,8 +502,12 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                     data: data[offset..end].to_vec(),
                     done,
                 };
-                // Installing the last piece may take a while on the other side: allow the hard limit.
-                let ttl = if done { option.hard_ttl() } else { option.soft_ttl() };
+                let ttl = if done {
+                    SNAPSHOT_CHUNK_TIMEOUT + Duration::from_secs((data.len() >> 20) as u64)
+                } else {
+                    SNAPSHOT_CHUNK_TIMEOUT
+                };
+                let ttl = ttl.max(option.hard_ttl());
                 match self.exchange(&msg, ttl).await.map_err(Failure::streaming)? {
                     RaftReply::Snapshot(Some(r)) if done => return Ok(r),
                     RaftReply::Snapshot(None) if !done => offset = end,

@@ -553,4 +553,26 @@ mod tests {
         assert!(matches!(client.call(&at, put("b"), Duration::from_secs(5)).await, Ok(Response::Written(_))));
         drop(idle);
     }
+
+    /// Byte strings in commands are msgpack `bin` now; a command written before, with the bytes
+    /// as an array of integers (a Raft log or snapshot from an older Cairn), still decodes.
+    #[test]
+    fn byte_strings_are_bin_and_old_integer_arrays_still_decode() {
+        use cairn_types::command::Command;
+
+        #[derive(serde::Serialize)]
+        enum Old {
+            Restore(Vec<u8>),
+        }
+        let bytes = vec![0u8, 1, 200, 255, 7];
+        let new = super::encode(&Command::Restore(bytes.clone())).unwrap();
+        let old = super::encode(&Old::Restore(bytes.clone())).unwrap();
+        assert!(new.len() < old.len(), "bin is the compact form");
+        for enc in [new, old] {
+            match super::decode::<Command>(&enc).unwrap() {
+                Command::Restore(b) => assert_eq!(b, bytes),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }
