@@ -299,14 +299,13 @@ fn a_lone_server_has_nobody_to_transfer_leadership_to() {
 
 #[test]
 fn concurrent_clients_see_one_linearizable_history_across_a_leader_crash() {
-    use base64::Engine;
     use cairn_sim::linearizability::{check_by_key, Input, Operation, Output, Verdict};
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
     let mut c = Cluster::new();
     let leader = c.agreed_leader();
-    let urls: Vec<String> = (0..3).map(|i| c.agent(i).url("")).collect();
+    let urls: Arc<Vec<String>> = Arc::new((0..3).map(|i| c.agent(i).url("")).collect());
     let start = Instant::now();
     let history: Arc<Mutex<Vec<Operation>>> = Default::default();
     let ns = move || start.elapsed().as_nanos() as u64;
@@ -315,86 +314,13 @@ fn concurrent_clients_see_one_linearizable_history_across_a_leader_crash() {
     for t in 0..clients {
         let (history, urls) = (history.clone(), urls.clone());
         threads.push(std::thread::spawn(move || {
-            // Each client starts on its own server and moves on when that one stops answering.
-            let mut server = t % 3;
-            let mut rng = 0x9e3779b97f4a7c15u64 ^ (t as u64 + 1);
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
+            let req = |i: usize, method: &str, path: &str, body: Option<&[u8]>| {
+                let (code, _, b) = http(method, &format!("{}{path}", urls[i]), body);
+                (code, b)
             };
-            for n in 0..45 {
-                let key = if next() % 2 == 0 { "lin/a" } else { "lin/b" };
-                let base = urls[server].clone();
-                let req = |method: &str, path: &str, body: Option<&[u8]>| {
-                    let (code, _, b) = http(method, &format!("{base}{path}"), body);
-                    (code, b)
-                };
-                let record = |call: u64, input: Input, output: Option<Output>| {
-                    let ret = if output.is_some() { ns() } else { u64::MAX };
-                    history.lock().unwrap().push(Operation { key: key.to_string(), call, ret, input, output });
-                };
-                let value = format!("c{t}-{n}");
-                let write_out = |code: u16, b: &[u8]| (code == 200).then(|| Output::Ok(b == b"true"));
-                let r = next() % 10;
-                let answered = if r < 4 {
-                    let t0 = ns();
-                    let (code, b) = req("GET", &format!("/v1/kv/{key}?consistent"), None);
-                    match code {
-                        200 => {
-                            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-                            let raw = base64::engine::general_purpose::STANDARD
-                                .decode(v[0]["Value"].as_str().unwrap_or(""))
-                                .unwrap();
-                            record(t0, Input::Get, Some(Output::Value(Some(String::from_utf8(raw).unwrap()))));
-                        }
-                        404 => record(t0, Input::Get, Some(Output::Value(None))),
-                        _ => {}
-                    }
-                    code != 0
-                } else if r < 7 {
-                    let t0 = ns();
-                    let (code, b) = req("PUT", &format!("/v1/kv/{key}"), Some(value.as_bytes()));
-                    record(t0, Input::Put(value.clone()), write_out(code, &b));
-                    code != 0
-                } else if r < 9 {
-                    // Check-and-set on the index just read.
-                    let t0 = ns();
-                    let (code, b) = req("GET", &format!("/v1/kv/{key}?consistent"), None);
-                    let (expect, index) = match code {
-                        200 => {
-                            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-                            let raw = base64::engine::general_purpose::STANDARD
-                                .decode(v[0]["Value"].as_str().unwrap_or(""))
-                                .unwrap();
-                            let s = String::from_utf8(raw).unwrap();
-                            record(t0, Input::Get, Some(Output::Value(Some(s.clone()))));
-                            (Some(s), v[0]["ModifyIndex"].as_u64().unwrap())
-                        }
-                        404 => {
-                            record(t0, Input::Get, Some(Output::Value(None)));
-                            (None, 0)
-                        }
-                        _ => {
-                            server = (server + 1) % 3;
-                            continue;
-                        }
-                    };
-                    let t1 = ns();
-                    let (code, b) = req("PUT", &format!("/v1/kv/{key}?cas={index}"), Some(value.as_bytes()));
-                    record(t1, Input::Cas { expect, new: value.clone() }, write_out(code, &b));
-                    code != 0
-                } else {
-                    let t0 = ns();
-                    let (code, b) = req("DELETE", &format!("/v1/kv/{key}"), None);
-                    record(t0, Input::Delete, write_out(code, &b));
-                    code != 0
-                };
-                if !answered {
-                    server = (server + 1) % 3;
-                }
-            }
+            let session = crate::linclient::session(&req, t % 3);
+            let shared = crate::linclient::Shared { history: &history, now: &ns, stop: &|| false };
+            crate::linclient::run(t, 45, 3, &session, &shared, &req);
         }));
     }
     // Crash the leader while the clients are busy.

@@ -2,6 +2,7 @@
 //! One test binary for the crate (linking dominates on two cores); modules by area.
 
 mod harness;
+mod linclient;
 
 mod agent_endpoints;
 mod api_client;

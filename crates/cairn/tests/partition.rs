@@ -2,8 +2,10 @@
 //! removed by the test; needs root, as CI has): isolate the leader and the majority elects another
 //! and goes on, while the cut-off server refuses writes and says it knows no leader with a growing
 //! `X-Consul-LastContact`; heal, and all three agree on one history. One-way cuts are nftables
-//! rules in a server's namespace that drop what it receives from some peers.
+//! rules in a server's namespace that drop what it receives from some peers. Five servers split
+//! two from three under a client load whose whole history is checked for linearizability.
 
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -104,6 +106,11 @@ impl Drop for Server {
 
 impl Server {
     fn start(net: &Net, i: usize) -> Server {
+        Server::start_of(net, i, 3)
+    }
+
+    /// Server `i` of a cluster of `expect`.
+    fn start_of(net: &Net, i: usize, expect: usize) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
         let f = std::fs::File::create(&log).unwrap();
@@ -115,7 +122,7 @@ impl Server {
         std::fs::write(&extra, "autopilot { cleanup_dead_servers = false }\ndiscovery_max_stale = \"1h\"\n").unwrap();
         // `ip netns exec` enters the namespace and execs the agent: the child is the agent.
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns, BIN, "agent", "-server", "-bootstrap-expect=3"])
+            .args(["netns", "exec", &ns, BIN, "agent", "-server", &format!("-bootstrap-expect={expect}")])
             .arg(format!("-node=s{i}"))
             .arg(format!("-bind={}", Net::ip(i)))
             .arg("-client=127.0.0.1")
@@ -132,6 +139,11 @@ impl Server {
 
     /// An HTTP call from inside the server's namespace: (status, headers, body).
     fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String, String) {
+        let (code, headers, body) = self.http_bytes(method, path, body.map(str::as_bytes));
+        (code, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn http_bytes(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let hdr = dir.path().join("h");
         let mut cmd = Command::new("ip");
@@ -139,7 +151,7 @@ impl Server {
             .arg(&hdr)
             .arg(format!("http://127.0.0.1:8500{path}"));
         if let Some(b) = body {
-            cmd.args(["--data-binary", b]);
+            cmd.arg("--data-binary").arg(std::ffi::OsStr::from_bytes(b));
         }
         let out = cmd.output().unwrap();
         let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
@@ -149,7 +161,7 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        (status, headers, String::from_utf8_lossy(&out.stdout).into_owned())
+        (status, headers, out.stdout)
     }
 
     fn leader(&self) -> Option<String> {
@@ -183,7 +195,7 @@ fn agreed(servers: &[Server], which: &[usize]) -> usize {
         if !names.iter().all(|n| *n == names[0]) {
             return None;
         }
-        (1..=3).find(|i| names[0] == format!("{}:8300", Net::ip(*i)))
+        (1..=servers.len()).find(|i| names[0] == format!("{}:8300", Net::ip(*i)))
     })
 }
 
@@ -302,4 +314,80 @@ fn one_way_cuts_are_ridden_out_or_fail_over() {
         });
         assert_eq!(s.get("w/refused", "&consistent").0, 404);
     }
+}
+
+/// Five servers in namespaces, five clients doing reads, writes, check-and-sets, deletes and lock
+/// acquires and releases through them: two servers, the leader among them, are cut off; the
+/// three others elect a leader and go on while the clients move to them; heal, and the whole
+/// history, every answer the clients got, is linearizable.
+#[test]
+fn five_servers_split_two_from_three_under_load_keep_one_linearizable_history() {
+    use cairn_sim::linearizability::{check_by_key, Input, Operation, Output, Verdict};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    assert!(
+        sh("ip netns add cairn-probe-$$ && ip netns del cairn-probe-$$"),
+        "this test makes network namespaces and needs root (CI runs as root)"
+    );
+    let net = Net::new(5);
+    let servers: Arc<Vec<Server>> = Arc::new((1..=5).map(|i| Server::start_of(&net, i, 5)).collect());
+    let all = [1, 2, 3, 4, 5];
+    let leader = agreed(&servers, &all);
+    let cut: Vec<usize> = vec![leader, all.iter().copied().find(|i| *i != leader).unwrap()];
+    let majority: Vec<usize> = all.iter().copied().filter(|i| !cut.contains(i)).collect();
+
+    let start = Instant::now();
+    let history: Arc<Mutex<Vec<Operation>>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..5)
+        .map(|t| {
+            let (servers, history, stop) = (servers.clone(), history.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let req = |i: usize, method: &str, path: &str, body: Option<&[u8]>| {
+                    let (code, _, b) = servers[i].http_bytes(method, path, body);
+                    (code, b)
+                };
+                let now = move || start.elapsed().as_nanos() as u64;
+                let session = crate::linclient::session(&req, t);
+                let stopped = || stop.load(Ordering::Relaxed);
+                let shared = crate::linclient::Shared { history: &history, now: &now, stop: &stopped };
+                crate::linclient::run(t, 10_000, 5, &session, &shared, &req);
+            })
+        })
+        .collect();
+    let ops = |n: usize| {
+        wait_for(Duration::from_secs(120), "the clients to make progress", || {
+            (history.lock().unwrap().len() >= n).then_some(())
+        })
+    };
+    ops(40);
+    for i in &cut {
+        net.isolate(*i, true);
+    }
+    // The majority elects a leader of its own and the clients' writes go on through it.
+    wait_for(Duration::from_secs(40), "the majority to elect a leader of its own", || {
+        let l = agreed(&servers, &majority);
+        (!cut.contains(&l)).then_some(())
+    });
+    let at_cut = history.lock().unwrap().len();
+    ops(at_cut + 60);
+    for i in &cut {
+        net.isolate(*i, false);
+    }
+    agreed(&servers, &all);
+    let healed = history.lock().unwrap().len();
+    ops(healed + 40);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let h = history.lock().unwrap().clone();
+    let unknown = h.iter().filter(|o| o.output.is_none()).count();
+    let locked =
+        h.iter().filter(|o| matches!((&o.input, &o.output), (Input::Acquire { .. }, Some(Output::Ok(true))))).count();
+    eprintln!("history: {} operations, {unknown} of unknown outcome, {locked} locks taken", h.len());
+    assert!(locked > 0, "the clients took locks");
+    assert_eq!(check_by_key(&h, 50_000_000), Verdict::Linearizable, "{} operations: {h:#?}", h.len());
 }

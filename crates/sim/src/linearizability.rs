@@ -28,9 +28,11 @@ pub enum Input {
         session: String,
         value: String,
     },
-    /// `?release=session`: give the lock back if it is ours.
+    /// `?release=session` with `value` as the body: give the lock back if it is ours, and, as
+    /// Consul's release does, set the value to the body.
     Release {
         session: String,
+        value: String,
     },
 }
 
@@ -76,8 +78,8 @@ fn step(s: &Register, input: &Input, out: Option<&Output>) -> Option<Register> {
             Some(h) if h != session => (s.clone(), Output::Ok(false)),
             _ => (Register { value: Some(value.clone()), holder: Some(session.clone()) }, Output::Ok(true)),
         },
-        Input::Release { session } => match &s.holder {
-            Some(h) if h == session => (Register { value: s.value.clone(), holder: None }, Output::Ok(true)),
+        Input::Release { session, value } => match &s.holder {
+            Some(h) if h == session => (Register { value: Some(value.clone()), holder: None }, Output::Ok(true)),
             _ => (s.clone(), Output::Ok(false)),
         },
     };
@@ -302,10 +304,12 @@ mod tests {
             op(8, 9, Input::Acquire { session: "s1".into(), value: "e".into() }, ok(true)),
             op(10, 11, Input::Acquire { session: "s2".into(), value: "f".into() }, ok(false)),
             op(12, 13, Input::Put("g".into()), ok(true)),
-            op(14, 15, Input::Release { session: "s2".into() }, ok(false)),
-            op(16, 17, Input::Release { session: "s1".into() }, ok(true)),
-            op(18, 19, Input::Acquire { session: "s2".into(), value: "h".into() }, ok(true)),
-            op(20, 21, Input::Get, val(Some("h"))),
+            op(14, 15, Input::Release { session: "s2".into(), value: "x".into() }, ok(false)),
+            op(16, 17, Input::Get, val(Some("g"))),
+            op(18, 19, Input::Release { session: "s1".into(), value: "r".into() }, ok(true)),
+            op(20, 21, Input::Get, val(Some("r"))),
+            op(22, 23, Input::Acquire { session: "s2".into(), value: "h".into() }, ok(true)),
+            op(24, 25, Input::Get, val(Some("h"))),
         ];
         assert_eq!(check(&h, STEPS), Some(true));
         let mut two = h.clone();
