@@ -294,11 +294,22 @@ impl Agent {
 
     /// Fires a user event to the datacenter's members through the LAN pool (Serf delivers it to
     /// this agent too). Without a pool it is delivered here alone. Returns the event as sent.
-    pub async fn fire_event(&self, ev: UserEvent) -> Result<UserEvent, String> {
-        events::validate(&ev)?;
-        match self.lan.get() {
-            Some(pool) => pool.fire(&ev).await?,
-            None => self.accept_event(ev.clone()),
+    pub async fn fire_event(&self, ev: UserEvent) -> Result<UserEvent, cairn_cluster::Error> {
+        let rejected = |m: String| cairn_cluster::Error::Rejected(cairn_types::Error::rejected(m));
+        events::validate(&ev).map_err(rejected)?;
+        match (self.lan.get(), self.rpc.as_deref()) {
+            // No pool: the event stays with this agent.
+            (None, _) => self.accept_event(ev.clone()),
+            // Consul's `Internal.EventFire`: a server broadcasts it in the LAN pool.
+            (Some(_), Some(rpc)) => {
+                let q = cairn_types::rpc::QueryOptions {
+                    consistency: cairn_types::rpc::Consistency::Stale,
+                    ..Default::default()
+                };
+                rpc.operator(cairn_types::rpc::OperatorRequest::EventFire(ev.clone()), q).await?;
+            }
+            // A client agent, until it reaches the servers over the network: its own pool.
+            (Some(pool), None) => pool.fire(&ev).await.map_err(rejected)?,
         }
         Ok(ev)
     }

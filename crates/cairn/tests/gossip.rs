@@ -133,6 +133,15 @@ fn five_agents_gossip_fail_restart_rotate_keys_and_leave() {
             (v.as_array()?.len() == 1 && v[0]["Payload"] == "djQy").then_some(())
         });
     }
+    // One fired on the server goes through its RPC (Consul's Internal.EventFire) and the pool.
+    let (st, _, _) = http("PUT", &c.agents[0].url("/v1/event/fire/rollback"), Some(b"v41"));
+    assert_eq!(st, 200);
+    for a in &c.agents {
+        wait_for(Duration::from_secs(10), "the server's event on every agent", || {
+            let v = get_json(a, "/v1/event/list?name=rollback")?;
+            (v.as_array()?.len() == 1 && v[0]["Payload"] == "djQx").then_some(())
+        });
+    }
 
     // Keyring rotation across all five, with no loss of membership.
     let keyring = |args: &[&str]| cli_at(&c.agents[0].addr(), &[&["keyring"], args].concat(), None);

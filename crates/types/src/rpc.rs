@@ -215,7 +215,8 @@ pub enum WriteResult {
     Session(Arc<Session>),
 }
 
-/// An operator request: Consul's `Operator.*` and `Status.*` RPCs, and backups.
+/// An operator request: Consul's `Operator.*` and `Status.*` RPCs, backups, and
+/// `Internal.EventFire`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OperatorRequest {
     /// `Operator.RaftGetConfiguration` (with `?stale`, answered by the server asked).
@@ -238,6 +239,9 @@ pub enum OperatorRequest {
     SnapshotSave,
     /// Restore a backup archive into the cluster (`PUT /v1/snapshot`).
     SnapshotRestore(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// `Internal.EventFire`: the server asked broadcasts the user event in its LAN pool (any
+    /// server will do, as in Consul: gossip carries it to every agent).
+    EventFire(crate::structs::UserEvent),
 }
 
 /// A server in the Raft configuration, as `/v1/operator/raft/configuration` lists it.

@@ -31,7 +31,7 @@ pub async fn fire(
         ltime: 0,
     };
     // Consul answers a rejected event (bad filter, too large) with 500 and the reason.
-    let ev = agent.fire_event(ev).await.map_err(HttpError::internal)?;
+    let ev = agent.fire_event(ev).await?;
     Ok(json_response(None, p.flag("pretty"), &ev))
 }
 

@@ -99,6 +99,14 @@ pub async fn operator(server: &Server, req: OperatorRequest, q: &QueryOptions) -
             let (archive, index) = server.snapshot_archive(stale).await?;
             Ok(OperatorResponse::Snapshot { archive, meta: server.query_meta(index) })
         }
+        OperatorRequest::EventFire(ev) => {
+            let pool = server
+                .lan()
+                .and_then(|l| l.pool.as_ref())
+                .ok_or_else(|| rejected("this server has no LAN pool to broadcast the event in".to_string()))?;
+            pool.fire(&ev).await.map_err(rejected)?;
+            Ok(OperatorResponse::Done)
+        }
         OperatorRequest::SnapshotRestore(archive) => {
             server.restore_archive(&archive).await?;
             Ok(OperatorResponse::Done)
