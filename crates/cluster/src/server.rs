@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub autopilot: cairn_types::structs::AutopilotConfig,
     /// Where time-based decisions read the time.
     pub clock: Arc<dyn Clock>,
+    /// Where random choices come from (jitter, shuffles, seeds).
+    pub rng: Arc<dyn crate::clock::Rng>,
     /// The datacenter this server belongs to (named in prepared-query answers).
     pub datacenter: String,
 }
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             rpc_handshake_timeout: crate::rpc::HANDSHAKE_TIMEOUT,
             autopilot: Default::default(),
             clock: Arc::new(SystemClock),
+            rng: Arc::new(crate::clock::OsRng),
             datacenter: "dc1".into(),
         }
     }
@@ -215,8 +218,8 @@ async fn snapshot_on_interval(server: std::sync::Weak<Server>) {
         let Some(s) = server.upgrade() else { return };
         let every = s.cfg.snapshot_interval.max(Duration::from_millis(10));
         let mut stop = s.stop.subscribe();
+        let wait = every + Duration::from_millis(s.cfg.rng.below(every.as_millis() as u64));
         drop(s);
-        let wait = every + Duration::from_millis(rand::random::<u64>() % (every.as_millis() as u64).max(1));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = crate::rpc::stopped(&mut stop) => return,
@@ -301,7 +304,7 @@ impl Server {
             .map_err(|e| Error::Storage(e.to_string()))?
             .is_some();
         let vote_gate = crate::raft::VoteGate::at_start(voted, Duration::from_millis(rc.election_timeout_max));
-        let raft = crate::raft::with_seed(rand::random(), Raft::new(cfg.node_id, rc, Network, log, sm))
+        let raft = crate::raft::with_seed(cfg.rng.next_u64(), Raft::new(cfg.node_id, rc, Network, log, sm))
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;

@@ -43,10 +43,16 @@ fn matches(q: &PreparedQuery, e: &ServiceEntry) -> bool {
 /// Keeps the instances a query selects, in the order it returns them. As Consul: shuffle, then sort
 /// by round-trip time from the node `near`; equally near instances, and all of them when there is
 /// nothing to sort by, stay shuffled.
-pub fn rank(st: &State, pq: &PreparedQuery, nodes: &mut Vec<ServiceEntry>, near: Option<&str>) {
+pub fn rank(
+    st: &State,
+    pq: &PreparedQuery,
+    nodes: &mut Vec<ServiceEntry>,
+    near: Option<&str>,
+    rng: &dyn crate::clock::Rng,
+) {
     nodes.retain(|e| matches(pq, e));
     for i in (1..nodes.len()).rev() {
-        nodes.swap(i, rand::random::<u64>() as usize % (i + 1));
+        nodes.swap(i, rng.below(i as u64 + 1) as usize);
     }
     super::read::sort_near(st, near, nodes, |e| &e.node.node);
     // Consul then puts the `near` node itself first when it is among the first ten results (its

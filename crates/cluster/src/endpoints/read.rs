@@ -40,7 +40,7 @@ pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Resul
         let (idx, res) = run(server, &store.snapshot(), req, q, filter.as_ref())?;
         return Ok((server.query_meta(idx.max(1)), res));
     }
-    let deadline = tokio::time::Instant::now() + jittered(q.max_query_time);
+    let deadline = tokio::time::Instant::now() + jittered(q.max_query_time, &*server.config().rng);
     let ws = WatchSet::new();
     // A snapshot restore abandons every blocking query, as Consul's does: the restored state's
     // indexes may be below the one the client waits past, so it must hear now.
@@ -100,10 +100,9 @@ impl Drop for Blocking<'_> {
 }
 
 /// The wait with Consul's jitter: up to wait/16 more, so that many waiters do not return together.
-fn jittered(wait: Duration) -> Duration {
+fn jittered(wait: Duration, rng: &dyn crate::clock::Rng) -> Duration {
     let w = if wait.is_zero() { DEFAULT_WAIT } else { wait.min(MAX_WAIT) };
-    let j = w.as_millis() as u64 / 16;
-    w + Duration::from_millis(if j == 0 { 0 } else { rand::random::<u64>() % j })
+    w + Duration::from_millis(rng.below(w.as_millis() as u64 / 16))
 }
 
 async fn barrier(server: &Server, q: &QueryOptions) -> Result<(), Error> {
@@ -332,7 +331,7 @@ fn run(
                 "_ip" => q.source.ip.as_deref().and_then(|ip| prepared_query::node_at(st, ip)),
                 n => near_node(q, Some(n)),
             };
-            prepared_query::rank(st, &pq, &mut nodes, near.as_deref());
+            prepared_query::rank(st, &pq, &mut nodes, near.as_deref(), &*server.config().rng);
             if *limit > 0 {
                 nodes.truncate(*limit);
             }

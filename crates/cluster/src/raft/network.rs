@@ -127,6 +127,7 @@ pub async fn serve_raft(
     raft: Raft,
     contact: Option<Arc<ContactTracker>>,
     gate: crate::raft::VoteGate,
+    seed: u64,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut snap: Option<Vec<u8>> = None;
@@ -186,7 +187,6 @@ pub async fn serve_raft(
             },
             RaftMsg::StreamAppend(first) => {
                 // The rest of this connection is one pipelined stream.
-                let seed = rand::random();
                 return super::with_seed(seed, serve_stream(stream, raft, contact, stop, first)).await;
             }
         };

@@ -281,7 +281,9 @@ async fn handle_conn(
         RPC_RAFT => {
             let contact = server.upgrade().map(|s| s.contact_tracker());
             let gate = server.upgrade().map_or(crate::raft::VoteGate::open(), |s| s.vote_gate());
-            crate::raft::network::serve_raft(stream, raft, contact, gate, stop).await
+            // The entropy seed of the append stream this connection may become.
+            let seed = server.upgrade().map_or(0, |s| s.config().rng.next_u64());
+            crate::raft::network::serve_raft(stream, raft, contact, gate, seed, stop).await
         }
         other => {
             tracing::warn!(target: "agent.server.rpc", conn = %peer, kind = other, "unrecognized RPC byte; closing");
