@@ -54,14 +54,11 @@ impl Bucket {
         Bucket { clock, state: Mutex::new(State { rate, burst, tokens: burst, last: now }) }
     }
 
-    /// New settings (a reload): what was earned so far is kept, up to the new burst.
+    /// New settings (a reload): a full bucket of the new size, as Consul installs a new limiter.
     pub fn set(&self, rate: Option<f64>, burst: u64) {
         let now = self.clock.now();
         let mut s = self.state.lock().expect("rpc limiter");
-        s.advance(now);
-        s.rate = rate;
-        s.burst = burst as f64;
-        s.tokens = s.tokens.min(s.burst);
+        *s = State { rate, burst: burst as f64, tokens: burst as f64, last: now };
     }
 
     /// Takes a token if there is one.
@@ -157,17 +154,16 @@ mod tests {
     }
 
     #[test]
-    fn no_rate_is_unlimited_and_settings_reload_keeping_what_was_earned() {
+    fn no_rate_is_unlimited_and_a_reload_starts_a_full_bucket() {
         let clock = Arc::new(Manual(Mutex::new(Instant::now())));
         let b = Bucket::new(None, 0, clock.clone());
         assert_eq!(taken(&b, 10_000), 10_000, "Consul's default rate is infinite");
         b.set(Some(1.0), 3);
-        assert_eq!(taken(&b, 10), 0, "an unlimited bucket held no tokens");
+        assert_eq!(taken(&b, 10), 3, "a reload installs a full bucket");
         clock.advance(Duration::from_secs(2));
         assert_eq!(taken(&b, 10), 2);
-        clock.advance(Duration::from_secs(10));
         b.set(Some(1.0), 1);
-        assert_eq!(taken(&b, 10), 1, "a smaller burst caps what was earned");
+        assert_eq!(taken(&b, 10), 1, "of the new size");
         b.set(Some(100.0), 0);
         clock.advance(Duration::from_secs(1));
         assert_eq!(taken(&b, 10), 0, "a zero burst refuses every call, as Go's limiter does");

@@ -16,11 +16,14 @@ pub const KEYS: [&str; 2] = ["lin/a", "lin/b"];
 
 /// Creates a session for the lock operations: no health checks and no TTL, so nothing but the
 /// client's own release ever frees its locks (the model knows of no other way).
+/// Waits until the server's node is in the catalog (a new leader registers it on its first
+/// reconciliation; until then Consul refuses a session for it).
 pub fn session(req: Request, server: usize) -> String {
-    let (code, body) = req(server, "PUT", "/v1/session/create", Some(br#"{"NodeChecks":[],"Name":"lin"}"#));
-    assert_eq!(code, 200, "session create: {}", String::from_utf8_lossy(&body));
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v["ID"].as_str().unwrap().to_string()
+    crate::harness::wait_for(std::time::Duration::from_secs(30), "a session", || {
+        let (code, body) = req(server, "PUT", "/v1/session/create", Some(br#"{"NodeChecks":[],"Name":"lin"}"#));
+        let v: serde_json::Value = serde_json::from_slice(&body).ok().filter(|_| code == 200)?;
+        Some(v["ID"].as_str()?.to_string())
+    })
 }
 
 /// The value and ModifyIndex of a `GET /v1/kv/<key>` answer.

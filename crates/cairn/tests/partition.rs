@@ -357,12 +357,20 @@ fn five_servers_split_two_from_three_under_load_keep_one_linearizable_history() 
             })
         })
         .collect();
-    let ops = |n: usize| {
-        wait_for(Duration::from_secs(120), "the clients to make progress", || {
-            (history.lock().unwrap().len() >= n).then_some(())
+    let ns = move || start.elapsed().as_nanos() as u64;
+    // Waits for `n` acknowledged writes (a put, check-and-set, delete, acquire or release that
+    // succeeded) called after `since`.
+    let acked = |since: u64, n: usize| {
+        wait_for(Duration::from_secs(120), "the clients' writes to be acknowledged", || {
+            let h = history.lock().unwrap();
+            let done = h
+                .iter()
+                .filter(|o| o.call >= since && o.input != Input::Get && o.output == Some(Output::Ok(true)))
+                .count();
+            (done >= n).then_some(())
         })
     };
-    ops(40);
+    acked(0, 20);
     for i in &cut {
         net.isolate(*i, true);
     }
@@ -371,14 +379,12 @@ fn five_servers_split_two_from_three_under_load_keep_one_linearizable_history() 
         let l = agreed(&servers, &majority);
         (!cut.contains(&l)).then_some(())
     });
-    let at_cut = history.lock().unwrap().len();
-    ops(at_cut + 60);
+    acked(ns(), 20);
     for i in &cut {
         net.isolate(*i, false);
     }
     agreed(&servers, &all);
-    let healed = history.lock().unwrap().len();
-    ops(healed + 40);
+    acked(ns(), 20);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();

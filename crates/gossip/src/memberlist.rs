@@ -235,6 +235,8 @@ struct Suspicion {
     /// A push/pull with the suspect is under way (it ran out unconfirmed); `deadline` is then
     /// the end of that check.
     checking: bool,
+    /// The stream token of that check: only its own answer or failure settles it.
+    check_token: u64,
 }
 
 impl Suspicion {
@@ -1169,7 +1171,16 @@ impl Memberlist {
         let n_scale = (alive.max(1) as f64).log10().max(1.0);
         let min = self.config.probe_interval.mul_f64(self.config.suspicion_mult as f64 * n_scale);
         let max = min * self.config.suspicion_max_timeout_mult;
-        let mut sus = Suspicion { start: now, min, max, k, from: vec![s.from.clone()], deadline: now, checking: false };
+        let mut sus = Suspicion {
+            start: now,
+            min,
+            max,
+            k,
+            from: vec![s.from.clone()],
+            deadline: now,
+            checking: false,
+            check_token: 0,
+        };
         sus.deadline = now + sus.timeout();
         self.suspicions.insert(s.node.clone(), sus);
         let key = s.node.clone();
@@ -1196,15 +1207,15 @@ impl Memberlist {
             return;
         }
         let window = self.scale(self.config.probe_interval) * 2;
-        if let Some(sus) = self.suspicions.get_mut(name) {
-            if self.config.suspect_check && !sus.checking && sus.unconfirmed() {
-                sus.checking = true;
-                sus.deadline = now + window;
-                self.stats.suspects_checked += 1;
-                tracing::debug!("memberlist: suspicion of {name} ran out unconfirmed; checking with it directly");
-                self.push_pull_kind(d, n.addr, StreamKind::SuspectCheck, now + window);
-                return;
-            }
+        if self.suspicions.get(name).is_some_and(|s| self.config.suspect_check && !s.checking && s.unconfirmed()) {
+            let token = self.push_pull_kind(d, n.addr, StreamKind::SuspectCheck, now + window);
+            let sus = self.suspicions.get_mut(name).expect("suspicion");
+            sus.checking = true;
+            sus.check_token = token;
+            sus.deadline = now + window;
+            self.stats.suspects_checked += 1;
+            tracing::debug!("memberlist: suspicion of {name} ran out unconfirmed; checking with it directly");
+            return;
         }
         self.suspicions.remove(name);
         tracing::info!("memberlist: marking {} as failed, suspect timeout reached", name);
@@ -1379,23 +1390,24 @@ impl Memberlist {
         token
     }
 
-    /// The node at `addr`, if we are checking our suspicion of it.
-    fn checking_at(&self, addr: SocketAddr) -> Option<String> {
-        let name = &self.nodes[*self.by_addr.get(&addr)?].name;
-        self.suspicions.get(name).is_some_and(|s| s.checking).then(|| name.clone())
+    /// The node whose suspicion the check with stream `token` is about, if it is still under way.
+    fn checked_by(&self, token: u64) -> Option<String> {
+        self.suspicions.iter().find(|(_, s)| s.checking && s.check_token == token).map(|(n, _)| n.clone())
     }
 
     /// The suspect `name` answered our check. Its answer usually carries its refutation, which
-    /// merging has applied; if it had not heard of the suspicion, its answer still proves it
-    /// alive, and our push/pull has told it to refute.
+    /// merging has applied; if it had not heard of the suspicion, its answer (even an error)
+    /// still proves it alive, and our push/pull has told it to refute.
     fn suspect_answered(&mut self, name: &str, now: Instant) {
-        self.stats.suspicions_withdrawn += 1;
         let Some(&idx) = self.index.get(name) else { return };
         if self.nodes[idx].state == State::Suspect && self.suspicions.get(name).is_some_and(|s| s.checking) {
             self.suspicions.remove(name);
             self.set_state(idx, State::Alive, now);
         }
-        tracing::info!("memberlist: {name} answered directly; suspicion withdrawn");
+        if self.nodes[idx].state == State::Alive {
+            self.stats.suspicions_withdrawn += 1;
+            tracing::info!("memberlist: {name} answered directly; suspicion withdrawn");
+        }
     }
 
     fn periodic_push_pull(&mut self, d: &mut dyn Delegate, now: Instant) {
@@ -1505,6 +1517,7 @@ impl Memberlist {
     pub fn handle_stream_reply(
         &mut self,
         d: &mut dyn Delegate,
+        token: u64,
         kind: StreamKind,
         from: SocketAddr,
         buf: &[u8],
@@ -1525,7 +1538,7 @@ impl Memberlist {
                 match wire::PushPull::decode(body) {
                     Ok((pp, _)) => {
                         let join = matches!(kind, StreamKind::PushPull { join: true });
-                        let checked = (kind == StreamKind::SuspectCheck).then(|| self.checking_at(from)).flatten();
+                        let checked = (kind == StreamKind::SuspectCheck).then(|| self.checked_by(token)).flatten();
                         self.merge_state(d, pp.nodes, now);
                         if !pp.user_state.is_empty() {
                             d.merge_remote_state(&pp.user_state, join, now);
@@ -1551,6 +1564,10 @@ impl Memberlist {
                 if let Ok(e) = msgpack::decode::<wire::ErrResp>(body) {
                     tracing::warn!(%from, "memberlist: remote error: {}", e.error);
                 }
+                // A suspect that answers with an error is alive all the same.
+                if let Some(name) = (kind == StreamKind::SuspectCheck).then(|| self.checked_by(token)).flatten() {
+                    self.suspect_answered(&name, now);
+                }
                 StreamStep::Close
             }
             _ => StreamStep::Close,
@@ -1558,16 +1575,17 @@ impl Memberlist {
     }
 
     /// A stream we asked for could not be made or answered.
-    pub fn stream_failed(&mut self, kind: StreamKind, to: SocketAddr, err: &str) {
+    pub fn stream_failed(&mut self, token: u64, kind: StreamKind, to: SocketAddr, err: &str) {
         match kind {
             StreamKind::PushPull { .. } => tracing::warn!("memberlist: push/pull with {to} failed: {err}"),
             StreamKind::Ping { .. } => tracing::debug!("memberlist: TCP fallback ping to {to} failed: {err}"),
             StreamKind::User => tracing::debug!("memberlist: stream to {to} failed: {err}"),
             StreamKind::SuspectCheck => {
                 tracing::debug!("memberlist: check of suspect {to} failed: {err}");
-                // Due at once: the next tick declares it dead.
-                if let Some(name) = self.by_addr.get(&to).map(|&i| self.nodes[i].name.clone()) {
-                    if let Some(sus) = self.suspicions.get_mut(&name).filter(|s| s.checking) {
+                // Due at once: the next tick declares it dead (a suspect that already answered
+                // this check has no suspicion left to settle).
+                if let Some(name) = self.checked_by(token) {
+                    if let Some(sus) = self.suspicions.get_mut(&name) {
                         sus.deadline = sus.start;
                     }
                 }
@@ -1600,6 +1618,7 @@ mod tests {
             from: vec!["a".into()],
             deadline: Instant::now(),
             checking: false,
+            check_token: 0,
         };
         assert_eq!(s.timeout(), Duration::from_secs(12));
         s.from.push("b".into());

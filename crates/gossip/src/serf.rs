@@ -576,7 +576,7 @@ impl Serf {
         now: Instant,
     ) -> StreamStep {
         self.pre();
-        let r = self.ml.handle_stream_reply(&mut self.s, kind, from, buf, now);
+        let r = self.ml.handle_stream_reply(&mut self.s, token, kind, from, buf, now);
         if r == StreamStep::Close {
             self.join_tokens.remove(&token);
         }
@@ -591,7 +591,7 @@ impl Serf {
 
     pub fn stream_failed(&mut self, token: u64, kind: StreamKind, to: SocketAddr, err: &str) {
         self.join_tokens.remove(&token);
-        self.ml.stream_failed(kind, to, err);
+        self.ml.stream_failed(token, kind, to, err);
     }
 
     /// Simulation support: members known from the start, with nothing gossiped about them.

@@ -31,9 +31,9 @@ use crate::rpc::{decode, dial, encode, read_frame, stopped, write_frame, MAX_RAF
 const SNAPSHOT_CHUNK: usize = 4 << 20;
 /// How long one snapshot chunk may take to be sent and taken. openraft's
 /// `install_snapshot_timeout` (200 ms) suits one small request, not megabytes: with it, a state
-/// of a few megabytes could never reach a follower that needs it. As hashicorp/raft scales its
-/// InstallSnapshot deadline with the snapshot's size, each chunk gets this and the last one, which
-/// installs the whole state, a second more per MiB of it.
+/// of a few megabytes could never reach a follower that needs it. hashicorp/raft scales its
+/// InstallSnapshot deadline with the snapshot's size (more generously); here each chunk gets this,
+/// and the last one, which installs the whole state, a second more per MiB of it.
 const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A Raft connection with no message for this long is closed (heartbeats keep live ones busy).
 const RAFT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -82,8 +82,10 @@ pub const RPC_RAFT: u8 = 0x01;
 pub const RPC_TLS: u8 = 0x03;
 /// Reserved: snapshot streams (Consul: 5).
 pub const RPC_SNAPSHOT: u8 = 0x05;
-/// The version byte that follows the protocol byte.
-pub const WIRE_VERSION: u8 = 1;
+/// The version byte that follows the protocol byte. 2: byte strings (snapshot chunks, restores,
+/// backup archives) are msgpack `bin`; a server of version 1 would misread them, so it is
+/// refused at the handshake instead (no rolling upgrade across that change).
+pub const WIRE_VERSION: u8 = 2;
 
 /// Largest RPC frame (a request or an answer): a transaction or a large catalog answer fits.
 pub const MAX_RPC_FRAME: usize = 16 << 20;
