@@ -68,10 +68,12 @@ fn main() {
     let t0 = Instant::now();
     let mut failed = Vec::new();
     let (mut ops, mut acked, mut unknown, mut faults, mut crashes, mut snaps, mut lost) = (0, 0, 0, 0, 0, 0, 0);
+    let mut locks = 0;
     for seed in first..first + seeds {
         let r = run(seed, &cfg);
         ops += r.operations;
         acked += r.acknowledged_writes;
+        locks += r.locks_taken;
         unknown += r.unknown_outcomes;
         faults += r.faults;
         crashes += r.crashes;
@@ -84,8 +86,8 @@ fn main() {
         }
         if r.violations.is_empty() {
             println!(
-                "seed {seed}: ok ({} ops, {} acknowledged writes, {} unknown, {} faults, {} crashes ({} unsynced records lost), {} leaders, {} snapshots installed)",
-                r.operations, r.acknowledged_writes, r.unknown_outcomes, r.faults, r.crashes, r.records_lost, r.leaders, r.snapshots_installed
+                "seed {seed}: ok ({} ops, {} acknowledged writes, {} locks taken, {} unknown, {} faults, {} crashes ({} unsynced records lost), {} leaders, {} snapshots installed)",
+                r.operations, r.acknowledged_writes, r.locks_taken, r.unknown_outcomes, r.faults, r.crashes, r.records_lost, r.leaders, r.snapshots_installed
             );
         } else {
             println!("seed {seed}: FAILED");
@@ -102,7 +104,7 @@ fn main() {
         }
     }
     println!(
-        "{} servers, {} seeds x {} s simulated in {:.1} s: {} failed; {ops} operations, {acked} acknowledged writes, {unknown} unknown outcomes, {faults} faults, {crashes} crashes ({lost} unsynced log records lost), {snaps} snapshots installed; clocks drift up to {}",
+        "{} servers, {} seeds x {} s simulated in {:.1} s: {} failed; {ops} operations, {acked} acknowledged writes ({locks} locks taken), {unknown} unknown outcomes, {faults} faults, {crashes} crashes ({lost} unsynced log records lost), {snaps} snapshots installed; clocks drift up to {}",
         cfg.servers,
         seeds,
         cfg.duration.as_secs(),

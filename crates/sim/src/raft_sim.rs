@@ -109,6 +109,8 @@ pub struct RaftSimReport {
     /// Client operations in the history (acknowledged, refused and unknown).
     pub operations: usize,
     pub acknowledged_writes: usize,
+    /// Lock acquires that succeeded (each a session taking a key's lock).
+    pub locks_taken: usize,
     pub unknown_outcomes: usize,
     pub faults: usize,
     pub crashes: usize,
@@ -583,12 +585,59 @@ fn kv(op: KvOp, key: &str, value: Option<&str>, cas: u64) -> Command {
     })
 }
 
+/// A lock command: acquire (`Lock`) or release (`Unlock`) `key` for `session`, setting the value.
+fn lock(op: KvOp, key: &str, value: &str, session: &str) -> Command {
+    Command::Kv(KvRequest {
+        op,
+        entry: DirEntry {
+            key: key.to_string(),
+            value: Some(value.as_bytes().to_vec()),
+            session: session.to_string(),
+            ..Default::default()
+        },
+    })
+}
+
+/// The session client `c` holds its locks with.
+fn session_of(c: usize) -> String {
+    format!("00000000-0000-4000-8000-{c:012}")
+}
+
+/// Before any fault: registers the clients' node and one session per client, with no checks and
+/// no TTL, so that only the client's own release frees its locks (the model knows of no other
+/// way).
+async fn create_sessions(fabric: &Fabric, servers: &[u64], clients: usize) {
+    let node = cairn_types::structs::RegisterRequest {
+        node: "sim-clients".into(),
+        address: "10.0.0.1".into(),
+        ..Default::default()
+    };
+    let mut cmds = vec![Command::Register(node)];
+    for c in 0..clients {
+        cmds.push(Command::SessionCreate(cairn_types::structs::Session {
+            id: session_of(c),
+            node: "sim-clients".into(),
+            behavior: "release".into(),
+            ..Default::default()
+        }));
+    }
+    for cmd in cmds {
+        'sent: loop {
+            for &id in servers {
+                let Some(raft) = fabric.raft(id) else { continue };
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), raft.client_write(cmd.clone())).await {
+                    break 'sent;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn value_of(e: &Option<Arc<DirEntry>>) -> Option<String> {
     e.as_ref().and_then(|e| e.value.as_ref()).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// One client: puts, check-and-sets and reads (consistent or under the leader's lease) against
-/// whichever server it thinks leads, until `end`.
 /// What a client task shares with the run.
 #[derive(Clone)]
 struct ClientEnv {
@@ -604,6 +653,9 @@ struct ClientEnv {
     lease: Duration,
 }
 
+/// One client: puts, check-and-sets, lock acquires and releases, and reads (consistent or under
+/// the leader's lease) against whichever server it thinks leads, until `end`.
+///
 /// `pinned`: a reader that stays with one server and only reads in default mode, as an
 /// application beside that server would; it keeps reading at a leader cut off from the others,
 /// which is where a lease that outlives the followers' shows.
@@ -688,8 +740,13 @@ async fn client(c: usize, env: ClientEnv, pinned: Option<u64>) {
         }
         n += 1;
         let value = format!("c{c}-{n}");
-        let (cmd, input) = if roll < 80 {
+        let session = session_of(c);
+        let (cmd, input) = if roll < 70 {
             (kv(KvOp::Set, &key, Some(&value), 0), Input::Put(value.clone()))
+        } else if roll < 76 {
+            (lock(KvOp::Lock, &key, &value, &session), Input::Acquire { session, value: value.clone() })
+        } else if roll < 80 {
+            (lock(KvOp::Unlock, &key, &value, &session), Input::Release { session, value: value.clone() })
         } else {
             // A check-and-set on what this server holds now, as a client would after a read.
             let Some(store) = stores.lock().expect("stores").get(&target).cloned() else { continue };
@@ -771,6 +828,8 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
     }
     let members: BTreeMap<u64, BasicNode> = ids.iter().map(|&id| (id, BasicNode::new(format!("n{id}")))).collect();
     nodes[0].raft.as_ref().expect("raft").initialize(members).await.expect("initialize");
+
+    create_sessions(&fabric, &ids, cfg.clients + ids.len()).await;
 
     let stores = Arc::new(Mutex::new(nodes.iter().map(|n| (n.id, n.store.clone())).collect::<BTreeMap<_, _>>()));
     let history = Arc::new(Mutex::new(History::default()));
@@ -946,6 +1005,11 @@ async fn run_async(seed: u64, cfg: RaftSimConfig) -> RaftSimReport {
     }
     report.operations = h.ops.len();
     report.acknowledged_writes = h.acked.len();
+    report.locks_taken = h
+        .ops
+        .iter()
+        .filter(|o| matches!((&o.input, &o.output), (Input::Acquire { .. }, Some(Output::Ok(true)))))
+        .count();
     report.unknown_outcomes = h.unknown;
     report.leaders = leaders.len();
     report.snapshots_installed = fabric.0.lock().expect("net").snapshots_installed;
@@ -1137,6 +1201,7 @@ mod tests {
             let r = run(seed, &quick(3));
             assert!(r.violations.is_empty(), "seed {seed}: {:?}\n{}", r.violations, r.trace.join("\n"));
             assert!(r.linearizable && r.acknowledged_writes > 50 && r.faults > 2, "seed {seed}: {r:?}");
+            assert!(r.locks_taken > 0, "seed {seed}: no lock was taken: {r:?}");
         }
     }
 
