@@ -124,23 +124,17 @@ fn five_agents_gossip_fail_restart_rotate_keys_and_leave() {
     let (st, _, body) = http("GET", &c.agents[1].url("/v1/kv/x"), None);
     assert_eq!((st, String::from_utf8_lossy(&body).as_ref()), (500, "No known Consul servers"));
 
-    // An event fired on a client reaches every agent.
-    let (st, _, _) = http("PUT", &c.agents[3].url("/v1/event/fire/deploy"), Some(b"v42"));
-    assert_eq!(st, 200);
-    for a in &c.agents {
-        wait_for(Duration::from_secs(10), "the event on every agent", || {
-            let v = get_json(a, "/v1/event/list?name=deploy")?;
-            (v.as_array()?.len() == 1 && v[0]["Payload"] == "djQy").then_some(())
-        });
-    }
-    // One fired on the server goes through its RPC (Consul's Internal.EventFire) and the pool.
-    let (st, _, _) = http("PUT", &c.agents[0].url("/v1/event/fire/rollback"), Some(b"v41"));
-    assert_eq!(st, 200);
-    for a in &c.agents {
-        wait_for(Duration::from_secs(10), "the server's event on every agent", || {
-            let v = get_json(a, "/v1/event/list?name=rollback")?;
-            (v.as_array()?.len() == 1 && v[0]["Payload"] == "djQx").then_some(())
-        });
+    // An event fired on a client reaches every agent; one fired on the server goes through its
+    // RPC (Consul's Internal.EventFire) and the pool. (Payloads are base64 in the list.)
+    for (from, name, payload, b64) in [(3, "deploy", "v42", "djQy"), (0, "rollback", "v41", "djQx")] {
+        let (st, _, _) = http("PUT", &c.agents[from].url(&format!("/v1/event/fire/{name}")), Some(payload.as_bytes()));
+        assert_eq!(st, 200);
+        for a in &c.agents {
+            wait_for(Duration::from_secs(10), "the event on every agent", || {
+                let v = get_json(a, &format!("/v1/event/list?name={name}"))?;
+                (v.as_array()?.len() == 1 && v[0]["Payload"] == b64).then_some(())
+            });
+        }
     }
 
     // Keyring rotation across all five, with no loss of membership.

@@ -201,10 +201,7 @@ fn agreed(servers: &[Server], which: &[usize]) -> usize {
 
 #[test]
 fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
-    assert!(
-        sh("ip netns add cairn-probe-$$ && ip netns del cairn-probe-$$"),
-        "this test makes network namespaces and needs root (CI runs as root)"
-    );
+    needs_root();
     let net = Net::new(3);
     let servers: Vec<Server> = (1..=3).map(|i| Server::start(&net, i)).collect();
     let leader = agreed(&servers, &[1, 2, 3]);
@@ -256,11 +253,15 @@ fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
     }
 }
 
-fn needs_root_and_nft() {
+fn needs_root() {
     assert!(
         sh("ip netns add cairn-probe-$$ && ip netns del cairn-probe-$$"),
         "this test makes network namespaces and needs root (CI runs as root)"
     );
+}
+
+fn needs_root_and_nft() {
+    needs_root();
     assert!(sh("command -v nft >/dev/null"), "this test needs nftables (scripts/test.sh installs it)");
 }
 
@@ -327,10 +328,7 @@ fn five_servers_split_two_from_three_under_load_keep_one_linearizable_history() 
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
-    assert!(
-        sh("ip netns add cairn-probe-$$ && ip netns del cairn-probe-$$"),
-        "this test makes network namespaces and needs root (CI runs as root)"
-    );
+    needs_root();
     let net = Net::new(5);
     let servers: Arc<Vec<Server>> = Arc::new((1..=5).map(|i| Server::start_of(&net, i, 5)).collect());
     let all = [1, 2, 3, 4, 5];
