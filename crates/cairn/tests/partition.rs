@@ -144,26 +144,33 @@ impl Server {
     }
 
     fn http_bytes(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let hdr = dir.path().join("h");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns, "curl", "-s", "--max-time", "20", "-X", method, "-D"])
-            .arg(&hdr)
-            .arg(format!("http://127.0.0.1:8500{path}"));
-        if let Some(b) = body {
-            cmd.arg("--data-binary").arg(std::ffi::OsStr::from_bytes(b));
-        }
-        let out = cmd.output().unwrap();
-        let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
-        let status = headers
-            .lines()
-            .rfind(|l| l.starts_with("HTTP/"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, headers, out.stdout)
+        http_in(&self.ns, method, path, body)
     }
+}
 
+/// An HTTP call to the agent of namespace `ns`, from inside it: (status, headers, body).
+fn http_in(ns: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let hdr = dir.path().join("h");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "curl", "-s", "--max-time", "20", "-X", method, "-D"])
+        .arg(&hdr)
+        .arg(format!("http://127.0.0.1:8500{path}"));
+    if let Some(b) = body {
+        cmd.arg("--data-binary").arg(std::ffi::OsStr::from_bytes(b));
+    }
+    let out = cmd.output().unwrap();
+    let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
+    let status = headers
+        .lines()
+        .rfind(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, headers, out.stdout)
+}
+
+impl Server {
     fn leader(&self) -> Option<String> {
         let (code, _, body) = self.http("GET", "/v1/status/leader", None);
         let v: Value = serde_json::from_str(&body).ok()?;
@@ -330,7 +337,10 @@ fn five_servers_split_two_from_three_under_load_keep_one_linearizable_history() 
 
     needs_root();
     let net = Net::new(5);
-    let servers: Arc<Vec<Server>> = Arc::new((1..=5).map(|i| Server::start_of(&net, i, 5)).collect());
+    // The clients get the namespaces' names only: the servers stay this thread's, so a failing
+    // assertion here still kills them (a client thread outlives the test's unwinding).
+    let servers: Vec<Server> = (1..=5).map(|i| Server::start_of(&net, i, 5)).collect();
+    let names: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.ns.clone()).collect());
     let all = [1, 2, 3, 4, 5];
     let leader = agreed(&servers, &all);
     let cut: Vec<usize> = vec![leader, all.iter().copied().find(|i| *i != leader).unwrap()];
@@ -339,12 +349,20 @@ fn five_servers_split_two_from_three_under_load_keep_one_linearizable_history() 
     let start = Instant::now();
     let history: Arc<Mutex<Vec<Operation>>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // On the way out, failing or not, the clients stop.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_clients = StopOnDrop(stop.clone());
     let threads: Vec<_> = (0..5)
         .map(|t| {
-            let (servers, history, stop) = (servers.clone(), history.clone(), stop.clone());
+            let (names, history, stop) = (names.clone(), history.clone(), stop.clone());
             std::thread::spawn(move || {
                 let req = |i: usize, method: &str, path: &str, body: Option<&[u8]>| {
-                    let (code, _, b) = servers[i].http_bytes(method, path, body);
+                    let (code, _, b) = http_in(&names[i], method, path, body);
                     (code, b)
                 };
                 let now = move || start.elapsed().as_nanos() as u64;
