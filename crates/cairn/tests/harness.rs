@@ -195,14 +195,18 @@ pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, String, Vec<u
     }
     let out = child.wait_with_output().unwrap();
     let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
-    // The last status line counts: curl records `100 Continue` first for large bodies.
-    let status = headers
+    (status_of(&headers), headers, out.stdout)
+}
+
+/// The status of the headers curl dumped (`-D`); 0 when none came. The last status line counts:
+/// curl records `100 Continue` first for large bodies.
+pub fn status_of(headers: &str) -> u16 {
+    headers
         .lines()
         .rfind(|l| l.starts_with("HTTP/"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, headers, out.stdout)
+        .unwrap_or(0)
 }
 
 pub fn header(headers: &str, name: &str) -> Option<String> {

@@ -161,13 +161,7 @@ fn http_in(ns: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Str
     }
     let out = cmd.output().unwrap();
     let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
-    let status = headers
-        .lines()
-        .rfind(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, headers, out.stdout)
+    (crate::harness::status_of(&headers), headers, out.stdout)
 }
 
 impl Server {
