@@ -42,7 +42,8 @@ usage: cairn-bench [options]
                         each consistency mode, CAS, and blocking-query fan-out to 1,000 and
                         10,000 watchers against etcd watches)
   --only LABELS         run only these workloads, comma-separated as the output labels them
-                        (e.g. put@64,get-stale@64,fanout@10000)
+                        (e.g. put@64,get-stale@64,fanout@10000; fanout-http@N,
+                        fanout-rpc@N, fanout-etcd@N run one side of a fan-out)
   --failover            instead: three Cairn servers, SIGKILL the leader under writes, report
                         how long until writes are acknowledged again (--rounds kills)
   -h, --help            this text

@@ -4,6 +4,10 @@
 //! `X-Consul-LastContact`; heal, and all three agree on one history. One-way cuts are nftables
 //! rules in a server's namespace that drop what it receives from some peers. Five servers split
 //! two from three under a client load whose whole history is checked for linearizability.
+//!
+//! Without root (a developer's machine), each test re-runs itself inside an unprivileged user
+//! namespace with its own network and mount namespaces, where it may make all of the above: the
+//! same test, on the same kind of network, with nothing of the host's touched.
 
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Child, Command, Stdio};
@@ -202,7 +206,9 @@ fn agreed(servers: &[Server], which: &[usize]) -> usize {
 
 #[test]
 fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
-    needs_root();
+    if !can_make_namespaces("partition::an_isolated_leader_steps_aside_and_the_majority_goes_on") {
+        return;
+    }
     let net = Net::new(3);
     let servers: Vec<Server> = (1..=3).map(|i| Server::start(&net, i)).collect();
     let leader = agreed(&servers, &[1, 2, 3]);
@@ -254,21 +260,47 @@ fn an_isolated_leader_steps_aside_and_the_majority_goes_on() {
     }
 }
 
-fn needs_root() {
+/// Set in the environment of a test re-run inside a user namespace of its own.
+const IN_USERNS: &str = "CAIRN_TEST_IN_USERNS";
+
+/// Whether the calling test `test` (its name in this binary) runs here: true where network
+/// namespaces can be made (root, as in CI, or already inside the user namespace below). Otherwise
+/// it runs again, now, inside an unprivileged user namespace with its own network and mount
+/// namespaces (where it is root over them, with a private `/run` for `ip netns`), this test
+/// passing or failing with it, and false is returned: the caller has nothing left to do.
+fn can_make_namespaces(test: &str) -> bool {
+    if std::env::var_os(IN_USERNS).is_some()
+        || sh("ip netns add cairn-probe-$$ 2>/dev/null && ip netns del cairn-probe-$$")
+    {
+        return true;
+    }
     assert!(
-        sh("ip netns add cairn-probe-$$ && ip netns del cairn-probe-$$"),
-        "this test makes network namespaces and needs root (CI runs as root)"
+        sh("unshare --user --map-root-user --net --mount true"),
+        "this test makes network namespaces: it needs root (as CI has) or unprivileged user namespaces"
     );
+    let exe = std::env::current_exe().expect("the test binary");
+    let status = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs tmpfs /run && mkdir -p /run/netns && ip link set lo up && exec "$0" "$@""#)
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_USERNS, "1")
+        .status()
+        .expect("running unshare");
+    assert!(status.success(), "{test} failed inside its own user namespace ({status})");
+    false
 }
 
-fn needs_root_and_nft() {
-    needs_root();
+fn needs_nft() {
     assert!(sh("command -v nft >/dev/null"), "this test needs nftables (scripts/test.sh installs it)");
 }
 
 #[test]
 fn one_way_cuts_are_ridden_out_or_fail_over() {
-    needs_root_and_nft();
+    needs_nft();
+    if !can_make_namespaces("partition::one_way_cuts_are_ridden_out_or_fail_over") {
+        return;
+    }
     let net = Net::new(3);
     let servers: Vec<Server> = (1..=3).map(|i| Server::start(&net, i)).collect();
     let leader = agreed(&servers, &[1, 2, 3]);
@@ -329,7 +361,9 @@ fn five_servers_split_two_from_three_under_load_keep_one_linearizable_history() 
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
-    needs_root();
+    if !can_make_namespaces("partition::five_servers_split_two_from_three_under_load_keep_one_linearizable_history") {
+        return;
+    }
     let net = Net::new(5);
     // The clients get the namespaces' names only: the servers stay this thread's, so a failing
     // assertion here still kills them (a client thread outlives the test's unwinding).

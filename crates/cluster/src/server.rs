@@ -483,7 +483,7 @@ impl Server {
             };
             match r {
                 Err(Error::NoLeader) | Err(Error::NotLeader { leader: None }) => {
-                    if !self.wait_leader_change(deadline).await {
+                    if !Box::pin(self.wait_leader_change(deadline)).await {
                         return Err(Error::NoLeader);
                     }
                 }
@@ -535,7 +535,9 @@ impl Server {
             }
         }
         // A leader that loses its quorum mid-write never commits it: give up after the hold time.
-        let Ok(r) = tokio::time::timeout(self.cfg.rpc_hold_timeout, self.raft.client_write(cmd)).await else {
+        // Boxed: openraft's write future is about 15 KB, which every caller's future would
+        // otherwise carry and copy as it is built up.
+        let Ok(r) = tokio::time::timeout(self.cfg.rpc_hold_timeout, Box::pin(self.raft.client_write(cmd))).await else {
             // Consul's words for a write its leader could not commit before losing the quorum (it
             // may still commit later, if the quorum returns before another leader overwrites it).
             return Err(Error::Fatal("leadership lost while committing log".into()));
@@ -573,10 +575,13 @@ impl Server {
 
     /// Waits until this server has applied `index`.
     async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) -> Result<(), Error> {
+        // Mostly it already has: no need for openraft's waiter (a subscription to its metrics).
+        if self.raft.metrics().borrow_watched().last_applied.as_ref().is_some_and(|a| a.index >= index) {
+            return Ok(());
+        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
-        self.raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "read point")
+        // Boxed: openraft's waiter is kilobytes, which every read's future would carry.
+        Box::pin(self.raft.wait(Some(left)).applied_index_at_least(Some(index), "read point"))
             .await
             .map(|_| ())
             .map_err(|_| Error::NoLeader)
@@ -596,6 +601,8 @@ impl Server {
     }
 
     async fn read_barrier(&self, consistent: bool) -> Result<(), Error> {
+        // openraft's futures are large (kilobytes each): they are boxed, so that every read's
+        // future (and every blocking query's, which lives as long as it waits) stays small.
         let deadline = tokio::time::Instant::now() + self.cfg.rpc_hold_timeout;
         if !consistent {
             if let Some((index, applied)) = self.lease_read_index() {
@@ -603,7 +610,7 @@ impl Server {
             }
         }
         loop {
-            let r = match self.local_read_index(consistent).await {
+            let r = match Box::pin(self.local_read_index(consistent)).await {
                 Ok(index) => return self.wait_applied(index, deadline).await,
                 Err(Error::NotLeader { leader: Some(addr) }) => {
                     let (rpc, to, timeout) = (self.rpc.clone(), addr.clone(), self.forward_timeout());
@@ -611,7 +618,7 @@ impl Server {
                     // flight before its own.
                     let asked = tokio::time::timeout(
                         self.forward_timeout(),
-                        self.read_batches.read_index((addr, consistent), move || {
+                        Box::pin(self.read_batches.read_index((addr, consistent), move || {
                             let (rpc, to) = (rpc.clone(), to.clone());
                             async move {
                                 match rpc.call(&to, Request::ReadIndex { consistent }, timeout).await {
@@ -622,7 +629,7 @@ impl Server {
                                     Err(_) => Err(Error::NoLeader),
                                 }
                             }
-                        }),
+                        })),
                     )
                     .await;
                     match asked {
@@ -635,7 +642,7 @@ impl Server {
             };
             match r {
                 Err(Error::NoLeader) | Err(Error::NotLeader { leader: None }) => {
-                    if !self.wait_leader_change(deadline).await {
+                    if !Box::pin(self.wait_leader_change(deadline)).await {
                         return Err(Error::NoLeader);
                     }
                 }
@@ -743,13 +750,18 @@ impl Server {
 
     /// The server side of [`Request`]s from other servers.
     pub(crate) async fn handle_rpc(&self, req: Request) -> Result<Response, Error> {
+        // Each arm's future is boxed: their sizes would add up to the largest (kilobytes, with
+        // openraft's inside), and every request in flight, every blocking query among them,
+        // would carry that.
         match req {
             // Only the leader proposes a forwarded write: forwarding it on again could loop.
             Request::Apply(cmd) => {
-                let a = self.apply_local(*cmd).await?;
+                let a = Box::pin(self.apply_local(*cmd)).await?;
                 Ok(Response::Applied { index: a.index, result: a.result })
             }
-            Request::ReadIndex { consistent } => self.local_read_index(consistent).await.map(Response::ReadIndex),
+            Request::ReadIndex { consistent } => {
+                Box::pin(self.local_read_index(consistent)).await.map(Response::ReadIndex)
+            }
             Request::SessionRenew { id, ttl_ms } => {
                 if !self.is_leader() {
                     return Err(Error::NotLeader { leader: self.leader_addr() });
@@ -757,20 +769,23 @@ impl Server {
                 crate::leader::reset_session_timer(self, &id, Duration::from_millis(ttl_ms));
                 Ok(Response::Ok)
             }
-            Request::RemovePeer { id } => self.remove_peer(id).await.map(|_| Response::Ok),
+            Request::RemovePeer { id } => Box::pin(self.remove_peer(id)).await.map(|_| Response::Ok),
             Request::RaftConfiguration => {
                 let (servers, index, _) = self.raft_configuration();
                 Ok(Response::RaftConfiguration { servers, index })
             }
-            Request::TransferLeader { id } => self.transfer_leader(id).await.map(Response::Transferred),
-            Request::Write(req) => crate::endpoints::write::on_leader(self, *req).await.map(Response::Written),
+            Request::TransferLeader { id } => Box::pin(self.transfer_leader(id)).await.map(Response::Transferred),
+            Request::Write(req) => {
+                Box::pin(crate::endpoints::write::on_leader(self, *req)).await.map(Response::Written)
+            }
             Request::Read(r) => {
                 let (req, q) = *r;
                 let (meta, res) = crate::endpoints::read(self, &req, &q).await?;
                 Ok(Response::Read(meta, Box::new(res)))
             }
             Request::RaftState => {
-                let initialized = self.raft.is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
+                let initialized =
+                    Box::pin(self.raft.is_initialized()).await.map_err(|e| Error::Fatal(e.to_string()))?;
                 Ok(Response::RaftState { initialized, voters: self.peers() })
             }
         }

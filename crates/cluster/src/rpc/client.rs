@@ -44,6 +44,10 @@ impl std::fmt::Display for CallError {
 #[derive(Default)]
 pub struct RpcClient {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
+    /// One dial at a time per address: the many calls that find no connection at once (a burst
+    /// at start, or after a break) wait for one dial and share it, rather than each opening its
+    /// own (which would also run into the server's `rpc_max_conns_per_client`).
+    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_id: AtomicU64,
 }
 
@@ -55,13 +59,21 @@ impl RpcClient {
         RpcClient::default()
     }
 
+    fn open_conn(&self, addr: &str) -> Option<Arc<Conn>> {
+        self.conns.lock().expect("rpc conns").get(addr).filter(|c| !c.tx.is_closed()).cloned()
+    }
+
     async fn conn(&self, addr: &str) -> io::Result<Arc<Conn>> {
-        if let Some(c) = self.conns.lock().expect("rpc conns").get(addr) {
-            if !c.tx.is_closed() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.open_conn(addr) {
+            return Ok(c);
         }
-        let stream = dial(addr, RPC_CAIRN, DIAL_TIMEOUT).await?;
+        let lock = self.dialing.lock().expect("rpc dialing").entry(addr.to_string()).or_default().clone();
+        let _dialing = lock.lock().await;
+        if let Some(c) = self.open_conn(addr) {
+            return Ok(c);
+        }
+        // Boxed: a dial is rare, and its future would otherwise be carried by every call's.
+        let stream = Box::pin(dial(addr, RPC_CAIRN, DIAL_TIMEOUT)).await?;
         let (rd, wr) = stream.into_split();
         let mut rd = frame_reader(rd);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);

@@ -126,8 +126,16 @@ pub async fn pump_frames<W: AsyncWrite + Unpin>(w: W, rx: &mut mpsc::Receiver<Ve
     let mut w = tokio::io::BufWriter::with_capacity(FRAME_BUF, w);
     while let Some(f) = rx.recv().await {
         write_frame(&mut w, &f).await?;
+        // A burst (many answers one change released, or many callers at once): let the tasks
+        // about to queue theirs run first, once, so that the burst leaves in a few writes rather
+        // than one each. A lone frame is not held back.
+        let mut burst = false;
         while let Ok(f) = rx.try_recv() {
             write_frame(&mut w, &f).await?;
+            if !burst {
+                burst = true;
+                tokio::task::yield_now().await;
+            }
         }
         w.flush().await?;
     }
@@ -395,6 +403,22 @@ mod tests {
     fn put(key: &str) -> Request {
         let entry = DirEntry { key: key.into(), value: Some(b"v".to_vec()), ..Default::default() };
         Request::Write(Box::new(WriteRequest::KvsApply { op: KvOp::Set, entry }))
+    }
+
+    /// Many calls on a fresh client at once (a client agent's burst at start) share one
+    /// connection: with the server allowing one connection per client address, all succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_calls_share_one_dial() {
+        let (_server, addr) = lone_server(ServerConfig { max_conns_per_client: 1, ..Default::default() }).await;
+        let client = std::sync::Arc::new(RpcClient::new());
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let (client, at) = (client.clone(), addr.to_string());
+            calls.spawn(async move { client.call(&at, put(&format!("k{i}")), Duration::from_secs(10)).await });
+        }
+        while let Some(r) = calls.join_next().await {
+            assert!(matches!(r.unwrap(), Ok(Response::Written(_))), "every call goes through the one connection");
+        }
     }
 
     /// More blocking queries than [`super::MAX_IN_FLIGHT`] on one connection (as a client agent
