@@ -224,7 +224,7 @@ pub(crate) async fn run(o: Opts) -> Result<()> {
                 }
                 .with_context(|| format!("{name} fan-out to {watchers} round {}", r + 1))?;
                 println!(
-                    "  round {}/{} {:<10} p50 {:>8.3} ms  p99 {:>8.3} ms  last {:>8.3} ms  (p99 from the ack {:>8.3} ms)  CPU busy {:>3.0}%",
+                    "  round {}/{} {:<10} p50 {:>8.3} ms  p99 {:>8.3} ms  last {:>8.3} ms  (p99 from the ack {:>8.3} ms)  CPU busy {}",
                     r + 1,
                     o.rounds,
                     name,
@@ -232,7 +232,8 @@ pub(crate) async fn run(o: Opts) -> Result<()> {
                     f.p99_ms,
                     f.max_ms,
                     f.p99_ack_ms,
-                    f.busy_pct
+                    // Under one tick of /proc/stat (10 ms), the share cannot be told.
+                    if f.busy_pct.is_nan() { "n/a".to_string() } else { format!("{:>3.0}%", f.busy_pct) }
                 );
                 res.push(f);
             }
