@@ -207,7 +207,8 @@ pub(crate) async fn run(o: Opts) -> Result<()> {
         );
         println!("  latency: from sending the write until each watcher has its answer (the ack can come later");
         println!("  than the answers; p99 from the ack is shown for reference);");
-        println!("  CPU busy: share of both cores in use from the write until its last answer;");
+        println!("  CPU busy: share of both cores in use from the write until its last answer; watchers' CPU:");
+        println!("  what the benchmark's own process (all the watchers) used of it;");
         println!("  figures are medians over the {FANOUT_WRITES} writes of each round");
         let rpc_addrs = leader_first(cairn_rpc.clone(), cairn_leader);
         let modes = [("cairn http", &systems[0]), ("cairn rpc", &systems[0]), ("etcd", &systems[1])];
@@ -224,7 +225,7 @@ pub(crate) async fn run(o: Opts) -> Result<()> {
                 }
                 .with_context(|| format!("{name} fan-out to {watchers} round {}", r + 1))?;
                 println!(
-                    "  round {}/{} {:<10} p50 {:>8.3} ms  p99 {:>8.3} ms  last {:>8.3} ms  (p99 from the ack {:>8.3} ms)  CPU busy {}",
+                    "  round {}/{} {:<10} p50 {:>8.3} ms  p99 {:>8.3} ms  last {:>8.3} ms  (p99 from the ack {:>8.3} ms)  CPU busy {}, watchers' CPU {:.0} ms",
                     r + 1,
                     o.rounds,
                     name,
@@ -233,7 +234,8 @@ pub(crate) async fn run(o: Opts) -> Result<()> {
                     f.max_ms,
                     f.p99_ack_ms,
                     // Under one tick of /proc/stat (10 ms), the share cannot be told.
-                    if f.busy_pct.is_nan() { "n/a".to_string() } else { format!("{:>3.0}%", f.busy_pct) }
+                    if f.busy_pct.is_nan() { "n/a".to_string() } else { format!("{:>3.0}%", f.busy_pct) },
+                    f.watchers_cpu_ms
                 );
                 res.push(f);
             }
@@ -279,10 +281,13 @@ struct Fanout {
     max_ms: f64,
     p99_ack_ms: f64,
     busy_pct: f64,
+    /// CPU time the benchmark's own process (the watchers and their clients) used from the write
+    /// to its last answer: what the servers used is the rest of the busy share.
+    watchers_cpu_ms: f64,
 }
 
 /// One write's figures: [p50, p99, last] from `sent`, p99 from `acked`, `busy`.
-fn write_figures(sent: Instant, acked: Instant, answers: &[Instant], busy: f64) -> [f64; 5] {
+fn write_figures(sent: Instant, acked: Instant, answers: &[Instant], busy: f64, own_ms: f64) -> [f64; 6] {
     let sorted = |from: Instant| {
         let mut us: Vec<u32> = answers
             .iter()
@@ -293,12 +298,13 @@ fn write_figures(sent: Instant, acked: Instant, answers: &[Instant], busy: f64) 
     };
     let ms = |v: u32| v as f64 / 1000.0;
     let (s, a) = (sorted(sent), sorted(acked));
-    [ms(percentile(&s, 0.50)), ms(percentile(&s, 0.99)), ms(*s.last().unwrap_or(&0)), ms(percentile(&a, 0.99)), busy]
+    let last = ms(*s.last().unwrap_or(&0));
+    [ms(percentile(&s, 0.50)), ms(percentile(&s, 0.99)), last, ms(percentile(&a, 0.99)), busy, own_ms]
 }
 
-fn summarize(per_write: Vec<[f64; 5]>) -> Fanout {
+fn summarize(per_write: Vec<[f64; 6]>) -> Fanout {
     let m = |i: usize| median(per_write.iter().map(|w| w[i]).collect());
-    Fanout { p50_ms: m(0), p99_ms: m(1), max_ms: m(2), p99_ack_ms: m(3), busy_pct: m(4) }
+    Fanout { p50_ms: m(0), p99_ms: m(1), max_ms: m(2), p99_ack_ms: m(3), busy_pct: m(4), watchers_cpu_ms: m(5) }
 }
 
 /// Collects `n` answers, each the instant a watcher had it, within [`FANOUT_TIMEOUT`].
@@ -499,10 +505,10 @@ async fn drive_cairn_fanout(
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let (cpu, sent) = (cpu_jiffies(), Instant::now());
+        let (cpu, own, sent) = (cpu_jiffies(), own_cpu_ms(), Instant::now());
         let acked = fanout_put(http, t, n).await?;
         let answers = collect(&mut rx, watchers, "cairn").await?;
-        per_write.push(write_figures(sent, acked, &answers, busy_since(cpu)));
+        per_write.push(write_figures(sent, acked, &answers, busy_since(cpu), own_cpu_ms() - own));
     }
     while let Some(j) = set.join_next().await {
         j.context("watcher panicked")??;
@@ -571,11 +577,11 @@ async fn fanout_etcd(t: &Target, watchers: usize) -> Result<Fanout> {
     }
     let mut per_write = Vec::new();
     for n in 1..=FANOUT_WRITES {
-        let (cpu, sent) = (cpu_jiffies(), Instant::now());
+        let (cpu, own, sent) = (cpu_jiffies(), own_cpu_ms(), Instant::now());
         writer.put(KEY, n.to_string().as_bytes()).await?;
         let acked = Instant::now();
         let answers = collect(&mut rx, watchers, "etcd").await?;
-        per_write.push(write_figures(sent, acked, &answers, busy_since(cpu)));
+        per_write.push(write_figures(sent, acked, &answers, busy_since(cpu), own_cpu_ms() - own));
     }
     while let Some(j) = set.join_next().await {
         j.context("watcher panicked")??;
@@ -593,6 +599,17 @@ fn busy_since(since: (u64, u64)) -> f64 {
     } else {
         100.0 * busy as f64 / total as f64
     }
+}
+
+/// CPU time (user and system) this process has used, in milliseconds.
+fn own_cpu_ms() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    ms(u.ru_utime) + ms(u.ru_stime)
 }
 
 /// (busy, idle) jiffies of all cores, from /proc/stat.
