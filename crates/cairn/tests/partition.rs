@@ -279,15 +279,20 @@ fn can_make_namespaces(test: &str) -> bool {
         "this test makes network namespaces: it needs root (as CI has) or unprivileged user namespaces"
     );
     let exe = std::env::current_exe().expect("the test binary");
-    let status = Command::new("unshare")
+    let out = Command::new("unshare")
         .args(["--user", "--map-root-user", "--net", "--mount", "--propagation", "private", "sh", "-c"])
         .arg(r#"mount -t tmpfs tmpfs /run && mkdir -p /run/netns && ip link set lo up && exec "$0" "$@""#)
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(IN_USERNS, "1")
-        .status()
+        .output()
         .expect("running unshare");
-    assert!(status.success(), "{test} failed inside its own user namespace ({status})");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+    eprint!("{stderr}");
+    assert!(out.status.success(), "{test} failed inside its own user namespace ({})", out.status);
+    // A name that matched nothing would run no test and "pass": it must have run exactly this one.
+    assert!(stdout.contains("test result: ok. 1 passed"), "{test} did not run inside its user namespace");
     false
 }
 

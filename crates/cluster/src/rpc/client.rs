@@ -46,13 +46,22 @@ pub struct RpcClient {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     /// One dial at a time per address: the many calls that find no connection at once (a burst
     /// at start, or after a break) wait for one dial and share it, rather than each opening its
-    /// own (which would also run into the server's `rpc_max_conns_per_client`).
-    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// own (which would also run into the server's `rpc_max_conns_per_client`). The lock holds
+    /// the last failed dial: those who waited for it take its error rather than each dialling
+    /// again in turn (k waiters on an address that drops packets would otherwise wait k dials).
+    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<DialFailure>>>>>,
     next_id: AtomicU64,
 }
 
+/// A dial that failed: when it ended, and why.
+struct DialFailure {
+    at: std::time::Instant,
+    kind: io::ErrorKind,
+    msg: String,
+}
+
 /// How long a dial may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RpcClient {
     pub fn new() -> RpcClient {
@@ -67,13 +76,23 @@ impl RpcClient {
         if let Some(c) = self.open_conn(addr) {
             return Ok(c);
         }
+        let asked = std::time::Instant::now();
         let lock = self.dialing.lock().expect("rpc dialing").entry(addr.to_string()).or_default().clone();
-        let _dialing = lock.lock().await;
+        let mut last_failure = lock.lock().await;
         if let Some(c) = self.open_conn(addr) {
             return Ok(c);
         }
+        if let Some(f) = last_failure.as_ref().filter(|f| f.at >= asked) {
+            return Err(io::Error::new(f.kind, f.msg.clone()));
+        }
         // Boxed: a dial is rare, and its future would otherwise be carried by every call's.
-        let stream = Box::pin(dial(addr, RPC_CAIRN, DIAL_TIMEOUT)).await?;
+        let stream = match Box::pin(dial(addr, RPC_CAIRN, DIAL_TIMEOUT)).await {
+            Ok(s) => s,
+            Err(e) => {
+                *last_failure = Some(DialFailure { at: std::time::Instant::now(), kind: e.kind(), msg: e.to_string() });
+                return Err(e);
+            }
+        };
         let (rd, wr) = stream.into_split();
         let mut rd = frame_reader(rd);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
@@ -99,6 +118,14 @@ impl RpcClient {
         Ok(c)
     }
 
+    /// Drops the connection `c` to `addr` from the pool, unless another has replaced it there.
+    fn forget(&self, addr: &str, c: &Arc<Conn>) {
+        let mut conns = self.conns.lock().expect("rpc conns");
+        if conns.get(addr).is_some_and(|now| Arc::ptr_eq(now, c)) {
+            conns.remove(addr);
+        }
+    }
+
     /// Sends `req` to the server at `addr` and waits up to `timeout` for its answer.
     pub async fn call(&self, addr: &str, req: Request, timeout: Duration) -> Result<Response, CallError> {
         let c = self.conn(addr).await.map_err(CallError::Unsent)?;
@@ -108,14 +135,14 @@ impl RpcClient {
         c.pending.lock().expect("rpc pending").insert(id, tx);
         if c.tx.send(frame).await.is_err() {
             c.pending.lock().expect("rpc pending").remove(&id);
-            self.conns.lock().expect("rpc conns").remove(addr);
+            self.forget(addr, &c);
             return Err(CallError::Unsent(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed")));
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(r))) => Ok(r),
             Ok(Ok(Err(e))) => Err(CallError::Remote(e)),
             Ok(Err(_)) => {
-                self.conns.lock().expect("rpc conns").remove(addr);
+                self.forget(addr, &c);
                 Err(CallError::Lost(format!("connection to {addr} lost")))
             }
             Err(_) => {

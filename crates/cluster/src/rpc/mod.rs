@@ -421,6 +421,43 @@ mod tests {
         }
     }
 
+    /// Callers that queue behind a dial that fails take its failure: against an address whose
+    /// full accept queue drops new connections (each dial waits out its timeout), twenty calls at
+    /// once all fail after about one dial's timeout, not twenty in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_queued_on_a_failing_dial_share_its_failure() {
+        use super::client::{CallError, DIAL_TIMEOUT};
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = sock.local_addr().unwrap();
+        // Never accepts: once its queue is full, the kernel drops further connection attempts.
+        let _listener = sock.listen(1).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await
+            {
+                held.push(s);
+            }
+        }
+        let client = std::sync::Arc::new(RpcClient::new());
+        let started = std::time::Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let (client, at) = (client.clone(), addr.to_string());
+            calls.spawn(async move { client.call(&at, put(&format!("k{i}")), Duration::from_secs(1)).await });
+        }
+        while let Some(r) = calls.join_next().await {
+            assert!(
+                matches!(r.unwrap(), Err(CallError::Unsent(_))),
+                "a dial that cannot connect leaves the call unsent"
+            );
+        }
+        let took = started.elapsed();
+        assert!(took >= DIAL_TIMEOUT, "the dials did wait for their timeout ({took:?})");
+        assert!(took < DIAL_TIMEOUT * 3, "twenty callers took {took:?}: they dialled in turn");
+    }
+
     /// More blocking queries than [`super::MAX_IN_FLIGHT`] on one connection (as a client agent
     /// or a follower sends all its callers' over one) are all held, a write sent behind them is
     /// answered while they wait, and one change of the key answers every one of them.
