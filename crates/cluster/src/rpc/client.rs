@@ -46,18 +46,18 @@ pub struct RpcClient {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     /// One dial at a time per address: the many calls that find no connection at once (a burst
     /// at start, or after a break) wait for one dial and share it, rather than each opening its
-    /// own (which would also run into the server's `rpc_max_conns_per_client`). The lock holds
-    /// the last failed dial: those who waited for it take its error rather than each dialling
-    /// again in turn (k waiters on an address that drops packets would otherwise wait k dials).
-    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<DialFailure>>>>>,
+    /// own (which would also run into the server's `rpc_max_conns_per_client`). Those who waited
+    /// for a dial that failed take its error rather than each dialling again in turn (k waiters
+    /// on an address that drops packets would otherwise wait k dials).
+    dialing: Mutex<HashMap<String, Arc<DialSlot>>>,
     next_id: AtomicU64,
 }
 
-/// A dial that failed: when it ended, and why.
-struct DialFailure {
-    at: std::time::Instant,
-    kind: io::ErrorKind,
-    msg: String,
+/// One address's dials: one at a time (the lock), how many failed, and why the last did.
+#[derive(Default)]
+struct DialSlot {
+    failed: AtomicU64,
+    last_failure: tokio::sync::Mutex<Option<(io::ErrorKind, String)>>,
 }
 
 /// How long a dial may take.
@@ -76,20 +76,23 @@ impl RpcClient {
         if let Some(c) = self.open_conn(addr) {
             return Ok(c);
         }
-        let asked = std::time::Instant::now();
-        let lock = self.dialing.lock().expect("rpc dialing").entry(addr.to_string()).or_default().clone();
-        let mut last_failure = lock.lock().await;
+        let slot = self.dialing.lock().expect("rpc dialing").entry(addr.to_string()).or_default().clone();
+        let failed_before = slot.failed.load(Ordering::Acquire);
+        let mut last_failure = slot.last_failure.lock().await;
         if let Some(c) = self.open_conn(addr) {
             return Ok(c);
         }
-        if let Some(f) = last_failure.as_ref().filter(|f| f.at >= asked) {
-            return Err(io::Error::new(f.kind, f.msg.clone()));
+        // A dial failed while this caller waited: that is its answer too.
+        if let Some((kind, msg)) = last_failure.as_ref().filter(|_| slot.failed.load(Ordering::Acquire) > failed_before)
+        {
+            return Err(io::Error::new(*kind, msg.clone()));
         }
         // Boxed: a dial is rare, and its future would otherwise be carried by every call's.
         let stream = match Box::pin(dial(addr, RPC_CAIRN, DIAL_TIMEOUT)).await {
             Ok(s) => s,
             Err(e) => {
-                *last_failure = Some(DialFailure { at: std::time::Instant::now(), kind: e.kind(), msg: e.to_string() });
+                *last_failure = Some((e.kind(), e.to_string()));
+                slot.failed.fetch_add(1, Ordering::Release);
                 return Err(e);
             }
         };
