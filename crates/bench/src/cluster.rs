@@ -201,7 +201,8 @@ pub(crate) async fn run(o: Opts) -> Result<()> {
         println!("              connection each (as a Consul API client holds one per watch), re-armed at once");
         println!("  cairn rpc:  the same blocking queries as client agents send them: KVS.Get on the servers'");
         println!("              RPC port, {BLOCKING_PER_RPC_CONN} per multiplexed connection (a client agent carries all its");
-        println!("              callers' on one, as Consul's do over yamux), re-armed at once");
+        println!("              callers' on one, as Consul's do over yamux), re-armed at once; identical");
+        println!("              queries queued together on one connection travel as one request");
         println!(
             "  etcd:       watches, {WATCHES_PER_ETCD_CLIENT} per client on one gRPC stream (as clientv3 carries them)"
         );

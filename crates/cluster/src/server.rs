@@ -176,8 +176,11 @@ pub struct Server {
     lan_servers: std::sync::Mutex<Vec<ServerInfo>>,
     /// Session TTL deadlines, kept by the leader (see [`crate::leader::reap_sessions`]).
     pub(crate) session_timers: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// Blocking queries this server is holding now (Consul's `consul.rpc.queries_blocking`).
+    /// Blocking queries this server is holding now (Consul's `consul.rpc.queries_blocking`),
+    /// counted as their callers made them.
     pub(crate) blocking: AtomicUsize,
+    /// The queries those run as: identical ones an RPC client gathered are one.
+    pub(crate) blocking_evaluations: AtomicUsize,
     /// When this server last began a leadership transfer (see [`Server::lease_read_index`]).
     transfer_started: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
@@ -327,6 +330,7 @@ impl Server {
             lock_delays,
             session_timers: Default::default(),
             blocking: AtomicUsize::new(0),
+            blocking_evaluations: AtomicUsize::new(0),
             transfer_started: std::sync::Mutex::new(None),
             lan: Default::default(),
             lan_servers: Default::default(),
@@ -513,6 +517,11 @@ impl Server {
     /// Blocking queries waiting on this server now (a follower's forwarded ones wait on the leader).
     pub fn blocking_queries(&self) -> usize {
         self.blocking.load(Ordering::Relaxed)
+    }
+
+    /// The queries [`Self::blocking_queries`] run as: those an RPC client gathered are one.
+    pub fn blocking_evaluations(&self) -> usize {
+        self.blocking_evaluations.load(Ordering::Relaxed)
     }
 
     /// Set when the server shuts down (blocking queries return then).
@@ -749,7 +758,9 @@ impl Server {
     }
 
     /// The server side of [`Request`]s from other servers.
-    pub(crate) async fn handle_rpc(&self, req: Request) -> Result<Response, Error> {
+    /// Answers an RPC request on behalf of `callers` callers (more than one when a client
+    /// gathered identical reads into it).
+    pub(crate) async fn handle_rpc(&self, req: Request, callers: usize) -> Result<Response, Error> {
         // Each arm's future is boxed: their sizes would add up to the largest (kilobytes, with
         // openraft's inside), and every request in flight, every blocking query among them,
         // would carry that.
@@ -780,7 +791,7 @@ impl Server {
             }
             Request::Read(r) => {
                 let (req, q) = *r;
-                let (meta, res) = crate::endpoints::read(self, &req, &q).await?;
+                let (meta, res) = crate::endpoints::read_for(self, &req, &q, callers).await?;
                 Ok(Response::Read(meta, Box::new(res)))
             }
             Request::RaftState => {

@@ -10,5 +10,5 @@ pub mod prepared_query;
 pub mod read;
 pub mod write;
 
-pub use read::read;
+pub use read::{read, read_for};
 pub use write::write;

@@ -24,6 +24,17 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// Answers `req` as `q` asks: after the barrier its consistency needs, and, for a blocking query
 /// (`min_query_index` > 0), once the result's index passes that index or the wait ends.
 pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Result<(QueryMeta, ReadResponse), Error> {
+    read_for(server, req, q, 1).await
+}
+
+/// [`read`] for `callers` callers that asked the very same thing together (a request an RPC
+/// client gathered): one query, counted as theirs in [`Server::blocking_queries`].
+pub async fn read_for(
+    server: &Server,
+    req: &ReadRequest,
+    q: &QueryOptions,
+    callers: usize,
+) -> Result<(QueryMeta, ReadResponse), Error> {
     let filter = match q.filter.as_deref() {
         None | Some("") => None,
         Some(f) => Some(Filter::parse(f).map_err(|e| {
@@ -47,7 +58,7 @@ pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Resul
     let restored = |st: &State| st.indexes.get(cairn_store::RESTORE_INDEX).copied();
     let restored_at_start = restored(&store.snapshot());
     let mut stop = server.stop_signal();
-    let _held = Blocking::new(server);
+    let _held = Blocking::new(server, callers);
     let finished = |idx: u64, st: &State, stop: &tokio::sync::watch::Receiver<bool>| {
         idx > q.min_query_index
             || tokio::time::Instant::now() >= deadline
@@ -83,19 +94,24 @@ pub async fn read(server: &Server, req: &ReadRequest, q: &QueryOptions) -> Resul
     }
 }
 
-/// Counts a blocking query in [`Server::blocking_queries`] while it lives.
-struct Blocking<'a>(&'a Server);
+/// Counts a blocking query's callers in [`Server::blocking_queries`], and the query in
+/// [`Server::blocking_evaluations`], while it lives.
+struct Blocking<'a>(&'a Server, usize);
 
 impl<'a> Blocking<'a> {
-    fn new(server: &'a Server) -> Self {
-        server.blocking.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Blocking(server)
+    fn new(server: &'a Server, callers: usize) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        server.blocking.fetch_add(callers, Relaxed);
+        server.blocking_evaluations.fetch_add(1, Relaxed);
+        Blocking(server, callers)
     }
 }
 
 impl Drop for Blocking<'_> {
     fn drop(&mut self) {
-        self.0.blocking.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0.blocking.fetch_sub(self.1, Relaxed);
+        self.0.blocking_evaluations.fetch_sub(1, Relaxed);
     }
 }
 

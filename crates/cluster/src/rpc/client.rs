@@ -1,5 +1,13 @@
 //! The calling side of [`super::RPC_CAIRN`]: one multiplexed connection per server, opened on first
 //! use and reopened after it breaks; many requests in flight on it, answers matched by id.
+//!
+//! Identical reads gather: a read queued for a connection whose very same request (same query,
+//! options and token) is queued there and not yet written joins it, and they travel as one
+//! request with several ids ([`Envelope::also`]) and share one answer. The server evaluates the
+//! request after every one of them was made, so each caller's answer is one it could have had
+//! alone (this is why only requests not yet written gather: joining one already sent could
+//! return a state from before the caller asked). Many watchers behind one agent that re-arm
+//! their blocking queries on the same change cost the server one query, not one each.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,9 +23,44 @@ use crate::Error;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, Error>>>>>;
 
+/// Reads queued on a connection and not yet written, by their encoded request: the request
+/// and the ids of the callers waiting for its answer.
+type Unsent = Arc<Mutex<HashMap<Vec<u8>, (Request, Vec<u64>)>>>;
+
+/// Most callers one gathered read carries; more start a request of their own.
+const MAX_GATHERED: usize = 4096;
+
 struct Conn {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Out>,
     pending: Pending,
+    unsent: Unsent,
+}
+
+/// What a connection's writer is handed.
+enum Out {
+    /// An encoded frame.
+    Frame(Vec<u8>),
+    /// The gathered read queued under this key in `Unsent`: encoded once taken, so that callers
+    /// who come along until then join it.
+    Read(Unsent, Vec<u8>),
+}
+
+impl super::Outgoing for Out {
+    fn gathers(&self) -> bool {
+        matches!(self, Out::Read(..))
+    }
+
+    fn render(self) -> Option<Vec<u8>> {
+        match self {
+            Out::Frame(f) => Some(f),
+            Out::Read(unsent, key) => {
+                let (body, mut ids) = unsent.lock().expect("rpc unsent").remove(&key)?;
+                let id = ids.remove(0);
+                // A request that encoded once as the key encodes again.
+                encode(&Envelope { id, also: ids, body }).ok()
+            }
+        }
+    }
 }
 
 /// Why a call failed: whether the request may have reached the server decides if it can be retried.
@@ -98,9 +141,9 @@ impl RpcClient {
         };
         let (rd, wr) = stream.into_split();
         let mut rd = frame_reader(rd);
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+        let (tx, mut rx) = mpsc::channel::<Out>(1024);
         let pending: Pending = Default::default();
-        let c = Arc::new(Conn { tx, pending: pending.clone() });
+        let c = Arc::new(Conn { tx, pending: pending.clone(), unsent: Default::default() });
         let writer = tokio::spawn(async move {
             let _ = pump_frames(wr, &mut rx).await;
         });
@@ -108,9 +151,16 @@ impl RpcClient {
             loop {
                 let Ok(frame) = read_frame(&mut rd, MAX_RPC_FRAME).await else { break };
                 let Ok(env) = decode::<Envelope<Result<Response, Error>>>(&frame) else { break };
-                let tx = pending.lock().expect("rpc pending").remove(&env.id);
-                if let Some(tx) = tx {
-                    let _ = tx.send(env.body);
+                let mut waiting: Vec<_> = {
+                    let mut p = pending.lock().expect("rpc pending");
+                    std::iter::once(env.id).chain(env.also).filter_map(|id| p.remove(&id)).collect()
+                };
+                // Callers that gathered share the answer.
+                if let Some(last) = waiting.pop() {
+                    for tx in waiting {
+                        let _ = tx.send(env.body.clone());
+                    }
+                    let _ = last.send(env.body);
                 }
             }
             // The connection is gone: whoever still waits learns it now (their senders drop).
@@ -133,13 +183,47 @@ impl RpcClient {
     pub async fn call(&self, addr: &str, req: Request, timeout: Duration) -> Result<Response, CallError> {
         let c = self.conn(addr).await.map_err(CallError::Unsent)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&Envelope { id, body: req }).map_err(CallError::Unsent)?;
+        // Reads gather by their encoded request; anything else is one frame.
+        let alone = |req: &Request| encode(&Envelope { id, also: Vec::new(), body: req }).map_err(CallError::Unsent);
+        let (key, frame) = if matches!(req, Request::Read(_)) {
+            (Some(encode(&req).map_err(CallError::Unsent)?), None)
+        } else {
+            (None, Some(alone(&req)?))
+        };
         let (tx, rx) = oneshot::channel();
+        // Waiting before it can be sent: an answer never finds no one.
         c.pending.lock().expect("rpc pending").insert(id, tx);
-        if c.tx.send(frame).await.is_err() {
-            c.pending.lock().expect("rpc pending").remove(&id);
-            self.forget(addr, &c);
-            return Err(CallError::Unsent(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed")));
+        let out = match (key, frame) {
+            (Some(key), _) => {
+                let mut unsent = c.unsent.lock().expect("rpc unsent");
+                match unsent.get_mut(&key) {
+                    Some((_, ids)) if ids.len() < MAX_GATHERED => {
+                        ids.push(id);
+                        None
+                    }
+                    // A full gathering: this caller's request goes alone (it encoded as the
+                    // key, so it encodes in its envelope).
+                    Some(_) => match alone(&req) {
+                        Ok(f) => Some(Out::Frame(f)),
+                        Err(e) => {
+                            c.pending.lock().expect("rpc pending").remove(&id);
+                            return Err(e);
+                        }
+                    },
+                    None => {
+                        unsent.insert(key.clone(), (req, vec![id]));
+                        Some(Out::Read(c.unsent.clone(), key))
+                    }
+                }
+            }
+            (None, frame) => frame.map(Out::Frame),
+        };
+        if let Some(out) = out {
+            if c.tx.send(out).await.is_err() {
+                c.pending.lock().expect("rpc pending").remove(&id);
+                self.forget(addr, &c);
+                return Err(CallError::Unsent(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed")));
+            }
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(r))) => Ok(r),

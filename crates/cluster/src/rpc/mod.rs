@@ -84,8 +84,10 @@ pub const RPC_TLS: u8 = 0x03;
 pub const RPC_SNAPSHOT: u8 = 0x05;
 /// The version byte that follows the protocol byte. 2: byte strings (snapshot chunks, restores,
 /// backup archives) are msgpack `bin`; a server of version 1 would misread them, so it is
-/// refused at the handshake instead (no rolling upgrade across that change).
-pub const WIRE_VERSION: u8 = 2;
+/// refused at the handshake instead (no rolling upgrade across that change). 3: a frame may
+/// carry several callers' ids ([`proto::Envelope::also`]); a server of version 2 would ignore
+/// all but the first and leave the others waiting.
+pub const WIRE_VERSION: u8 = 3;
 
 /// Largest RPC frame (a request or an answer): a transaction or a large catalog answer fits.
 pub const MAX_RPC_FRAME: usize = 16 << 20;
@@ -120,20 +122,44 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::R
     w.write_all(body).await
 }
 
+/// What a connection's writer sends: a frame, or something that becomes one when its turn comes.
+pub trait Outgoing: Send {
+    /// Whether it may still gather more (callers who will ask the same): the writer first lets
+    /// the tasks already woken run, once.
+    fn gathers(&self) -> bool {
+        false
+    }
+    /// The frame's bytes (`None`: nothing to send after all).
+    fn render(self) -> Option<Vec<u8>>;
+}
+
+impl Outgoing for Vec<u8> {
+    fn render(self) -> Option<Vec<u8>> {
+        Some(self)
+    }
+}
+
 /// Writes the frames `rx` yields until it ends or the connection fails; frames that queue up
 /// while one is written are sent together, in one flush.
-pub async fn pump_frames<W: AsyncWrite + Unpin>(w: W, rx: &mut mpsc::Receiver<Vec<u8>>) -> io::Result<()> {
+pub async fn pump_frames<W: AsyncWrite + Unpin, T: Outgoing>(w: W, rx: &mut mpsc::Receiver<T>) -> io::Result<()> {
     let mut w = tokio::io::BufWriter::with_capacity(FRAME_BUF, w);
-    while let Some(f) = rx.recv().await {
-        write_frame(&mut w, &f).await?;
+    while let Some(first) = rx.recv().await {
         // A burst (many answers one change released, or many callers at once): let the tasks
         // about to queue theirs run first, once, so that the burst leaves in a few writes rather
-        // than one each. A lone frame is not held back.
-        let mut burst = false;
-        while let Ok(f) = rx.try_recv() {
-            write_frame(&mut w, &f).await?;
-            if !burst {
-                burst = true;
+        // than one each. A lone frame is not held back, unless it gathers callers.
+        let mut yielded = false;
+        let mut next = Some(first);
+        while let Some(f) = next.take() {
+            if f.gathers() && !yielded {
+                yielded = true;
+                tokio::task::yield_now().await;
+            }
+            if let Some(b) = f.render() {
+                write_frame(&mut w, &b).await?;
+            }
+            next = rx.try_recv().ok();
+            if next.is_some() && !yielded {
+                yielded = true;
                 tokio::task::yield_now().await;
             }
         }
@@ -344,6 +370,7 @@ async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Rec
             Ok(r) => r,
             Err(e) => break Err(e),
         };
+        // A request that gathers several callers (`also`) counts once: it is one query here.
         let blocks = matches!(&req.body, Request::Read(r) if r.1.min_query_index > 0);
         // The permit lives until the answer is queued for the writer (so answers waiting on a
         // slow reader still count); a blocking query over its allowance is answered at once, its
@@ -364,11 +391,13 @@ async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Rec
                 ))))
             } else {
                 match server.upgrade() {
-                    Some(s) => s.handle_rpc(req.body).await,
+                    Some(s) => s.handle_rpc(req.body, 1 + req.also.len()).await,
                     None => Err(crate::Error::ShuttingDown),
                 }
             };
-            if let Ok(frame) = encode(&Envelope::<Result<Response, crate::Error>> { id: req.id, body }) {
+            // Callers a client gathered into this one request share its answer.
+            let answer = Envelope::<Result<Response, crate::Error>> { id: req.id, also: req.also, body };
+            if let Ok(frame) = encode(&answer) {
                 let _ = tx.send(frame).await;
             }
         });
@@ -472,12 +501,14 @@ mod tests {
         };
         let held = super::MAX_IN_FLIGHT + 100;
         let mut reads = tokio::task::JoinSet::new();
-        for _ in 0..held {
+        for i in 0..held {
             let (client, at) = (client.clone(), at.clone());
             reads.spawn(async move {
+                // Each waits a little longer than the one before: no two are the same request,
+                // so none gather (see `identical_reads_queued_together_travel_as_one`).
                 let q = QueryOptions {
                     min_query_index: index,
-                    max_query_time: Duration::from_secs(120),
+                    max_query_time: Duration::from_secs(120) + Duration::from_millis(i as u64),
                     ..Default::default()
                 };
                 let req = Request::Read(Box::new((ReadRequest::KvsGet { key: "held".into() }, q)));
@@ -506,6 +537,63 @@ mod tests {
         assert_eq!(answered, held);
     }
 
+    /// Identical blocking reads that callers make together on one connection (watchers of one
+    /// key behind one agent, re-arming on the same change) travel as one request, and its one
+    /// answer reaches every caller. Single-threaded, the order is fixed: the 200 callers run
+    /// before the connection's writer, which the first of them woke, so all join one request.
+    #[tokio::test(flavor = "current_thread")]
+    async fn identical_reads_queued_together_travel_as_one() {
+        let (server, addr) = lone_server(ServerConfig::default()).await;
+        let client = std::sync::Arc::new(RpcClient::new());
+        let at = addr.to_string();
+        let index = match client.call(&at, put("watched"), Duration::from_secs(5)).await {
+            Ok(Response::Written(w)) => w.index,
+            other => panic!("write: {other:?}"),
+        };
+        let read = move || {
+            let q =
+                QueryOptions { min_query_index: index, max_query_time: Duration::from_secs(120), ..Default::default() };
+            Request::Read(Box::new((ReadRequest::KvsGet { key: "watched".into() }, q)))
+        };
+        let callers = 200;
+        let mut reads = tokio::task::JoinSet::new();
+        for _ in 0..callers {
+            let (client, at) = (client.clone(), at.clone());
+            reads.spawn(async move { client.call(&at, read(), Duration::from_secs(150)).await });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while server.blocking_queries() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no blocking query arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A write sent after them on the same connection is answered after the server has
+        // read (and started) everything sent before it.
+        assert!(matches!(client.call(&at, put("other"), Duration::from_secs(10)).await, Ok(Response::Written(_))));
+        assert_eq!(server.blocking_queries(), callers, "every caller's blocking query is held");
+        assert_eq!(server.blocking_evaluations(), 1, "{callers} identical reads made together are one query");
+        assert!(reads.try_join_next().is_none(), "no caller may have been answered yet");
+        // A different read on the same connection is a request of its own.
+        let other = Request::Read(Box::new((ReadRequest::KvsGet { key: "other".into() }, QueryOptions::default())));
+        match client.call(&at, other, Duration::from_secs(10)).await {
+            Ok(Response::Read(_, res)) => assert!(format!("{res:?}").contains("other"), "{res:?}"),
+            r => panic!("read of another key: {r:?}"),
+        }
+        // One change answers every caller, with the same answer.
+        let changed = match client.call(&at, put("watched"), Duration::from_secs(10)).await {
+            Ok(Response::Written(w)) => w.index,
+            other => panic!("write: {other:?}"),
+        };
+        let mut answered = 0;
+        while let Some(r) = reads.join_next().await {
+            match r.unwrap() {
+                Ok(Response::Read(meta, _)) => assert_eq!(meta.index, changed),
+                other => panic!("blocking read: {other:?}"),
+            }
+            answered += 1;
+        }
+        assert_eq!(answered, callers);
+    }
+
     /// A client that stalls in the middle of a frame, past the idle timeout, while a request of
     /// its is still being answered: the rest of the frame, when it comes, is read as the same
     /// frame (the idle timeout never drops the part already read).
@@ -522,7 +610,7 @@ mod tests {
         let (mut rd, mut wr) = stream.into_split();
         wr.write_all(&[RPC_CAIRN, WIRE_VERSION]).await.unwrap();
         let frame = |id: u64, body: Request| {
-            let b = encode(&Envelope { id, body }).unwrap();
+            let b = encode(&Envelope { id, also: Vec::new(), body }).unwrap();
             let mut f = (b.len() as u32).to_be_bytes().to_vec();
             f.extend(b);
             f

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope<T> {
     pub id: u64,
+    /// More callers' ids for the very same request: identical reads that a client queued
+    /// together travel as one request and come back as one answer (see [`super::client`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<u64>,
     pub body: T,
 }
 
