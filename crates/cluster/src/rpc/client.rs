@@ -17,18 +17,30 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use cairn_types::rpc::{QueryOptions, ReadRequest};
+
 use super::proto::{Envelope, Request, Response};
 use super::{decode, dial, encode, frame_reader, pump_frames, read_frame, MAX_RPC_FRAME, RPC_CAIRN};
 use crate::Error;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, Error>>>>>;
 
-/// Reads queued on a connection and not yet written, by their encoded request: the request
-/// and the ids of the callers waiting for its answer.
-type Unsent = Arc<Mutex<HashMap<Vec<u8>, (Request, Vec<u64>)>>>;
+/// Reads queued on a connection and not yet written, newest last. Few at a time: each lives
+/// from its first caller until the writer's next turn.
+type Unsent = Arc<Mutex<Vec<Gathering>>>;
+
+/// One read queued on a connection and the callers waiting for its answer (its first caller's
+/// id names it).
+struct Gathering {
+    read: Box<(ReadRequest, QueryOptions)>,
+    ids: Vec<u64>,
+}
 
 /// Most callers one gathered read carries; more start a request of their own.
 const MAX_GATHERED: usize = 4096;
+/// How many of the newest queued reads a caller compares its own with (callers woken together
+/// ask together, so a match is among the newest).
+const GATHER_SCAN: usize = 64;
 
 struct Conn {
     tx: mpsc::Sender<Out>,
@@ -40,9 +52,9 @@ struct Conn {
 enum Out {
     /// An encoded frame.
     Frame(Vec<u8>),
-    /// The gathered read queued under this key in `Unsent`: encoded once taken, so that callers
-    /// who come along until then join it.
-    Read(Unsent, Vec<u8>),
+    /// The gathered read in `Unsent` that this caller's id names: encoded once taken, so that
+    /// callers who come along until then join it.
+    Read(Unsent, u64),
 }
 
 impl super::Outgoing for Out {
@@ -53,11 +65,14 @@ impl super::Outgoing for Out {
     fn render(self) -> Option<Vec<u8>> {
         match self {
             Out::Frame(f) => Some(f),
-            Out::Read(unsent, key) => {
-                let (body, mut ids) = unsent.lock().expect("rpc unsent").remove(&key)?;
+            Out::Read(unsent, first) => {
+                let Gathering { read, mut ids } = {
+                    let mut unsent = unsent.lock().expect("rpc unsent");
+                    let at = unsent.iter().position(|g| g.ids[0] == first)?;
+                    unsent.remove(at)
+                };
                 let id = ids.remove(0);
-                // A request that encoded once as the key encodes again.
-                encode(&Envelope { id, also: ids, body }).ok()
+                encode(&Envelope { id, also: ids, body: Request::Read(read) }).ok()
             }
         }
     }
@@ -183,40 +198,31 @@ impl RpcClient {
     pub async fn call(&self, addr: &str, req: Request, timeout: Duration) -> Result<Response, CallError> {
         let c = self.conn(addr).await.map_err(CallError::Unsent)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Reads gather by their encoded request; anything else is one frame.
-        let alone = |req: &Request| encode(&Envelope { id, also: Vec::new(), body: req }).map_err(CallError::Unsent);
-        let (key, frame) = if matches!(req, Request::Read(_)) {
-            (Some(encode(&req).map_err(CallError::Unsent)?), None)
-        } else {
-            (None, Some(alone(&req)?))
-        };
         let (tx, rx) = oneshot::channel();
-        // Waiting before it can be sent: an answer never finds no one.
-        c.pending.lock().expect("rpc pending").insert(id, tx);
-        let out = match (key, frame) {
-            (Some(key), _) => {
+        // A read joins the same one queued and not yet written; anything else is one frame.
+        // The caller waits before its request can be sent: an answer never finds no one.
+        let out = match req {
+            Request::Read(read) => {
+                c.pending.lock().expect("rpc pending").insert(id, tx);
                 let mut unsent = c.unsent.lock().expect("rpc unsent");
-                match unsent.get_mut(&key) {
-                    Some((_, ids)) if ids.len() < MAX_GATHERED => {
-                        ids.push(id);
+                let same =
+                    unsent.iter_mut().rev().take(GATHER_SCAN).find(|g| g.read == read && g.ids.len() < MAX_GATHERED);
+                match same {
+                    Some(g) => {
+                        g.ids.push(id);
                         None
                     }
-                    // A full gathering: this caller's request goes alone (it encoded as the
-                    // key, so it encodes in its envelope).
-                    Some(_) => match alone(&req) {
-                        Ok(f) => Some(Out::Frame(f)),
-                        Err(e) => {
-                            c.pending.lock().expect("rpc pending").remove(&id);
-                            return Err(e);
-                        }
-                    },
                     None => {
-                        unsent.insert(key.clone(), (req, vec![id]));
-                        Some(Out::Read(c.unsent.clone(), key))
+                        unsent.push(Gathering { read, ids: vec![id] });
+                        Some(Out::Read(c.unsent.clone(), id))
                     }
                 }
             }
-            (None, frame) => frame.map(Out::Frame),
+            other => {
+                let frame = encode(&Envelope { id, also: Vec::new(), body: other }).map_err(CallError::Unsent)?;
+                c.pending.lock().expect("rpc pending").insert(id, tx);
+                Some(Out::Frame(frame))
+            }
         };
         if let Some(out) = out {
             if c.tx.send(out).await.is_err() {

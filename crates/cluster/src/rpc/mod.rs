@@ -192,7 +192,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Resu
 pub fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
     // Named fields: the command types lean on serde attributes (skips, tags) that a positional
     // encoding cannot round-trip, as the log store found.
-    rmp_serde::to_vec_named(v).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    // Room for a typical frame up front: growing from empty reallocates several times.
+    let mut buf = Vec::with_capacity(256);
+    rmp_serde::encode::write_named(&mut buf, v)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(buf)
 }
 
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
