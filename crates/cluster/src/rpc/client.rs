@@ -7,9 +7,11 @@
 //! request after every one of them was made, so each caller's answer is one it could have had
 //! alone (this is why only requests not yet written gather: joining one already sent could
 //! return a state from before the caller asked). Many watchers behind one agent that re-arm
-//! their blocking queries on the same change cost the server one query, not one each.
+//! their blocking queries on the same change cost the server one query, not one each. Reads
+//! whose answer is drawn at random (a prepared query's shuffled instances) never gather: each
+//! caller gets its own draw.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,14 +22,45 @@ use tokio::sync::{mpsc, oneshot};
 use cairn_types::rpc::{QueryOptions, ReadRequest};
 
 use super::proto::{Envelope, Request, Response};
-use super::{decode, dial, encode, frame_reader, pump_frames, read_frame, MAX_RPC_FRAME, RPC_CAIRN};
+use super::{decode, dial, encode, frame_reader, pump_frames, read_frame, MAX_GATHERED, MAX_RPC_FRAME, RPC_CAIRN};
 use crate::Error;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, Error>>>>>;
+type Waiters = HashMap<u64, oneshot::Sender<Result<Response, Error>>>;
 
-/// Reads queued on a connection and not yet written, newest last. Few at a time: each lives
-/// from its first caller until the writer's next turn.
-type Unsent = Arc<Mutex<Vec<Gathering>>>;
+/// What a connection's callers, writer and reader share.
+#[derive(Default)]
+struct Shared {
+    /// Callers waiting for an answer, by request id.
+    pending: Mutex<Waiters>,
+    unsent: Mutex<Unsent>,
+}
+
+/// Reads queued on a connection and not yet written, oldest first. At most one per slot of the
+/// writer's queue: each lives from its first caller until the writer's turn.
+#[derive(Default)]
+struct Unsent {
+    /// Set once the connection is gone: nothing joins or queues any more.
+    closed: bool,
+    reads: VecDeque<Gathering>,
+}
+
+impl Shared {
+    /// Takes the gathered read that `first` names off the queue (`None`: already taken).
+    fn take(&self, first: u64) -> Option<Gathering> {
+        let mut unsent = self.unsent.lock().expect("rpc unsent");
+        // The writer takes them in the order they were queued: the one wanted is at the front.
+        let at = unsent.reads.iter().position(|g| g.ids[0] == first)?;
+        unsent.reads.remove(at)
+    }
+
+    /// Drops the callers of `ids` (they learn that their request will not be answered).
+    fn abandon(&self, ids: &[u64]) {
+        let mut pending = self.pending.lock().expect("rpc pending");
+        for id in ids {
+            pending.remove(id);
+        }
+    }
+}
 
 /// One read queued on a connection and the callers waiting for its answer (its first caller's
 /// id names it).
@@ -36,16 +69,18 @@ struct Gathering {
     ids: Vec<u64>,
 }
 
-/// Most callers one gathered read carries; more start a request of their own.
-const MAX_GATHERED: usize = 4096;
+/// Whether callers of `read` may share one answer: not when the server draws it at random.
+fn gathers(read: &ReadRequest) -> bool {
+    !matches!(read, ReadRequest::PreparedQueryExecute { .. })
+}
+
 /// How many of the newest queued reads a caller compares its own with (callers woken together
 /// ask together, so a match is among the newest).
 const GATHER_SCAN: usize = 64;
 
 struct Conn {
     tx: mpsc::Sender<Out>,
-    pending: Pending,
-    unsent: Unsent,
+    shared: Arc<Shared>,
 }
 
 /// What a connection's writer is handed.
@@ -54,7 +89,7 @@ enum Out {
     Frame(Vec<u8>),
     /// The gathered read in `Unsent` that this caller's id names: encoded once taken, so that
     /// callers who come along until then join it.
-    Read(Unsent, u64),
+    Read(Arc<Shared>, u64),
 }
 
 impl super::Outgoing for Out {
@@ -62,17 +97,30 @@ impl super::Outgoing for Out {
         matches!(self, Out::Read(..))
     }
 
-    fn render(self) -> Option<Vec<u8>> {
-        match self {
-            Out::Frame(f) => Some(f),
-            Out::Read(unsent, first) => {
-                let Gathering { read, mut ids } = {
-                    let mut unsent = unsent.lock().expect("rpc unsent");
-                    let at = unsent.iter().position(|g| g.ids[0] == first)?;
-                    unsent.remove(at)
-                };
-                let id = ids.remove(0);
-                encode(&Envelope { id, also: ids, body: Request::Read(read) }).ok()
+    fn render(mut self) -> Option<Vec<u8>> {
+        match &mut self {
+            Out::Frame(f) => Some(std::mem::take(f)),
+            Out::Read(shared, first) => {
+                let Gathering { read, ids } = shared.take(*first)?;
+                match encode(&Envelope { id: ids[0], also: ids[1..].to_vec(), body: Request::Read(read) }) {
+                    Ok(frame) => Some(frame),
+                    Err(_) => {
+                        shared.abandon(&ids);
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A gathered read that is dropped unwritten (its connection's writer is gone) takes its
+/// callers' hopes with it, at once, rather than leaving them to their timeouts.
+impl Drop for Out {
+    fn drop(&mut self) {
+        if let Out::Read(shared, first) = self {
+            if let Some(g) = shared.take(*first) {
+                shared.abandon(&g.ids);
             }
         }
     }
@@ -157,17 +205,18 @@ impl RpcClient {
         let (rd, wr) = stream.into_split();
         let mut rd = frame_reader(rd);
         let (tx, mut rx) = mpsc::channel::<Out>(1024);
-        let pending: Pending = Default::default();
-        let c = Arc::new(Conn { tx, pending: pending.clone(), unsent: Default::default() });
+        let shared = Arc::new(Shared::default());
+        let c = Arc::new(Conn { tx, shared: shared.clone() });
         let writer = tokio::spawn(async move {
             let _ = pump_frames(wr, &mut rx).await;
         });
         tokio::spawn(async move {
             loop {
-                let Ok(frame) = read_frame(&mut rd, MAX_RPC_FRAME).await else { break };
+                // An answer may carry up to MAX_GATHERED ids on top of the largest frame.
+                let Ok(frame) = read_frame(&mut rd, MAX_RPC_FRAME + MAX_GATHERED * 9 + 64).await else { break };
                 let Ok(env) = decode::<Envelope<Result<Response, Error>>>(&frame) else { break };
                 let mut waiting: Vec<_> = {
-                    let mut p = pending.lock().expect("rpc pending");
+                    let mut p = shared.pending.lock().expect("rpc pending");
                     std::iter::once(env.id).chain(env.also).filter_map(|id| p.remove(&id)).collect()
                 };
                 // Callers that gathered share the answer.
@@ -178,9 +227,15 @@ impl RpcClient {
                     let _ = last.send(env.body);
                 }
             }
-            // The connection is gone: whoever still waits learns it now (their senders drop).
+            // The connection is gone: whoever still waits learns it now (their senders drop),
+            // and no caller joins or queues from here on (see `call`).
             writer.abort();
-            pending.lock().expect("rpc pending").clear();
+            {
+                let mut unsent = shared.unsent.lock().expect("rpc unsent");
+                unsent.closed = true;
+                unsent.reads.clear();
+            }
+            shared.pending.lock().expect("rpc pending").clear();
         });
         self.conns.lock().expect("rpc conns").insert(addr.to_string(), c.clone());
         Ok(c)
@@ -199,36 +254,58 @@ impl RpcClient {
         let c = self.conn(addr).await.map_err(CallError::Unsent)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        // A read joins the same one queued and not yet written; anything else is one frame.
-        // The caller waits before its request can be sent: an answer never finds no one.
-        let out = match req {
-            Request::Read(read) => {
-                c.pending.lock().expect("rpc pending").insert(id, tx);
-                let mut unsent = c.unsent.lock().expect("rpc unsent");
-                let same =
-                    unsent.iter_mut().rev().take(GATHER_SCAN).find(|g| g.read == read && g.ids.len() < MAX_GATHERED);
-                match same {
-                    Some(g) => {
-                        g.ids.push(id);
-                        None
+        let closed = || {
+            self.forget(addr, &c);
+            CallError::Unsent(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"))
+        };
+        // The caller waits (in `pending`) before its request can be sent, so an answer never
+        // finds no one; and it takes its place in the writer's queue before it queues anything,
+        // with nothing awaited in between, so a caller dropped midway leaves nothing queued.
+        match req {
+            // A read joins the same one queued and not yet written (no place in the queue needed);
+            // anything else is one frame.
+            Request::Read(read) if gathers(&read.0) => {
+                let (mut read, mut tx) = (Some(read), Some(tx));
+                let mut permit: Option<mpsc::Permit<'_, Out>> = None;
+                loop {
+                    {
+                        let mut unsent = c.shared.unsent.lock().expect("rpc unsent");
+                        if unsent.closed {
+                            return Err(closed());
+                        }
+                        let want = read.as_ref().expect("read");
+                        let same = unsent
+                            .reads
+                            .iter_mut()
+                            .rev()
+                            .take(GATHER_SCAN)
+                            .find(|g| &g.read == want && g.ids.len() < MAX_GATHERED);
+                        // Lock order: `unsent`, then `pending` (never the other way round).
+                        if let Some(g) = same {
+                            c.shared.pending.lock().expect("rpc pending").insert(id, tx.take().expect("tx"));
+                            g.ids.push(id);
+                            break;
+                        }
+                        if let Some(p) = permit.take() {
+                            c.shared.pending.lock().expect("rpc pending").insert(id, tx.take().expect("tx"));
+                            unsent.reads.push_back(Gathering { read: read.take().expect("read"), ids: vec![id] });
+                            p.send(Out::Read(c.shared.clone(), id));
+                            break;
+                        }
                     }
-                    None => {
-                        unsent.push(Gathering { read, ids: vec![id] });
-                        Some(Out::Read(c.unsent.clone(), id))
-                    }
+                    permit = Some(c.tx.reserve().await.map_err(|_| closed())?);
                 }
             }
             other => {
                 let frame = encode(&Envelope { id, also: Vec::new(), body: other }).map_err(CallError::Unsent)?;
-                c.pending.lock().expect("rpc pending").insert(id, tx);
-                Some(Out::Frame(frame))
-            }
-        };
-        if let Some(out) = out {
-            if c.tx.send(out).await.is_err() {
-                c.pending.lock().expect("rpc pending").remove(&id);
-                self.forget(addr, &c);
-                return Err(CallError::Unsent(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed")));
+                let permit = c.tx.reserve().await.map_err(|_| closed())?;
+                let unsent = c.shared.unsent.lock().expect("rpc unsent");
+                if unsent.closed {
+                    return Err(closed());
+                }
+                c.shared.pending.lock().expect("rpc pending").insert(id, tx);
+                drop(unsent);
+                permit.send(Out::Frame(frame));
             }
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -239,7 +316,7 @@ impl RpcClient {
                 Err(CallError::Lost(format!("connection to {addr} lost")))
             }
             Err(_) => {
-                c.pending.lock().expect("rpc pending").remove(&id);
+                c.shared.abandon(&[id]);
                 Err(CallError::Lost(format!("timed out waiting for {addr}")))
             }
         }

@@ -91,6 +91,9 @@ pub const WIRE_VERSION: u8 = 3;
 
 /// Largest RPC frame (a request or an answer): a transaction or a large catalog answer fits.
 pub const MAX_RPC_FRAME: usize = 16 << 20;
+/// Most callers one gathered read carries ([`proto::Envelope::also`] and its first id); a
+/// client starts another request past it, and a server refuses a frame with more.
+pub const MAX_GATHERED: usize = 4096;
 /// Largest Raft frame: an append batch or a snapshot chunk.
 pub const MAX_RAFT_FRAME: usize = 160 << 20;
 /// How long a new connection has to say what it is (`limits.rpc_handshake_timeout`'s default).
@@ -370,7 +373,10 @@ async fn serve_rpc(stream: TcpStream, server: Weak<Server>, mut stop: watch::Rec
             },
             _ = stopped(&mut stop) => break Ok(()),
         };
-        let req: Envelope<Request> = match decode(&frame) {
+        let req = match decode::<Envelope<Request>>(&frame) {
+            Ok(r) if r.also.len() >= MAX_GATHERED => {
+                break Err(io::Error::new(io::ErrorKind::InvalidData, "more callers in one request than allowed"))
+            }
             Ok(r) => r,
             Err(e) => break Err(e),
         };
@@ -596,6 +602,45 @@ mod tests {
             answered += 1;
         }
         assert_eq!(answered, callers);
+    }
+
+    /// Callers gathered into one read on a connection that breaks learn it at once, not at
+    /// their timeouts, and so do the callers that come after the break.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gathered_callers_learn_at_once_that_their_connection_broke() {
+        use tokio::io::AsyncReadExt;
+
+        use super::client::CallError;
+        // A "server" that takes the handshake and one frame's length, then hangs up.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut head = [0u8; 6];
+                let _ = s.read_exact(&mut head).await;
+                drop(s);
+            }
+        });
+        let client = std::sync::Arc::new(RpcClient::new());
+        let read = || {
+            let q = QueryOptions { min_query_index: 7, max_query_time: Duration::from_secs(60), ..Default::default() };
+            Request::Read(Box::new((ReadRequest::KvsGet { key: "k".into() }, q)))
+        };
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            let mut calls = tokio::task::JoinSet::new();
+            for _ in 0..50 {
+                let (client, at) = (client.clone(), at.clone());
+                calls.spawn(async move { client.call(&at, read(), Duration::from_secs(60)).await });
+            }
+            while let Some(r) = calls.join_next().await {
+                match r.unwrap() {
+                    Err(CallError::Lost(_) | CallError::Unsent(_)) => {}
+                    other => panic!("a call on a broken connection: {other:?}"),
+                }
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "callers waited {:?}", started.elapsed());
     }
 
     /// A client that stalls in the middle of a frame, past the idle timeout, while a request of
