@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use cairn_types::rpc::{QueryOptions, ReadRequest};
 
 use super::proto::{Envelope, Request, Response};
-use super::{decode, dial, encode, frame_reader, pump_frames, read_frame, MAX_GATHERED, MAX_RPC_FRAME, RPC_CAIRN};
+use super::{decode, dial, encode, frame_reader, pump_frames, read_frame, MAX_ANSWER_FRAME, MAX_GATHERED, RPC_CAIRN};
 use crate::Error;
 
 type Waiters = HashMap<u64, oneshot::Sender<Result<Response, Error>>>;
@@ -53,6 +53,31 @@ impl Shared {
         unsent.reads.remove(at)
     }
 
+    /// Enters `id`'s caller of `read` as waiting: joined to the same read queued and not yet
+    /// written, or, given a place in the writer's queue, queued with it. Everything under the
+    /// `unsent` lock, with nothing awaited, so no caller ever joins a read already taken.
+    fn enter(self: &Arc<Self>, id: u64, entry: ReadEntry, place: Option<mpsc::Permit<'_, Out>>) -> Entered {
+        let (read, tx) = entry;
+        let mut unsent = self.unsent.lock().expect("rpc unsent");
+        if unsent.closed {
+            return Entered::Closed;
+        }
+        let same =
+            unsent.reads.iter_mut().rev().take(GATHER_SCAN).find(|g| g.read == read && g.ids.len() < MAX_GATHERED);
+        // Lock order: `unsent`, then `pending` (never the other way round).
+        match (same, place) {
+            (Some(g), _) => g.ids.push(id),
+            (None, Some(place)) => {
+                unsent.reads.push_back(Gathering { read, ids: vec![id] });
+                place.send(Out::Read(self.clone(), id));
+            }
+            (None, None) => return Entered::NeedsPlace((read, tx)),
+        }
+        // The caller waits before its request can be written: an answer never finds no one.
+        self.pending.lock().expect("rpc pending").insert(id, tx);
+        Entered::Waiting
+    }
+
     /// Drops the callers of `ids` (they learn that their request will not be answered).
     fn abandon(&self, ids: &[u64]) {
         let mut pending = self.pending.lock().expect("rpc pending");
@@ -67,6 +92,18 @@ impl Shared {
 struct Gathering {
     read: Box<(ReadRequest, QueryOptions)>,
     ids: Vec<u64>,
+}
+
+/// A caller's read and where its answer goes.
+type ReadEntry = (Box<(ReadRequest, QueryOptions)>, oneshot::Sender<Result<Response, Error>>);
+
+/// What [`Shared::enter`] did with a caller.
+enum Entered {
+    Waiting,
+    /// The connection is gone.
+    Closed,
+    /// Nothing to join: it needs a place in the writer's queue to queue its read.
+    NeedsPlace(ReadEntry),
 }
 
 /// Whether callers of `read` may share one answer: not when the server draws it at random.
@@ -212,8 +249,7 @@ impl RpcClient {
         });
         tokio::spawn(async move {
             loop {
-                // An answer may carry up to MAX_GATHERED ids on top of the largest frame.
-                let Ok(frame) = read_frame(&mut rd, MAX_RPC_FRAME + MAX_GATHERED * 9 + 64).await else { break };
+                let Ok(frame) = read_frame(&mut rd, MAX_ANSWER_FRAME).await else { break };
                 let Ok(env) = decode::<Envelope<Result<Response, Error>>>(&frame) else { break };
                 let mut waiting: Vec<_> = {
                     let mut p = shared.pending.lock().expect("rpc pending");
@@ -258,42 +294,19 @@ impl RpcClient {
             self.forget(addr, &c);
             CallError::Unsent(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"))
         };
-        // The caller waits (in `pending`) before its request can be sent, so an answer never
-        // finds no one; and it takes its place in the writer's queue before it queues anything,
-        // with nothing awaited in between, so a caller dropped midway leaves nothing queued.
+        // A caller takes its place in the writer's queue before it queues anything, with
+        // nothing awaited in between, so a caller dropped midway leaves nothing queued.
         match req {
-            // A read joins the same one queued and not yet written (no place in the queue needed);
-            // anything else is one frame.
+            // A read joins the same one queued and not yet written (which needs no place in the
+            // queue); anything else is one frame.
             Request::Read(read) if gathers(&read.0) => {
-                let (mut read, mut tx) = (Some(read), Some(tx));
-                let mut permit: Option<mpsc::Permit<'_, Out>> = None;
-                loop {
-                    {
-                        let mut unsent = c.shared.unsent.lock().expect("rpc unsent");
-                        if unsent.closed {
-                            return Err(closed());
-                        }
-                        let want = read.as_ref().expect("read");
-                        let same = unsent
-                            .reads
-                            .iter_mut()
-                            .rev()
-                            .take(GATHER_SCAN)
-                            .find(|g| &g.read == want && g.ids.len() < MAX_GATHERED);
-                        // Lock order: `unsent`, then `pending` (never the other way round).
-                        if let Some(g) = same {
-                            c.shared.pending.lock().expect("rpc pending").insert(id, tx.take().expect("tx"));
-                            g.ids.push(id);
-                            break;
-                        }
-                        if let Some(p) = permit.take() {
-                            c.shared.pending.lock().expect("rpc pending").insert(id, tx.take().expect("tx"));
-                            unsent.reads.push_back(Gathering { read: read.take().expect("read"), ids: vec![id] });
-                            p.send(Out::Read(c.shared.clone(), id));
-                            break;
-                        }
-                    }
-                    permit = Some(c.tx.reserve().await.map_err(|_| closed())?);
+                let mut entered = c.shared.enter(id, (read, tx), None);
+                while let Entered::NeedsPlace(entry) = entered {
+                    let place = c.tx.reserve().await.map_err(|_| closed())?;
+                    entered = c.shared.enter(id, entry, Some(place));
+                }
+                if let Entered::Closed = entered {
+                    return Err(closed());
                 }
             }
             other => {

@@ -94,6 +94,9 @@ pub const MAX_RPC_FRAME: usize = 16 << 20;
 /// Most callers one gathered read carries ([`proto::Envelope::also`] and its first id); a
 /// client starts another request past it, and a server refuses a frame with more.
 pub const MAX_GATHERED: usize = 4096;
+/// Largest answer frame a client reads: the largest frame, and the ids of a gathered read's
+/// callers (at most 9 bytes each in msgpack) on top.
+pub const MAX_ANSWER_FRAME: usize = MAX_RPC_FRAME + MAX_GATHERED * 9 + 64;
 /// Largest Raft frame: an append batch or a snapshot chunk.
 pub const MAX_RAFT_FRAME: usize = 160 << 20;
 /// How long a new connection has to say what it is (`limits.rpc_handshake_timeout`'s default).
@@ -444,6 +447,14 @@ mod tests {
         Request::Write(Box::new(WriteRequest::KvsApply { op: KvOp::Set, entry }))
     }
 
+    /// Writes `key` through `client` and returns the write's index.
+    async fn written(client: &RpcClient, at: &str, key: &str) -> u64 {
+        match client.call(at, put(key), Duration::from_secs(10)).await {
+            Ok(Response::Written(w)) => w.index,
+            other => panic!("write of {key}: {other:?}"),
+        }
+    }
+
     /// Many calls on a fresh client at once (a client agent's burst at start) share one
     /// connection: with the server allowing one connection per client address, all succeed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,10 +516,7 @@ mod tests {
         let (server, addr) = lone_server(ServerConfig::default()).await;
         let client = std::sync::Arc::new(RpcClient::new());
         let at = addr.to_string();
-        let index = match client.call(&at, put("held"), Duration::from_secs(5)).await {
-            Ok(Response::Written(w)) => w.index,
-            other => panic!("write: {other:?}"),
-        };
+        let index = written(&client, &at, "held").await;
         let held = super::MAX_IN_FLIGHT + 100;
         let mut reads = tokio::task::JoinSet::new();
         for i in 0..held {
@@ -556,10 +564,7 @@ mod tests {
         let (server, addr) = lone_server(ServerConfig::default()).await;
         let client = std::sync::Arc::new(RpcClient::new());
         let at = addr.to_string();
-        let index = match client.call(&at, put("watched"), Duration::from_secs(5)).await {
-            Ok(Response::Written(w)) => w.index,
-            other => panic!("write: {other:?}"),
-        };
+        let index = written(&client, &at, "watched").await;
         let read = move || {
             let q =
                 QueryOptions { min_query_index: index, max_query_time: Duration::from_secs(120), ..Default::default() };
@@ -589,10 +594,7 @@ mod tests {
             r => panic!("read of another key: {r:?}"),
         }
         // One change answers every caller, with the same answer.
-        let changed = match client.call(&at, put("watched"), Duration::from_secs(10)).await {
-            Ok(Response::Written(w)) => w.index,
-            other => panic!("write: {other:?}"),
-        };
+        let changed = written(&client, &at, "watched").await;
         let mut answered = 0;
         while let Some(r) = reads.join_next().await {
             match r.unwrap() {
@@ -626,21 +628,26 @@ mod tests {
             let q = QueryOptions { min_query_index: 7, max_query_time: Duration::from_secs(60), ..Default::default() };
             Request::Read(Box::new((ReadRequest::KvsGet { key: "k".into() }, q)))
         };
-        let started = std::time::Instant::now();
-        for _ in 0..3 {
-            let mut calls = tokio::task::JoinSet::new();
-            for _ in 0..50 {
-                let (client, at) = (client.clone(), at.clone());
-                calls.spawn(async move { client.call(&at, read(), Duration::from_secs(60)).await });
-            }
-            while let Some(r) = calls.join_next().await {
-                match r.unwrap() {
-                    Err(CallError::Lost(_) | CallError::Unsent(_)) => {}
-                    other => panic!("a call on a broken connection: {other:?}"),
+        let rounds = async {
+            for _ in 0..3 {
+                let mut calls = tokio::task::JoinSet::new();
+                for _ in 0..50 {
+                    let (client, at) = (client.clone(), at.clone());
+                    calls.spawn(async move { client.call(&at, read(), Duration::from_secs(60)).await });
+                }
+                while let Some(r) = calls.join_next().await {
+                    match r.unwrap() {
+                        Err(CallError::Lost(_) | CallError::Unsent(_)) => {}
+                        other => panic!("a call on a broken connection: {other:?}"),
+                    }
                 }
             }
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "callers waited {:?}", started.elapsed());
+        };
+        // Well within the calls' own 60 s timeouts.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(20), rounds).await.is_ok(),
+            "callers waited out their timeouts"
+        );
     }
 
     /// A client that stalls in the middle of a frame, past the idle timeout, while a request of
